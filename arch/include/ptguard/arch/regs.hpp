@@ -1,0 +1,314 @@
+// Control registers that describe a translation table to the MMU, built from the CPU's features.
+//
+//   VTCR_EL2, VTTBR_EL2  stage-2 (DDI 0487K.a D24.2, register descriptions; D8.2 for the start
+//                        level and concatenated tables, "Concatenated translation tables")
+//   TCR_EL2, TTBR0_EL2,  stage-1 EL2 without VHE (HCR_EL2.E2H = 0)
+//   MAIR_EL2             see memattr.hpp
+//   ID_AA64MMFR0/1/2_EL1, CTR_EL0  the features that decide PS, VS, HA, FWB and cache maintenance
+#pragma once
+
+#include "ptguard/arch/bits.hpp"
+#include "ptguard/arch/error.hpp"
+#include "ptguard/arch/granule.hpp"
+
+namespace ptguard::arch {
+
+// ---------------------------------------------------------------------------------------------
+// CPU features.
+// ---------------------------------------------------------------------------------------------
+using Mmfr0PaRange = Field<3, 0>;    ///< ID_AA64MMFR0_EL1.PARange
+using Mmfr0TGran16 = Field<23, 20>;  ///< 0b0000 16K not supported (stage 1), 0b0001 supported
+using Mmfr0TGran64 = Field<27, 24>;  ///< 0b0000 supported, 0b1111 not
+using Mmfr0TGran4 = Field<31, 28>;   ///< 0b0000 supported, 0b1111 not
+using Mmfr0TGran16_2 = Field<35, 32>;  ///< stage 2: 0b0000 as TGran16, 0b0001 no, 0b0010 yes
+using Mmfr0TGran64_2 = Field<39, 36>;
+using Mmfr0TGran4_2 = Field<43, 40>;
+using Mmfr1Hafdbs = Field<3, 0>;     ///< 0b0001 hardware AF, 0b0010 AF and dirty state
+using Mmfr1VmidBits = Field<7, 4>;   ///< 0b0000 8-bit VMID, 0b0010 16-bit
+using Mmfr1Xnx = Field<31, 28>;      ///< FEAT_XNX: stage-2 XN[0] distinguishes EL1 and EL0
+using Mmfr2Fwb = Field<43, 40>;      ///< FEAT_S2FWB
+using CtrIdc = Bit<28>;              ///< CTR_EL0.IDC: no D-cache clean to PoU for coherence
+using CtrDic = Bit<29>;              ///< CTR_EL0.DIC: no I-cache invalidation for coherence
+
+/// PARange / PS encodings and the physical-address size they stand for.
+[[nodiscard]] constexpr unsigned pa_bits_from_range(u64 encoding) {
+  switch (encoding) {
+    case 0b000: return 32;
+    case 0b001: return 36;
+    case 0b010: return 40;
+    case 0b011: return 42;
+    case 0b100: return 44;
+    case 0b101: return 48;
+    case 0b110: return 52;
+    default: return 0;
+  }
+}
+
+/// The PS encoding for a physical-address size (the largest encoding not above `bits`).
+[[nodiscard]] constexpr u64 pa_range_from_bits(unsigned bits) {
+  u64 enc = 0;
+  for (u64 e = 0; e <= 0b110; ++e)
+    if (pa_bits_from_range(e) <= bits) enc = e;
+  return enc;
+}
+
+/// What the table builders need to know about the CPU. Fill it from the ID registers with
+/// from_id_regs(), or by hand in tests and in the simulator.
+struct CpuFeatures {
+  unsigned pa_bits = 48;        ///< physical-address size (PARange), capped at 48 by the builders
+  unsigned vmid_bits = 16;      ///< 8 or 16
+  bool hw_access_flag = true;   ///< FEAT_HAFDBS: the MMU can set AF itself (VTCR/TCR.HA)
+  bool fwb = true;              ///< FEAT_S2FWB: stage 2 can force write-back (HCR_EL2.FWB)
+  bool xnx = false;             ///< FEAT_XNX
+  bool dic = false;             ///< CTR_EL0.DIC
+  bool idc = false;             ///< CTR_EL0.IDC
+  bool granule_s1[3] = {true, true, true};  ///< stage-1 support, indexed by Granule
+  bool granule_s2[3] = {true, true, true};  ///< stage-2 support, indexed by Granule
+
+  [[nodiscard]] constexpr bool supports(Granule g, int stage) const {
+    return (stage == 1 ? granule_s1 : granule_s2)[static_cast<unsigned>(g)];
+  }
+
+  /// Reads the features from raw ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1 and
+  /// CTR_EL0 values.
+  [[nodiscard]] static constexpr CpuFeatures from_id_regs(u64 mmfr0, u64 mmfr1, u64 mmfr2, u64 ctr) {
+    CpuFeatures f;
+    f.pa_bits = pa_bits_from_range(Mmfr0PaRange::get(mmfr0));
+    f.vmid_bits = Mmfr1VmidBits::get(mmfr1) == 0b0010 ? 16 : 8;
+    f.hw_access_flag = Mmfr1Hafdbs::get(mmfr1) >= 1;
+    f.fwb = Mmfr2Fwb::get(mmfr2) >= 1;
+    f.xnx = Mmfr1Xnx::get(mmfr1) >= 1;
+    f.dic = CtrDic::get(ctr);
+    f.idc = CtrIdc::get(ctr);
+    const bool s1_4k = Mmfr0TGran4::get(mmfr0) != 0xf;
+    const bool s1_16k = Mmfr0TGran16::get(mmfr0) != 0;
+    const bool s1_64k = Mmfr0TGran64::get(mmfr0) != 0xf;
+    f.granule_s1[0] = s1_4k;
+    f.granule_s1[1] = s1_16k;
+    f.granule_s1[2] = s1_64k;
+    auto s2 = [](u64 field, bool s1) { return field == 0 ? s1 : field >= 0b0010; };
+    f.granule_s2[0] = s2(Mmfr0TGran4_2::get(mmfr0), s1_4k);
+    f.granule_s2[1] = s2(Mmfr0TGran16_2::get(mmfr0), s1_16k);
+    f.granule_s2[2] = s2(Mmfr0TGran64_2::get(mmfr0), s1_64k);
+    return f;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Fields shared by VTCR_EL2 and TCR_EL2 (E2H = 0) for the TTBR0/VTTBR walk.
+// ---------------------------------------------------------------------------------------------
+using TcrT0sz = Field<5, 0>;     ///< T0SZ: the input-address size is 64 - T0SZ
+using VtcrSl0 = Field<7, 6>;     ///< SL0 (VTCR only): the initial lookup level
+using TcrIrgn0 = Field<9, 8>;    ///< inner cacheability of table walks
+using TcrOrgn0 = Field<11, 10>;  ///< outer cacheability of table walks
+using TcrSh0 = Field<13, 12>;    ///< shareability of table walks
+using TcrTg0 = Field<15, 14>;    ///< granule: 0b00 4K, 0b01 64K, 0b10 16K
+using TcrPs = Field<18, 16>;     ///< PS: output (physical) address size, PARange encoding
+using VtcrVs = Bit<19>;          ///< VS (VTCR only): 16-bit VMID
+using TcrTbi = Bit<20>;          ///< TBI (TCR_EL2 only): top byte ignored
+using TcrHa = Bit<21>;           ///< HA: hardware access-flag update
+using TcrHd = Bit<22>;           ///< HD: hardware dirty-state update
+inline constexpr u64 kVtcrRes1 = Bit<31>::kMask;
+inline constexpr u64 kTcrEl2Res1 = Bit<31>::kMask | Bit<23>::kMask;
+
+/// Table-walk cacheability, IRGN0/ORGN0 encodings.
+enum class WalkCache : u8 { non_cacheable = 0b00, wb_wa = 0b01, wt = 0b10, wb_nwa = 0b11 };
+
+[[nodiscard]] constexpr u64 tg0_encoding(Granule g) {
+  switch (g) {
+    case Granule::k4K: return 0b00;
+    case Granule::k64K: return 0b01;
+    case Granule::k16K: return 0b10;
+  }
+  return 0;
+}
+
+/// The granule TG0 selects; false for the reserved encoding 0b11.
+[[nodiscard]] constexpr bool granule_from_tg0(u64 tg0, Granule* out) {
+  switch (tg0) {
+    case 0b00: *out = Granule::k4K; return true;
+    case 0b01: *out = Granule::k64K; return true;
+    case 0b10: *out = Granule::k16K; return true;
+    default: return false;
+  }
+}
+
+/// VTCR_EL2.SL0 for a start level: for 4K, 0b00 level 2, 0b01 level 1, 0b10 level 0; for
+/// 16K and 64K, 0b00 level 3, 0b01 level 2, 0b10 level 1, 0b11 level 0 (16K only).
+[[nodiscard]] constexpr u64 sl0_encoding(Granule g, int start_level) {
+  return static_cast<u64>((g == Granule::k4K ? 2 : 3) - start_level);
+}
+/// The start level an SL0 value selects (4K SL0 = 0b11 needs FEAT_TTST: returns -1, reserved).
+[[nodiscard]] constexpr int start_level_from_sl0(Granule g, u64 sl0) {
+  if (g == Granule::k4K) return sl0 == 0b11 ? -1 : 2 - static_cast<int>(sl0);
+  if (g == Granule::k64K && sl0 == 0b11) return -1;
+  return 3 - static_cast<int>(sl0);
+}
+
+/// Largest number of concatenated tables at the stage-2 initial lookup level (D8.2.7).
+inline constexpr unsigned kMaxConcatenatedTables = 16;
+
+/// The shape of a stage-2 table for an IPA size, by Linux's rule: the fewest lookup levels that
+/// need at most 16 concatenated root tables, and never fewer than two levels. Two levels are
+/// impossible only where the IPA space fits in one last-level table (16K with 25 bits, 64K
+/// with 25 to 29 bits); there the walk starts at level 3 with a single table.
+struct Stage2Geometry {
+  Granule granule;
+  unsigned ia_bits;
+  int start_level;
+  unsigned root_tables;  ///< concatenated root tables: 1, 2, 4, 8 or 16
+
+  [[nodiscard]] constexpr u64 root_bytes() const { return u64{root_tables} * page_size(granule); }
+  /// log2 of root_tables: the platform allocates 2^order contiguous, naturally aligned pages.
+  [[nodiscard]] constexpr unsigned root_order() const {
+    unsigned o = 0;
+    while ((1u << o) < root_tables) ++o;
+    return o;
+  }
+};
+
+[[nodiscard]] constexpr Stage2Geometry stage2_geometry(Granule g, unsigned ia_bits) {
+  // Up to 16 tables (4 more bits) are resolved at the first level by concatenation.
+  int levels = levels_for(g, ia_bits > 4 ? ia_bits - 4 : 0);
+  if (levels < 2) levels = 2;
+  int start = kLastLevel + 1 - levels;
+  if (ia_bits <= level_shift(g, start)) start = kLastLevel;  // the space fits one L3 table
+  const unsigned table_span = level_shift(g, start) + bits_per_level(g);
+  const unsigned root = ia_bits > table_span ? 1u << (ia_bits - table_span) : 1u;
+  return Stage2Geometry{g, ia_bits, start, root};
+}
+
+static_assert(stage2_geometry(Granule::k4K, 40).start_level == 1);
+static_assert(stage2_geometry(Granule::k4K, 40).root_tables == 2);
+static_assert(stage2_geometry(Granule::k4K, 43).root_tables == 16);
+static_assert(stage2_geometry(Granule::k4K, 44).start_level == 0);
+static_assert(stage2_geometry(Granule::k4K, 48).root_tables == 1);
+static_assert(stage2_geometry(Granule::k4K, 25).start_level == 2);
+static_assert(stage2_geometry(Granule::k16K, 40).start_level == 2);
+static_assert(stage2_geometry(Granule::k16K, 40).root_tables == 16);
+static_assert(stage2_geometry(Granule::k16K, 48).start_level == 1);
+static_assert(stage2_geometry(Granule::k16K, 48).root_tables == 2);
+static_assert(stage2_geometry(Granule::k16K, 25).start_level == 3);
+static_assert(stage2_geometry(Granule::k64K, 48).start_level == 1);
+static_assert(stage2_geometry(Granule::k64K, 46).start_level == 2);
+static_assert(stage2_geometry(Granule::k64K, 46).root_tables == 16);
+static_assert(stage2_geometry(Granule::k64K, 29).start_level == 3);
+
+// ---------------------------------------------------------------------------------------------
+// Builders.
+// ---------------------------------------------------------------------------------------------
+
+/// Options a user may change; the defaults are what Linux uses.
+struct WalkOptions {
+  /// Inner-shareable write-back table walks. With non_cacheable walks, every table write
+  /// must be cleaned to the point of coherency before the MMU can see it; the engine reads
+  /// walk_needs_cmo() to know.
+  WalkCache cache = WalkCache::wb_wa;
+  bool use_hw_access_flag = true;  ///< set HA when the CPU has it
+  bool use_16bit_vmid = true;      ///< set VS when the CPU has it
+};
+
+[[nodiscard]] constexpr bool walk_needs_cmo(const WalkOptions& o) {
+  return o.cache == WalkCache::non_cacheable;
+}
+
+/// A stage-2 configuration: geometry, VTCR_EL2 and what it was built for.
+struct Stage2Config {
+  Stage2Geometry geometry;
+  u64 vtcr;
+  unsigned pa_bits;    ///< output-address size PS encodes
+  unsigned vmid_bits;  ///< 8 or 16 (VS)
+  bool fwb;            ///< HCR_EL2.FWB should be set (the CPU has FEAT_S2FWB)
+  bool hw_access_flag;
+};
+
+/// Builds VTCR_EL2 for a stage-2 table of `ia_bits` over granule `g`.
+/// Errors: EINVAL if ia_bits is outside 25..48; ERANGE if it exceeds the CPU's PA size (the
+/// IPA space cannot be larger than the PA space); EOPNOTSUPP if the CPU lacks the granule at
+/// stage 2.
+[[nodiscard]] constexpr Result<Stage2Config> make_stage2_config(Granule g, unsigned ia_bits,
+                                                                const CpuFeatures& cpu,
+                                                                const WalkOptions& opt = {}) {
+  if (ia_bits < kMinIaBits || ia_bits > kMaxIaBits) return fail(Error::einval);
+  const unsigned pa_bits = cpu.pa_bits > kMaxOaBits ? kMaxOaBits : cpu.pa_bits;
+  if (pa_bits < 32) return fail(Error::einval);
+  if (ia_bits > pa_bits) return fail(Error::erange);
+  if (!cpu.supports(g, 2)) return fail(Error::eopnotsupp);
+  const Stage2Geometry geo = stage2_geometry(g, ia_bits);
+  const bool vs = opt.use_16bit_vmid && cpu.vmid_bits == 16;
+  const bool ha = opt.use_hw_access_flag && cpu.hw_access_flag;
+  const u64 walk_sh = opt.cache == WalkCache::non_cacheable ? 0b00 : 0b11;  // inner shareable
+  u64 v = kVtcrRes1;
+  v = TcrT0sz::put(v, 64 - ia_bits);
+  v = VtcrSl0::put(v, sl0_encoding(g, geo.start_level));
+  v = TcrIrgn0::put(v, static_cast<u64>(opt.cache));
+  v = TcrOrgn0::put(v, static_cast<u64>(opt.cache));
+  v = TcrSh0::put(v, walk_sh);
+  v = TcrTg0::put(v, tg0_encoding(g));
+  v = TcrPs::put(v, pa_range_from_bits(pa_bits));
+  v = VtcrVs::put(v, vs);
+  v = TcrHa::put(v, ha);
+  return Stage2Config{geo, v, pa_bits, vs ? 16u : 8u, cpu.fwb, ha};
+}
+
+/// A stage-1 EL2 configuration (one TTBR, no VHE).
+struct Stage1Config {
+  Granule granule;
+  unsigned ia_bits;
+  int start_level;
+  u64 tcr;
+  u64 mair;
+  unsigned pa_bits;
+  bool hw_access_flag;
+};
+
+/// Builds TCR_EL2 (E2H = 0) for a hypervisor VA space of `va_bits`, and MAIR_EL2 with the
+/// library's memory types (memattr.hpp). Errors: EINVAL for va_bits outside 25..48,
+/// EOPNOTSUPP if the CPU lacks the granule.
+[[nodiscard]] constexpr Result<Stage1Config> make_stage1_config(Granule g, unsigned va_bits,
+                                                                const CpuFeatures& cpu,
+                                                                u64 mair, const WalkOptions& opt = {}) {
+  if (va_bits < kMinIaBits || va_bits > kMaxIaBits) return fail(Error::einval);
+  if (!cpu.supports(g, 1)) return fail(Error::eopnotsupp);
+  const unsigned pa_bits = cpu.pa_bits > kMaxOaBits ? kMaxOaBits : cpu.pa_bits;
+  if (pa_bits < 32) return fail(Error::einval);
+  const bool ha = opt.use_hw_access_flag && cpu.hw_access_flag;
+  u64 t = kTcrEl2Res1;
+  t = TcrT0sz::put(t, 64 - va_bits);
+  t = TcrIrgn0::put(t, static_cast<u64>(opt.cache));
+  t = TcrOrgn0::put(t, static_cast<u64>(opt.cache));
+  t = TcrSh0::put(t, opt.cache == WalkCache::non_cacheable ? 0b00 : 0b11);
+  t = TcrTg0::put(t, tg0_encoding(g));
+  t = TcrPs::put(t, pa_range_from_bits(pa_bits));
+  t = TcrHa::put(t, ha);
+  return Stage1Config{g, va_bits, stage1_start_level(g, va_bits), t, mair, pa_bits, ha};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Translation table base registers.
+// ---------------------------------------------------------------------------------------------
+using TtbrBaddr = Field<47, 1>;  ///< BADDR (bit 0 is CnP)
+using TtbrCnp = Bit<0>;
+using VttbrVmid = Field<63, 48>; ///< VMID; with VS = 0 only [55:48] are used, [63:56] RES0
+
+/// VTTBR_EL2 for a root at `root_pa` (aligned to the root's size) and a VMID.
+[[nodiscard]] constexpr u64 make_vttbr(u64 root_pa, u16 vmid) {
+  return (root_pa & TtbrBaddr::kMask) | VttbrVmid::make(vmid);
+}
+/// TTBR0_EL2 for a root at `root_pa`.
+[[nodiscard]] constexpr u64 make_ttbr0_el2(u64 root_pa) { return root_pa & TtbrBaddr::kMask; }
+
+// ---------------------------------------------------------------------------------------------
+// HCR_EL2 bits the library cares about.
+// ---------------------------------------------------------------------------------------------
+using HcrVm = Bit<0>;    ///< stage-2 translation enabled
+using HcrFwb = Bit<46>;  ///< FEAT_S2FWB: stage 2 forces write-back, MemAttr as above
+
+// A typical configuration pinned against hand-computed values: 4K granule, 40-bit IPA, 48-bit
+// PA, 16-bit VMID, hardware AF: T0SZ 24 (0x18), SL0 = 1 (level 1, two concatenated tables),
+// IRGN0 = ORGN0 = 01, SH0 = 11, TG0 = 00, PS = 0b101, VS, HA, RES1 bit 31.
+static_assert(make_stage2_config(Granule::k4K, 40, CpuFeatures{})->vtcr == 0x802d'3558ull);
+// TCR_EL2 for a 48-bit VA, 4K: T0SZ 16, WBWA inner-shareable walks, PS 48 bits, HA, RES1.
+static_assert(make_stage1_config(Granule::k4K, 48, CpuFeatures{}, 0)->tcr == 0x80a5'3510ull);
+
+}  // namespace ptguard::arch

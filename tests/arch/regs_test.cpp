@@ -1,0 +1,130 @@
+// VTCR_EL2, TCR_EL2, VTTBR_EL2 and the CPU features they depend on.
+#include <gtest/gtest.h>
+#include <rapidcheck/gtest.h>
+
+#include "ptguard/arch/regs.hpp"
+
+using namespace ptguard;
+using namespace ptguard::arch;
+
+namespace {
+
+TEST(Vtcr, FieldsDescribeTheTable) {
+  for (Granule g : kAllGranules) {
+    for (unsigned ia = kMinIaBits; ia <= kMaxIaBits; ++ia) {
+      const auto cfg = make_stage2_config(g, ia, CpuFeatures{});
+      ASSERT_TRUE(cfg.has_value()) << ia;
+      const u64 v = cfg->vtcr;
+      EXPECT_EQ(TcrT0sz::get(v), 64 - ia);
+      EXPECT_EQ(start_level_from_sl0(g, VtcrSl0::get(v)), cfg->geometry.start_level);
+      Granule back{};
+      ASSERT_TRUE(granule_from_tg0(TcrTg0::get(v), &back));
+      EXPECT_EQ(back, g);
+      EXPECT_EQ(TcrIrgn0::get(v), 0b01u);
+      EXPECT_EQ(TcrOrgn0::get(v), 0b01u);
+      EXPECT_EQ(TcrSh0::get(v), 0b11u);
+      EXPECT_EQ(pa_bits_from_range(TcrPs::get(v)), 48u);
+      EXPECT_TRUE(VtcrVs::get(v));
+      EXPECT_TRUE(TcrHa::get(v));
+      EXPECT_EQ(v & kVtcrRes1, kVtcrRes1);
+    }
+  }
+}
+
+TEST(Vtcr, FeaturesDecidePsVsHa) {
+  CpuFeatures cpu;
+  cpu.pa_bits = 40;
+  cpu.vmid_bits = 8;
+  cpu.hw_access_flag = false;
+  const auto cfg = make_stage2_config(Granule::k4K, 40, cpu);
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(TcrPs::get(cfg->vtcr), 0b010u);
+  EXPECT_FALSE(VtcrVs::get(cfg->vtcr));
+  EXPECT_FALSE(TcrHa::get(cfg->vtcr));
+  EXPECT_EQ(cfg->vmid_bits, 8u);
+  // The user may decline HA and VS even where the CPU has them.
+  WalkOptions opt;
+  opt.use_hw_access_flag = false;
+  opt.use_16bit_vmid = false;
+  const auto cfg2 = make_stage2_config(Granule::k4K, 40, CpuFeatures{}, opt);
+  ASSERT_TRUE(cfg2);
+  EXPECT_FALSE(TcrHa::get(cfg2->vtcr));
+  EXPECT_FALSE(VtcrVs::get(cfg2->vtcr));
+  // 52-bit PA CPUs get a 48-bit PS: the library does not do FEAT_LPA.
+  cpu = CpuFeatures{};
+  cpu.pa_bits = 52;
+  EXPECT_EQ(TcrPs::get(make_stage2_config(Granule::k64K, 48, cpu)->vtcr), 0b101u);
+}
+
+TEST(Vtcr, RefusesWhatCannotBeBuilt) {
+  EXPECT_EQ(make_stage2_config(Granule::k4K, 24, CpuFeatures{}).error(), Error::einval);
+  EXPECT_EQ(make_stage2_config(Granule::k4K, 49, CpuFeatures{}).error(), Error::einval);
+  CpuFeatures small;
+  small.pa_bits = 36;
+  EXPECT_EQ(make_stage2_config(Granule::k4K, 40, small).error(), Error::erange);
+  EXPECT_TRUE(make_stage2_config(Granule::k4K, 36, small).has_value());
+  CpuFeatures no16k;
+  no16k.granule_s2[static_cast<unsigned>(Granule::k16K)] = false;
+  EXPECT_EQ(make_stage2_config(Granule::k16K, 40, no16k).error(), Error::eopnotsupp);
+  EXPECT_TRUE(make_stage1_config(Granule::k16K, 40, no16k, 0).has_value());
+}
+
+TEST(Tcr, Stage1El2) {
+  for (Granule g : kAllGranules) {
+    for (unsigned va = kMinIaBits; va <= kMaxIaBits; ++va) {
+      const auto cfg = make_stage1_config(g, va, CpuFeatures{}, 0x1234);
+      ASSERT_TRUE(cfg);
+      EXPECT_EQ(TcrT0sz::get(cfg->tcr), 64 - va);
+      EXPECT_EQ(cfg->tcr & kTcrEl2Res1, kTcrEl2Res1);
+      EXPECT_EQ(cfg->start_level, stage1_start_level(g, va));
+      EXPECT_EQ(cfg->mair, 0x1234u);
+    }
+  }
+  EXPECT_EQ(make_stage1_config(Granule::k4K, 50, CpuFeatures{}, 0).error(), Error::einval);
+}
+
+TEST(Features, FromIdRegisters) {
+  // PARange 0b0101 (48 bits), TGran4 supported, TGran16 0b0001 (supported), TGran64 0b1111
+  // (not), TGran4_2 0b0010 (supported at stage 2), TGran16_2 0b0001 (not at stage 2),
+  // TGran64_2 0 (as stage 1: not).
+  const u64 mmfr0 = Mmfr0PaRange::make(0b0101) | Mmfr0TGran16::make(0b0001) |
+                    Mmfr0TGran64::make(0xf) | Mmfr0TGran4_2::make(0b0010) |
+                    Mmfr0TGran16_2::make(0b0001);
+  const u64 mmfr1 = Mmfr1Hafdbs::make(0b0010) | Mmfr1VmidBits::make(0b0010);
+  const u64 mmfr2 = Mmfr2Fwb::make(1);
+  const u64 ctr = CtrDic::make(1);
+  const CpuFeatures f = CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr);
+  EXPECT_EQ(f.pa_bits, 48u);
+  EXPECT_EQ(f.vmid_bits, 16u);
+  EXPECT_TRUE(f.hw_access_flag);
+  EXPECT_TRUE(f.fwb);
+  EXPECT_TRUE(f.dic);
+  EXPECT_FALSE(f.idc);
+  EXPECT_TRUE(f.supports(Granule::k4K, 1));
+  EXPECT_TRUE(f.supports(Granule::k4K, 2));
+  EXPECT_TRUE(f.supports(Granule::k16K, 1));
+  EXPECT_FALSE(f.supports(Granule::k16K, 2));
+  EXPECT_FALSE(f.supports(Granule::k64K, 1));
+  EXPECT_FALSE(f.supports(Granule::k64K, 2));
+  const CpuFeatures old = CpuFeatures::from_id_regs(Mmfr0PaRange::make(0b0010), 0, 0, 0);
+  EXPECT_EQ(old.pa_bits, 40u);
+  EXPECT_EQ(old.vmid_bits, 8u);
+  EXPECT_FALSE(old.hw_access_flag);
+  EXPECT_FALSE(old.fwb);
+}
+
+RC_GTEST_PROP(Vttbr, HoldsRootAndVmid, (u64 root, u16 vmid)) {
+  const u64 aligned = root & bit_range(47, 12);
+  const u64 v = make_vttbr(aligned, vmid);
+  RC_ASSERT((v & TtbrBaddr::kMask) == aligned);
+  RC_ASSERT(VttbrVmid::get(v) == vmid);
+  RC_ASSERT(!TtbrCnp::get(v));
+}
+
+TEST(PaRange, EncodingsRoundTrip) {
+  for (u64 e = 0; e <= 0b110; ++e) EXPECT_EQ(pa_range_from_bits(pa_bits_from_range(e)), e);
+  EXPECT_EQ(pa_range_from_bits(41), 0b010u);  // the largest size not above 41 bits is 40
+  EXPECT_EQ(pa_bits_from_range(0b111), 0u);
+}
+
+}  // namespace

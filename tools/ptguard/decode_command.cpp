@@ -1,0 +1,76 @@
+// ptguard decode VALUE [--stage 1|2] [--level N] [--granule 4K|16K|64K] [--no-fwb] [--json]
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "decode.hpp"
+
+namespace ptguard::tools {
+
+namespace {
+int g_exit_code = 0;
+
+struct DecodeOptions {
+  std::string value;
+  int stage = 2;
+  int level = 3;
+  std::string granule = "4K";
+  bool no_fwb = false;
+  bool json = false;
+};
+
+void print_decoded(u64 raw, const Decoded& d, bool json) {
+  if (json) {
+    nlohmann::json j;
+    j["raw"] = fmt::format("{:#018x}", raw);
+    j["kind"] = kind_name(d.kind);
+    j["summary"] = d.summary;
+    for (const DecodedField& f : d.fields)
+      j["fields"].push_back({{"name", f.name}, {"bits", f.bits}, {"value", f.value}, {"meaning", f.meaning}});
+    j["problems"] = d.problems;
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  fmt::print("{:#018x}: {}\n", raw, d.summary);
+  for (const DecodedField& f : d.fields)
+    fmt::print("  {:<26} [{:>5}] {:#x}{}{}\n", f.name, f.bits, f.value, f.meaning.empty() ? "" : "  ", f.meaning);
+  for (const std::string& p : d.problems) fmt::print("  ! {}\n", p);
+}
+}  // namespace
+
+int exit_code() { return g_exit_code; }
+void set_exit_code(int code) { g_exit_code = code; }
+
+void add_decode_command(CLI::App& app) {
+  auto opt = std::make_shared<DecodeOptions>();
+  CLI::App* cmd = app.add_subcommand("decode", "Name every field of a raw descriptor");
+  cmd->add_option("VALUE", opt->value, "the descriptor, e.g. 0x40000000000747")->required();
+  cmd->add_option("--stage", opt->stage, "1 (stage-1 EL2) or 2 (stage-2)")->check(CLI::IsMember({1, 2}));
+  cmd->add_option("--level", opt->level, "lookup level 0-3")->check(CLI::Range(0, 3));
+  cmd->add_option("--granule", opt->granule, "4K, 16K or 64K")->check(CLI::IsMember({"4K", "16K", "64K"}));
+  cmd->add_flag("--no-fwb", opt->no_fwb, "stage 2: decode MemAttr as without FEAT_S2FWB");
+  cmd->add_flag("--json", opt->json, "print JSON");
+  cmd->callback([opt] {
+    u64 raw = 0;
+    try {
+      std::size_t used = 0;
+      raw = std::stoull(opt->value, &used, 0);
+      if (used != opt->value.size()) throw std::invalid_argument("trailing characters");
+    } catch (const std::exception&) {
+      fmt::print(stderr, "ptguard decode: '{}' is not a number (use 0x... for hex)\n", opt->value);
+      set_exit_code(2);
+      return;
+    }
+    DecodeContext ctx;
+    ctx.stage = opt->stage;
+    ctx.level = opt->level;
+    ctx.granule = opt->granule == "16K"   ? arch::Granule::k16K
+                  : opt->granule == "64K" ? arch::Granule::k64K
+                                          : arch::Granule::k4K;
+    ctx.fwb = !opt->no_fwb;
+    print_decoded(raw, decode_descriptor(raw, ctx), opt->json);
+  });
+}
+
+}  // namespace ptguard::tools
