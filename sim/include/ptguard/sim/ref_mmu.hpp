@@ -1,0 +1,138 @@
+// The reference MMU: what the hardware does with a set of translation tables.
+//
+// Given the table memory, the control registers and an input address, it translates one read,
+// write or instruction fetch the way the Arm architecture's translation rules say (Arm ARM DDI
+// 0487, chapter D8 "The AArch64 Virtual Memory System Architecture", and the translation
+// pseudocode AArch64.S1Translate / AArch64.S2Translate), and returns the output address and
+// attributes, or the fault with its kind and lookup level.
+//
+// It is the oracle the tests ask: it is written from the architecture's rules, level by level,
+// and shares no walking code with the table engine (pgtable/). From arch/ it uses only bit-field
+// constants, granule geometry (level_shift, ...), descriptor classification, MemAttrs decoding
+// and register field definitions.
+//
+// Regimes: stage 1 of the EL2 translation regime without VHE (HCR_EL2.E2H = 0: TTBR0_EL2 only,
+// one privilege level), and stage 2 of the EL1&0 regime (VTTBR_EL2, VTCR_EL2), each on its
+// own. What is not modelled is listed in docs/reference-mmu.md.
+//
+// Hosted only (sim/): it allocates (the walk record).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ptguard/arch/descriptor.hpp"
+#include "ptguard/arch/memattr.hpp"
+#include "ptguard/sim/phys_mem.hpp"
+
+namespace ptguard::sim {
+
+/// The kind of access being translated.
+enum class Access : u8 { read, write, exec };
+
+/// The MMU fault kinds of one translation stage (D8.15.1 "MMU fault types"), less the ones this
+/// model cannot produce (alignment, TLB conflict, GPC).
+enum class FaultKind : u8 {
+  none,
+  translation,     ///< D8.15.1.1
+  access_flag,     ///< D8.15.1.4
+  permission,      ///< D8.15.1.5
+  address_size,    ///< D8.15.1.2 (RCVSBH): an address above the configured OA size
+  external_abort,  ///< D8.15.1.3: synchronous External abort on a table walk (unbacked table)
+};
+
+/// "translation", "access flag", "permission", "address size", "external abort" ("none").
+[[nodiscard]] const char* name(FaultKind k);
+/// "read", "write", "exec".
+[[nodiscard]] const char* name(Access a);
+
+/// One descriptor fetched during the walk, in order.
+struct WalkStep {
+  int level;
+  u64 table_pa;  ///< base of the table (for a concatenated root: of the whole root)
+  u64 desc_pa;   ///< address of the descriptor
+  u64 desc;      ///< its value
+  arch::DescKind kind;
+};
+
+/// The outcome of one translation.
+struct Translation {
+  FaultKind fault = FaultKind::none;
+  /// The lookup level of the fault (D8.15.4.2; level 0 for faults found before the walk), or
+  /// of the leaf on success.
+  int level = 0;
+  u64 input_address = 0;
+  u64 output_address = 0;  ///< valid when ok()
+  u64 descriptor = 0;      ///< the leaf descriptor (also on access-flag and permission faults)
+  u64 block_size = 0;      ///< bytes mapped by the leaf: page or block size
+  /// Effective permissions for this access's Exception level (stage 1: after APTable, XNTable
+  /// and WXN; stage 2: S2AP, and XN for the EL given). Filled when the leaf was reached.
+  bool readable = false;
+  bool writable = false;
+  bool executable = false;
+  /// Memory attributes the leaf selects: stage 1 from MAIR_EL2[AttrIndx], stage 2 from
+  /// MemAttr as HCR_EL2.FWB says. As written in the tables (the K1.2.11 Device-fetch rule is
+  /// reported through `unpredictable`, not folded in here).
+  arch::MemAttrs attrs{};
+  arch::Shareability sh = arch::Shareability::non;
+  u8 sw = 0;                ///< software bits 58:55 of the leaf
+  bool contiguous = false;  ///< contiguous hint (bit 52): reported only
+  /// TCR/VTCR.HA set and the leaf's AF is 0: the hardware would set AF in memory (the
+  /// reference MMU does not write it). Only on success: with a permission fault the update is
+  /// CONSTRAINED UNPREDICTABLE (Unpredictable_AFUPDATE) and this stays false.
+  bool af_set_by_hw = false;
+  /// The outcome rests on an IMPLEMENTATION DEFINED or CONSTRAINED UNPREDICTABLE choice;
+  /// `note` says which and what the model chose. Tests should not rely on such results.
+  bool unpredictable = false;
+  /// Why the translation faulted, or what choice was made (static text; empty if none).
+  std::string_view note;
+  std::vector<WalkStep> walk;
+
+  [[nodiscard]] bool ok() const { return fault == FaultKind::none; }
+};
+
+/// "ok pa 0x... level 3 (r w x) ..." or "fault permission level 3: <note>".
+[[nodiscard]] std::string to_string(const Translation& t);
+
+/// Stage 1, EL2 regime without VHE: the register values the walk depends on.
+struct Stage1Regs {
+  u64 tcr;           ///< TCR_EL2 (E2H = 0 layout)
+  u64 mair;          ///< MAIR_EL2
+  u64 ttbr0;         ///< TTBR0_EL2
+  bool wxn = false;  ///< SCTLR_EL2.WXN
+};
+
+/// Stage 2 of the EL1&0 regime.
+struct Stage2Regs {
+  u64 vtcr;          ///< VTCR_EL2
+  u64 vttbr;         ///< VTTBR_EL2 (the VMID bits are ignored)
+  bool fwb;          ///< HCR_EL2.FWB: changes what MemAttr means
+  bool xnx = false;  ///< FEAT_XNX implemented: XN[0] (bit 53) splits EL1 and EL0 execution
+};
+
+/// The CPU's implementation choices the architecture leaves open. The defaults are documented
+/// in docs/reference-mmu.md; results that depend on one are marked `unpredictable`.
+struct ImplChoices {
+  /// AArch64.PAMax(): the implemented PA size (ID_AA64MMFR0_EL1.PARange), at most 48 here.
+  unsigned pa_bits = 48;
+  /// TxSZ below the minimum (16) or above the maximum (39) is IMPLEMENTATION DEFINED: a level 0
+  /// Translation fault (true), or treated as the nearest limit (false).
+  bool txsz_out_of_range_faults = true;
+  /// An instruction fetch from Device memory that is not execute-never is CONSTRAINED
+  /// UNPREDICTABLE (K1.2.11): a Permission fault (true), or a fetch treated as Normal
+  /// Non-cacheable (false).
+  bool device_fetch_faults = false;
+};
+
+/// Translates `va` for `access` through the stage-1 EL2 tables in `mem`.
+[[nodiscard]] Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64 va,
+                                               Access access, const ImplChoices& impl = {});
+
+/// Translates `ipa` for `access` through the stage-2 tables in `mem`. `el0`: the access is
+/// made from EL0 (only instruction fetches care, through XN with FEAT_XNX).
+[[nodiscard]] Translation translate_stage2(const PhysMem& mem, const Stage2Regs& regs, u64 ipa,
+                                           Access access, bool el0 = false,
+                                           const ImplChoices& impl = {});
+
+}  // namespace ptguard::sim

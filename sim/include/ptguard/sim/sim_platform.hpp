@@ -1,0 +1,129 @@
+// SimPlatform: the ptguard::Platform of the simulated machine.
+//
+// Built on a PhysMem (which it does not own), a PageAllocator over a table pool in that
+// memory, and an EventLog. Every platform call does what the hardware would (a descriptor write
+// is a 64-bit store into simulated memory) and is recorded, in order, in the log. Misuse
+// (writing into a free table page, a pointer outside simulated memory, nested fixmap use, a
+// double free, ...) never crashes: it is recorded as a Violation in allocator().violations(),
+// which violations() returns; a test ends with EXPECT_THAT(p.violations(), IsEmpty()).
+//
+//   PhysMem mem;
+//   mem.add_region(0x4000'0000, 1ull << 30);          // 1 GiB of RAM
+//   SimPlatform p(mem, 0x4000'0000, 16ull << 20, 4096); // 16 MiB of it for table pages
+//   auto root = p.alloc_pages(0);
+//   p.write_desc(p.phys_to_virt(*root) + 1, 0x4020'0000 | 0x3);
+//   std::cout << p.log().format();                     // alloc ..., write ...
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "ptguard/arch/error.hpp"
+#include "ptguard/arch/maintenance.hpp"
+#include "ptguard/pgtable/platform.hpp"
+#include "ptguard/sim/event_log.hpp"
+#include "ptguard/sim/page_allocator.hpp"
+#include "ptguard/sim/phys_mem.hpp"
+
+namespace ptguard::sim {
+
+class SimPlatform {
+ public:
+  /// What virt_to_phys returns for a pointer outside simulated memory.
+  static constexpr u64 kBadPa = ~u64{0};
+
+  /// A platform whose table pages come from [pool_base, pool_base + pool_size) of `mem` (which
+  /// must be backed and must outlive the platform), one page of `page_size` bytes per table.
+  /// Throws std::invalid_argument if PageAllocator::check() refuses the pool; create() reports
+  /// the same as an error instead.
+  SimPlatform(PhysMem& mem, u64 pool_base, u64 pool_size, u64 page_size);
+  [[nodiscard]] static Result<SimPlatform> create(PhysMem& mem, u64 pool_base, u64 pool_size,
+                                                  u64 page_size);
+
+  SimPlatform(SimPlatform&&) = default;
+  SimPlatform& operator=(SimPlatform&&) = default;
+  SimPlatform(const SimPlatform&) = delete;
+  SimPlatform& operator=(const SimPlatform&) = delete;
+
+  // --- the Platform interface -----------------------------------------------------------------
+  [[nodiscard]] u64 page_size() const { return alloc_.page_size(); }
+  /// Logs alloc (or alloc_fail). Errors as PageAllocator::alloc.
+  [[nodiscard]] Result<u64> alloc_pages(unsigned order);
+  /// Logs free when the block is freed; misuse is a violation and nothing is freed or logged.
+  void free_pages(u64 pa, unsigned order);
+  /// Host pointer of `pa`; nullptr (and a violation: unbacked or misaligned) if `pa` is not
+  /// backed or not 8-byte aligned.
+  [[nodiscard]] u64* phys_to_virt(u64 pa) {
+    if (pa - pool_base_ < pool_bytes_ && pa % 8 == 0) {
+      return reinterpret_cast<u64*>(pool_host_ + (pa - pool_base_));
+    }
+    return phys_to_virt_slow(pa);
+  }
+  /// The physical address of a host pointer into simulated memory (any region); kBadPa (and a
+  /// bad_pointer violation) for any other pointer.
+  [[nodiscard]] u64 virt_to_phys(const u64* ptr) {
+    const auto p = reinterpret_cast<std::uintptr_t>(ptr);
+    if (p - pool_host_addr_ < pool_bytes_) return pool_base_ + (p - pool_host_addr_);
+    return virt_to_phys_slow(ptr);
+  }
+  /// Reference counts (PageAllocator::get/put/count; any address within the page). Logged as
+  /// get_page/put_page events only with set_log_refcounts(true); a put that frees its block
+  /// always logs the free.
+  void get_page(u64 pa);
+  [[nodiscard]] u32 put_page(u64 pa);
+  [[nodiscard]] u32 page_count(u64 pa) const { return alloc_.count(pa); }
+  /// Stores `value` at `ptep` and logs (pa, old, new). A pointer outside simulated memory or
+  /// not 8-byte aligned is refused (violation, nothing written); a write into a free pool page
+  /// is carried out and reported (write_to_free_page).
+  void write_desc(u64* ptep, u64 value);
+  /// Logs the invalidation; a level other than 0..3 or kTlbiLevelUnknown is a violation.
+  void tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level);
+  void barrier(arch::Barrier b) { log_.record(Event::barrier(b)); }
+  /// Logs the operation; an unbacked range is a violation (logged all the same).
+  void cache_op(arch::CacheOp op, u64 pa, u64 size);
+  /// The host pointer of `pa` through the single fixmap slot (the page containing `pa` must be
+  /// backed). Refused with nullptr while the slot is in use (fixmap_busy) or for an unbacked
+  /// page (unbacked).
+  [[nodiscard]] void* fixmap_map(u64 pa);
+  /// Frees the slot; with nothing mapped, a fixmap_not_mapped violation.
+  void fixmap_unmap();
+
+  // --- the simulator's side -------------------------------------------------------------------
+  [[nodiscard]] PhysMem& mem() { return *mem_; }
+  [[nodiscard]] const PhysMem& mem() const { return *mem_; }
+  [[nodiscard]] PageAllocator& allocator() { return alloc_; }
+  [[nodiscard]] const PageAllocator& allocator() const { return alloc_; }
+  [[nodiscard]] EventLog& log() { return log_; }
+  [[nodiscard]] const EventLog& log() const { return log_; }
+  /// Every misuse so far, the allocator's and the platform's, in order.
+  [[nodiscard]] const std::vector<Violation>& violations() const { return alloc_.violations(); }
+  /// The physical address mapped in the fixmap slot, if any.
+  [[nodiscard]] std::optional<u64> fixmap_pa() const { return fixmap_pa_; }
+  void set_log_refcounts(bool on) { log_refcounts_ = on; }
+
+ private:
+  struct HostRange {
+    std::uintptr_t host;
+    u64 base;
+    u64 size;
+  };
+  u64* phys_to_virt_slow(u64 pa);
+  u64 virt_to_phys_slow(const u64* ptr);
+  void refresh_host_ranges();
+
+  PhysMem* mem_;
+  PageAllocator alloc_;
+  EventLog log_;
+  u64 pool_base_;
+  u64 pool_bytes_;
+  std::byte* pool_host_;
+  std::uintptr_t pool_host_addr_;
+  std::vector<HostRange> host_ranges_;  // every region of mem_, refreshed when a lookup misses
+  std::optional<u64> fixmap_pa_;
+  bool log_refcounts_ = false;
+};
+
+static_assert(Platform<SimPlatform>);
+
+}  // namespace ptguard::sim

@@ -1,0 +1,182 @@
+// The simulated machine's Platform (see sim_platform.hpp).
+#include "ptguard/sim/sim_platform.hpp"
+
+#include <cstdio>
+#include <string>
+
+namespace ptguard::sim {
+
+namespace {
+
+std::string hex(u64 v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string hex_ptr(const void* p) { return hex(reinterpret_cast<std::uintptr_t>(p)); }
+
+}  // namespace
+
+SimPlatform::SimPlatform(PhysMem& mem, u64 pool_base, u64 pool_size, u64 page_size)
+    : mem_(&mem),
+      alloc_(mem, pool_base, pool_size, page_size),
+      pool_base_(pool_base),
+      pool_bytes_(pool_size),
+      pool_host_(mem.ptr(pool_base)),
+      pool_host_addr_(reinterpret_cast<std::uintptr_t>(pool_host_)) {
+  // The pool lies in one region (PhysMem::backed may also accept a range over adjacent
+  // regions, whose host mappings are not contiguous): keep the fast paths to that region.
+  for (const PhysMem::Region& r : mem.regions()) {
+    if (pool_base >= r.base && pool_base - r.base < r.size) {
+      const u64 room = r.size - (pool_base - r.base);
+      if (room < pool_bytes_) pool_bytes_ = room;
+    }
+  }
+  refresh_host_ranges();
+}
+
+Result<SimPlatform> SimPlatform::create(PhysMem& mem, u64 pool_base, u64 pool_size,
+                                        u64 page_size) {
+  if (const Status s = PageAllocator::check(mem, pool_base, pool_size, page_size); !s) {
+    return fail(s.error());
+  }
+  return SimPlatform(mem, pool_base, pool_size, page_size);
+}
+
+void SimPlatform::refresh_host_ranges() {
+  host_ranges_.clear();
+  for (const PhysMem::Region& r : mem_->regions()) {
+    host_ranges_.push_back(
+        HostRange{reinterpret_cast<std::uintptr_t>(mem_->ptr(r.base)), r.base, r.size});
+  }
+}
+
+Result<u64> SimPlatform::alloc_pages(unsigned order) {
+  const Result<u64> r = alloc_.alloc(order);
+  if (r) {
+    log_.record(Event::alloc(*r, order, alloc_.page_size() << order));
+  } else {
+    log_.record(Event::alloc_fail(order, r.error()));
+  }
+  return r;
+}
+
+void SimPlatform::free_pages(u64 pa, unsigned order) {
+  if (alloc_.free(pa, order)) {
+    log_.record(Event::free(pa, order, alloc_.page_size() << order, alloc_.poison_on_free(),
+                            PageAllocator::kFreePoison));
+  }
+}
+
+u64* SimPlatform::phys_to_virt_slow(u64 pa) {
+  if (pa % 8 != 0) {
+    alloc_.report(ViolationKind::misaligned, pa, "phys_to_virt of " + hex(pa) + ": not 8-byte aligned");
+    return nullptr;
+  }
+  std::byte* p = mem_->ptr(pa);
+  if (p == nullptr) {
+    alloc_.report(ViolationKind::unbacked, pa, "phys_to_virt of " + hex(pa) + ": not backed");
+    return nullptr;
+  }
+  return reinterpret_cast<u64*>(p);
+}
+
+u64 SimPlatform::virt_to_phys_slow(const u64* ptr) {
+  const auto p = reinterpret_cast<std::uintptr_t>(ptr);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (const HostRange& r : host_ranges_) {
+      if (p - r.host < r.size) return r.base + (p - r.host);
+    }
+    refresh_host_ranges();  // regions may have been added since
+  }
+  alloc_.report(ViolationKind::bad_pointer, 0,
+                "virt_to_phys of " + hex_ptr(ptr) + ": not a pointer into simulated memory");
+  return kBadPa;
+}
+
+void SimPlatform::get_page(u64 pa) {
+  if (alloc_.get(pa) && log_refcounts_) log_.record(Event::get_page(pa, alloc_.count(pa)));
+}
+
+u32 SimPlatform::put_page(u64 pa) {
+  const std::optional<PageAllocator::Block> block = alloc_.block_containing(pa);
+  const Result<u32> r = alloc_.put(pa);
+  if (!r) return 0;
+  if (log_refcounts_) log_.record(Event::put_page(pa, *r));
+  if (*r == 0 && block && !alloc_.allocated(pa)) {
+    log_.record(Event::free(block->pa, block->order, alloc_.page_size() << block->order,
+                            alloc_.poison_on_free(), PageAllocator::kFreePoison));
+  }
+  return *r;
+}
+
+void SimPlatform::write_desc(u64* ptep, u64 value) {
+  if (reinterpret_cast<std::uintptr_t>(ptep) % 8 != 0) {
+    alloc_.report(ViolationKind::misaligned, 0,
+                  "write_desc to " + hex_ptr(ptep) + ": not 8-byte aligned (nothing written)");
+    return;
+  }
+  const auto p = reinterpret_cast<std::uintptr_t>(ptep);
+  u64 pa;
+  if (p - pool_host_addr_ < pool_bytes_) {
+    pa = pool_base_ + (p - pool_host_addr_);
+  } else {
+    pa = virt_to_phys_slow(ptep);  // reports bad_pointer itself
+    if (pa == kBadPa) return;
+  }
+  if (alloc_.in_pool(pa) && !alloc_.allocated(pa)) {
+    alloc_.report(ViolationKind::write_to_free_page, pa,
+                  "write_desc to " + hex(pa) + " (" + hex(value) +
+                      "), in a free table page (written all the same)");
+  }
+  const u64 old = *ptep;
+  *ptep = value;
+  log_.record(Event::write(pa, old, value));
+}
+
+void SimPlatform::tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) {
+  if (level != arch::kTlbiLevelUnknown && (level < 0 || level > 3)) {
+    alloc_.report(ViolationKind::bad_argument, addr,
+                  std::string(arch::name(op)) + " with level hint " + std::to_string(level) +
+                      " (0..3 or kTlbiLevelUnknown)");
+  }
+  log_.record(Event::tlbi(op, vmid, addr, level));
+}
+
+void SimPlatform::cache_op(arch::CacheOp op, u64 pa, u64 size) {
+  if (!mem_->backed(pa, size)) {
+    alloc_.report(ViolationKind::unbacked, pa,
+                  std::string(arch::name(op)) + " over [" + hex(pa) + ", +" + hex(size) +
+                      "): not backed");
+  }
+  log_.record(Event::cache(op, pa, size));
+}
+
+void* SimPlatform::fixmap_map(u64 pa) {
+  if (fixmap_pa_) {
+    alloc_.report(ViolationKind::fixmap_busy, pa,
+                  "fixmap_map of " + hex(pa) + " while " + hex(*fixmap_pa_) +
+                      " is mapped (one slot; refused)");
+    return nullptr;
+  }
+  const u64 page = pa & ~(alloc_.page_size() - 1);
+  if (!mem_->backed(page, alloc_.page_size())) {
+    alloc_.report(ViolationKind::unbacked, pa, "fixmap_map of " + hex(pa) + ": page not backed");
+    return nullptr;
+  }
+  fixmap_pa_ = pa;
+  log_.record(Event::fixmap_map(pa));
+  return mem_->ptr(pa);
+}
+
+void SimPlatform::fixmap_unmap() {
+  if (!fixmap_pa_) {
+    alloc_.report(ViolationKind::fixmap_not_mapped, 0, "fixmap_unmap with nothing mapped");
+    return;
+  }
+  fixmap_pa_.reset();
+  log_.record(Event::fixmap_unmap());
+}
+
+}  // namespace ptguard::sim
