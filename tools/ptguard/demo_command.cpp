@@ -7,6 +7,8 @@
 #include "decode.hpp"
 #include "ptguard/arch/memattr.hpp"
 #include "ptguard/arch/regs.hpp"
+#include "ptguard/sim/phys_mem.hpp"
+#include "ptguard/sim/ref_mmu.hpp"
 
 namespace ptguard::tools {
 
@@ -18,6 +20,46 @@ void show(const char* what, u64 raw, const DecodeContext& ctx) {
   for (const DecodedField& f : d.fields)
     if (f.value != 0 || f.name == "output address") fmt::print("    {:<24} {:#x}  {}\n", f.name, f.value, f.meaning);
   for (const std::string& p : d.problems) fmt::print("    ! {}\n", p);
+}
+
+// A three-level stage-2 table written descriptor by descriptor into simulated memory, then
+// asked of the reference MMU: what the hardware would do with each access.
+void translate_by_hand() {
+  using namespace arch;
+  sim::PhysMem mem;
+  if (!mem.add_region(0x4000'0000, u64{64} << 20)) return;
+  const auto cfg = make_stage2_config(Granule::k4K, 32, CpuFeatures{});  // start level 2
+  const u64 root = 0x4000'0000, l3 = 0x4000'4000;
+  const auto leaf = [](u64 pa, bool write) {
+    return S2Leaf::page<Granule::k4K>(pa)
+        .with_memattr(s2_memattr(MemType::normal_wb, true))
+        .with_read(true)
+        .with_write(write)
+        .with_sh(Shareability::inner)
+        .with_af(true)
+        .with_xn(S2XnKind::xn)
+        .raw();
+  };
+  // IPA 0x0020_0000 is the first 2 MiB region (level-2 index 1) -> a level-3 table.
+  bool ok = mem.write64(root + 8 * 1, TableDesc::make(Granule::k4K, l3).raw());
+  ok = ok && mem.write64(l3 + 8 * 0, leaf(0x4100'0000, true));   // RW page
+  ok = ok && mem.write64(l3 + 8 * 1, leaf(0x4100'1000, false));  // read-only page
+  ok = ok && mem.write64(l3 + 8 * 2, InvalidDesc::annotation(2, 0).raw());  // owned by id 2
+  if (!ok) return;
+  const sim::Stage2Regs regs{cfg->vtcr, make_vttbr(root, 1), true, false};
+  fmt::print("\nThe reference MMU on a stage-2 table written by hand (4K, 32-bit IPA, start level {}):\n",
+             cfg->geometry.start_level);
+  struct Probe {
+    u64 ipa;
+    sim::Access access;
+  };
+  const Probe probes[] = {{0x20'0010, sim::Access::write}, {0x20'1008, sim::Access::read},
+                          {0x20'1008, sim::Access::write}, {0x20'2000, sim::Access::read},
+                          {0x20'0000, sim::Access::exec},  {0x1'0000'0000, sim::Access::read}};
+  for (const Probe& p : probes) {
+    const sim::Translation t = sim::translate_stage2(mem, regs, p.ipa, p.access);
+    fmt::print("  {:<5} IPA {:#012x}: {}\n", sim::name(p.access), p.ipa, sim::to_string(t));
+  }
 }
 
 void run_demo() {
@@ -75,6 +117,7 @@ void run_demo() {
        s1ctx);
   s2ctx.level = 0;
   show("What the MMU rejects: a block descriptor at level 0 of a 4K table:", 0x0000'0000'4000'07d9ull, s2ctx);
+  translate_by_hand();
   fmt::print("\nTry: ptguard decode 0x0040000040000743 --stage 1 --level 3\n");
 }
 

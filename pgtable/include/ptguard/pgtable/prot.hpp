@@ -12,6 +12,8 @@
 // layout only accepts the fields of that layout (Table::sw<Field>(value)).
 #pragma once
 
+#include <type_traits>
+
 #include "ptguard/arch/bits.hpp"
 #include "ptguard/arch/memattr.hpp"
 
