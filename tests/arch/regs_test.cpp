@@ -12,7 +12,7 @@ namespace {
 TEST(Vtcr, FieldsDescribeTheTable) {
   for (Granule g : kAllGranules) {
     for (unsigned ia = kMinIaBits; ia <= kMaxIaBits; ++ia) {
-      const auto cfg = make_stage2_config(g, ia, CpuFeatures{});
+      const auto cfg = make_stage2_config(g, ia, CpuFeatures::modern());
       ASSERT_TRUE(cfg.has_value()) << ia;
       const u64 v = cfg->vtcr;
       EXPECT_EQ(TcrT0sz::get(v), 64 - ia);
@@ -46,7 +46,7 @@ TEST(Vtcr, FeaturesDecidePsVsHa) {
   WalkOptions opt;
   opt.use_hw_access_flag = false;
   opt.use_16bit_vmid = false;
-  const auto cfg2 = make_stage2_config(Granule::k4K, 40, CpuFeatures{}, opt);
+  const auto cfg2 = make_stage2_config(Granule::k4K, 40, CpuFeatures::modern(), opt);
   ASSERT_TRUE(cfg2);
   EXPECT_FALSE(TcrHa::get(cfg2->vtcr));
   EXPECT_FALSE(VtcrVs::get(cfg2->vtcr));
@@ -66,21 +66,21 @@ TEST(Vtcr, RefusesWhatCannotBeBuilt) {
   CpuFeatures no16k;
   no16k.granule_s2[static_cast<unsigned>(Granule::k16K)] = false;
   EXPECT_EQ(make_stage2_config(Granule::k16K, 40, no16k).error(), Error::eopnotsupp);
-  EXPECT_TRUE(make_stage1_config(Granule::k16K, 40, no16k, 0).has_value());
+  EXPECT_TRUE(make_stage1_config(Granule::k16K, 40, no16k).has_value());
 }
 
 TEST(Tcr, Stage1El2) {
   for (Granule g : kAllGranules) {
     for (unsigned va = kMinIaBits; va <= kMaxIaBits; ++va) {
-      const auto cfg = make_stage1_config(g, va, CpuFeatures{}, 0x1234);
+      const auto cfg = make_stage1_config(g, va, CpuFeatures::modern());
       ASSERT_TRUE(cfg);
       EXPECT_EQ(TcrT0sz::get(cfg->tcr), 64 - va);
       EXPECT_EQ(cfg->tcr & kTcrEl2Res1, kTcrEl2Res1);
       EXPECT_EQ(cfg->start_level, stage1_start_level(g, va));
-      EXPECT_EQ(cfg->mair, 0x1234u);
+      EXPECT_EQ(cfg->mair, kMairEl2);
     }
   }
-  EXPECT_EQ(make_stage1_config(Granule::k4K, 50, CpuFeatures{}, 0).error(), Error::einval);
+  EXPECT_EQ(make_stage1_config(Granule::k4K, 50, CpuFeatures{}).error(), Error::einval);
 }
 
 TEST(Features, FromIdRegisters) {
@@ -124,7 +124,39 @@ RC_GTEST_PROP(Vttbr, HoldsRootAndVmid, (u64 root, u16 vmid)) {
 TEST(PaRange, EncodingsRoundTrip) {
   for (u64 e = 0; e <= 0b110; ++e) EXPECT_EQ(pa_range_from_bits(pa_bits_from_range(e)), e);
   EXPECT_EQ(pa_range_from_bits(41), 0b010u);  // the largest size not above 41 bits is 40
-  EXPECT_EQ(pa_bits_from_range(0b111), 0u);
+  EXPECT_EQ(pa_bits_from_range(0b111), 56u);  // FEAT_D128's 56 bits
+  // A CPU reporting more than 48 bits still gets tables, with a 48-bit PS.
+  const CpuFeatures big = CpuFeatures::from_id_regs(Mmfr0PaRange::make(0b0111), 0, 0, 0);
+  const auto cfg = make_stage2_config(Granule::k4K, 48, big);
+  ASSERT_TRUE(cfg.has_value());
+  EXPECT_EQ(TcrPs::get(cfg->vtcr), 0b101u);
+}
+
+TEST(Features, DefaultsAreTheConservativeMinimum) {
+  const CpuFeatures f;
+  EXPECT_FALSE(f.fwb);
+  EXPECT_FALSE(f.hw_access_flag);
+  EXPECT_EQ(f.vmid_bits, 8u);
+  EXPECT_EQ(f.pa_bits, 40u);
+  const auto cfg = make_stage2_config(Granule::k4K, 40, f);
+  ASSERT_TRUE(cfg.has_value());
+  EXPECT_FALSE(cfg->fwb);
+  EXPECT_FALSE(TcrHa::get(cfg->vtcr));
+  EXPECT_FALSE(VtcrVs::get(cfg->vtcr));
+}
+
+TEST(Walks, NonCacheableWalksAreRecorded) {
+  WalkOptions nc;
+  nc.cache = WalkCache::non_cacheable;
+  const auto s2 = make_stage2_config(Granule::k4K, 40, CpuFeatures::modern(), nc);
+  ASSERT_TRUE(s2.has_value());
+  EXPECT_FALSE(s2->walk_cacheable);
+  EXPECT_EQ(TcrSh0::get(s2->vtcr), 0u);
+  EXPECT_EQ(TcrIrgn0::get(s2->vtcr), 0u);
+  const auto s1 = make_stage1_config(Granule::k4K, 40, CpuFeatures::modern(), nc);
+  ASSERT_TRUE(s1.has_value());
+  EXPECT_FALSE(s1->walk_cacheable);
+  EXPECT_TRUE(make_stage1_config(Granule::k4K, 40, CpuFeatures::modern())->walk_cacheable);
 }
 
 }  // namespace

@@ -33,6 +33,12 @@ for s in "${sources[@]}"; do
 done
 "$cxx" -nostdlib -static -no-pie -Wl,-e,_start -o "$out/freestanding.elf" "${objs[@]}" -lgcc
 
+# Nothing runs static constructors at EL2: the image must not need any.
+if aarch64-linux-gnu-objdump -h "$out/freestanding.elf" | grep -qE '\.(init_array|ctors)'; then
+  echo "freestanding check: the image has static constructors (.init_array/.ctors)" >&2
+  exit 1
+fi
+
 # The link above fails on any undefined symbol; list what the image holds for the log.
 n=$(aarch64-linux-gnu-nm "$out/freestanding.elf" | wc -l)
 echo "freestanding check: linked ${#sources[@]} sources into $out/freestanding.elf ($n symbols)"

@@ -28,7 +28,7 @@ void translate_by_hand() {
   using namespace arch;
   sim::PhysMem mem;
   if (!mem.add_region(0x4000'0000, u64{64} << 20)) return;
-  const auto cfg = make_stage2_config(Granule::k4K, 32, CpuFeatures{});  // start level 2
+  const auto cfg = make_stage2_config(Granule::k4K, 32, CpuFeatures::modern());  // start level 2
   const u64 root = 0x4000'0000, l3 = 0x4000'4000;
   const auto leaf = [](u64 pa, bool write) {
     return S2Leaf::page<Granule::k4K>(pa)
@@ -64,7 +64,7 @@ void translate_by_hand() {
 
 void run_demo() {
   using namespace arch;
-  const CpuFeatures cpu;  // a CPU with 48-bit PA, 16-bit VMIDs, hardware AF and FWB
+  const CpuFeatures cpu = CpuFeatures::modern();  // 48-bit PA, 16-bit VMIDs, hardware AF, FWB
   fmt::print("ptguard demo: the architecture layer\n\n");
   fmt::print("Stage-2 roots for a 40-bit IPA space (Linux's rule: fewest levels, <= 16 concatenated tables):\n");
   for (Granule g : kAllGranules) {
@@ -74,7 +74,7 @@ void run_demo() {
                granule_name(g), cfg->geometry.start_level, cfg->geometry.root_tables,
                cfg->geometry.root_bytes() / 1024, cfg->vtcr);
   }
-  const auto s1 = make_stage1_config(Granule::k4K, 48, cpu, kMairEl2);
+  const auto s1 = make_stage1_config(Granule::k4K, 48, cpu);
   fmt::print("Stage-1 EL2, 48-bit VA, 4K: start level {}, TCR_EL2 {:#x}, MAIR_EL2 {:#x}\n", s1->start_level,
              s1->tcr, s1->mair);
 

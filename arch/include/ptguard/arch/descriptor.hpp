@@ -143,10 +143,12 @@ class S1Leaf {
  public:
   constexpr explicit S1Leaf(u64 raw) : raw_(raw) {}
 
-  /// A valid leaf at `level` mapping `pa` (aligned to the level's size; low bits dropped).
-  /// A page at level 3, a block elsewhere. Call only where leaf_allowed(g, level).
+  /// A valid leaf at `level` mapping `pa` (aligned to the level's size; low bits dropped),
+  /// read-write (AP = 0b01: AP[1] is RES1 at EL2). A page at level 3, a block elsewhere. Call
+  /// only where leaf_allowed(g, level).
   [[nodiscard]] static constexpr S1Leaf make(Granule g, int level, u64 pa) {
-    u64 raw = (pa & leaf_address_mask(g, level)) | DescValid::make(1);
+    u64 raw = (pa & leaf_address_mask(g, level)) | DescValid::make(1) |
+              S1Ap::make(static_cast<u64>(S1ApEl2::rw));
     if (level == kLastLevel) raw |= DescTypeBit::make(1);
     return S1Leaf(raw);
   }
@@ -271,7 +273,10 @@ using InvLocked = Bit<10>;
 using InvPoisoned = Bit<11>;
 using InvOwner = Field<47, 16>;
 
-/// The owner-id type and its limit, fixed by the width of InvOwner.
+/// The owner-id type and its limit, fixed by the width of InvOwner. Owner id 0 is special:
+/// an annotation naming 0 with no software bits is the empty entry, which means "owned by the
+/// table's owner". The ownership layer therefore gives id 0 to the host, whose stage-2 is the
+/// one table that records other owners (pKVM does the same).
 using OwnerId = u32;
 inline constexpr u64 kMaxOwnerId = InvOwner::kMax;
 
@@ -328,7 +333,7 @@ static_assert(S1Leaf::page<Granule::k4K>(0x4000'0000)
                   .with_xn(true)
                   .raw() == 0x0040'0000'4000'0743ull);
 // A 2 MiB stage-1 block has bits [1:0] = 0b01.
-static_assert(S1Leaf::block<Granule::k4K, 2>(0x20'0000).raw() == 0x20'0001ull);
+static_assert(S1Leaf::block<Granule::k4K, 2>(0x20'0000).raw() == 0x20'0041ull);
 static_assert(classify(0x20'0001, Granule::k4K, 2) == DescKind::block);
 static_assert(classify(0x20'0001, Granule::k4K, 0) == DescKind::reserved);
 static_assert(classify(0x20'0001, Granule::k4K, 3) == DescKind::reserved);

@@ -10,6 +10,7 @@
 #include "ptguard/arch/bits.hpp"
 #include "ptguard/arch/error.hpp"
 #include "ptguard/arch/granule.hpp"
+#include "ptguard/arch/memattr.hpp"
 
 namespace ptguard::arch {
 
@@ -40,7 +41,7 @@ using CtrDic = Bit<29>;              ///< CTR_EL0.DIC: no I-cache invalidation f
     case 0b100: return 44;
     case 0b101: return 48;
     case 0b110: return 52;
-    default: return 0;
+    default: return 56;  // 0b0111 (FEAT_D128); later encodings are at least as large
   }
 }
 
@@ -53,17 +54,31 @@ using CtrDic = Bit<29>;              ///< CTR_EL0.DIC: no I-cache invalidation f
 }
 
 /// What the table builders need to know about the CPU. Fill it from the ID registers with
-/// from_id_regs(), or by hand in tests and in the simulator.
+/// from_id_regs(). A default-constructed CpuFeatures is deliberately conservative (the
+/// Armv8.0 minimum: 40-bit PA, 8-bit VMIDs, no hardware access flag, no FWB), so that skipping
+/// the ID registers can never give a CPU an encoding it does not implement (an FWB MemAttr on a
+/// CPU without FEAT_S2FWB is a silently wrong memory type). modern() describes a recent CPU
+/// (and QEMU's `-cpu max`) for tests and the simulator.
 struct CpuFeatures {
-  unsigned pa_bits = 48;        ///< physical-address size (PARange), capped at 48 by the builders
-  unsigned vmid_bits = 16;      ///< 8 or 16
-  bool hw_access_flag = true;   ///< FEAT_HAFDBS: the MMU can set AF itself (VTCR/TCR.HA)
-  bool fwb = true;              ///< FEAT_S2FWB: stage 2 can force write-back (HCR_EL2.FWB)
+  unsigned pa_bits = 40;        ///< physical-address size (PARange), capped at 48 by the builders
+  unsigned vmid_bits = 8;       ///< 8 or 16
+  bool hw_access_flag = false;  ///< FEAT_HAFDBS: the MMU can set AF itself (VTCR/TCR.HA)
+  bool fwb = false;             ///< FEAT_S2FWB: stage 2 can force write-back (HCR_EL2.FWB)
   bool xnx = false;             ///< FEAT_XNX
   bool dic = false;             ///< CTR_EL0.DIC
   bool idc = false;             ///< CTR_EL0.IDC
   bool granule_s1[3] = {true, true, true};  ///< stage-1 support, indexed by Granule
   bool granule_s2[3] = {true, true, true};  ///< stage-2 support, indexed by Granule
+
+  /// A recent CPU: 48-bit PA, 16-bit VMIDs, hardware access flag, FWB, every granule.
+  [[nodiscard]] static constexpr CpuFeatures modern() {
+    CpuFeatures f;
+    f.pa_bits = 48;
+    f.vmid_bits = 16;
+    f.hw_access_flag = true;
+    f.fwb = true;
+    return f;
+  }
 
   [[nodiscard]] constexpr bool supports(Granule g, int stage) const {
     return (stage == 1 ? granule_s1 : granule_s2)[static_cast<unsigned>(g)];
@@ -138,12 +153,18 @@ enum class WalkCache : u8 { non_cacheable = 0b00, wb_wa = 0b01, wt = 0b10, wb_nw
 [[nodiscard]] constexpr u64 sl0_encoding(Granule g, int start_level) {
   return static_cast<u64>((g == Granule::k4K ? 2 : 3) - start_level);
 }
-/// The start level an SL0 value selects (4K SL0 = 0b11 needs FEAT_TTST: returns -1, reserved).
+
+/// The start level an SL0 value selects, or -1 for a reserved value: 4K SL0 = 0b11 needs
+/// FEAT_TTST, 16K SL0 = 0b11 needs FEAT_LPA2 (VTCR_EL2.DS), 64K SL0 = 0b11 is reserved
+/// (AArch64.S2InvalidSL). Whether a level-0 start is allowed also depends on the PA size (4K
+/// SL0 = 0b10 needs 44 bits, 16K SL0 = 0b10 42 bits); the reference MMU checks that.
 [[nodiscard]] constexpr int start_level_from_sl0(Granule g, u64 sl0) {
-  if (g == Granule::k4K) return sl0 == 0b11 ? -1 : 2 - static_cast<int>(sl0);
-  if (g == Granule::k64K && sl0 == 0b11) return -1;
+  if (sl0 == 0b11) return -1;
+  if (g == Granule::k4K) return 2 - static_cast<int>(sl0);
   return 3 - static_cast<int>(sl0);
 }
+static_assert(start_level_from_sl0(Granule::k16K, 0b11) == -1);
+static_assert(start_level_from_sl0(Granule::k4K, 0b10) == 0);
 
 /// Largest number of concatenated tables at the stage-2 initial lookup level (D8.2.7).
 inline constexpr unsigned kMaxConcatenatedTables = 16;
@@ -220,6 +241,7 @@ struct Stage2Config {
   unsigned vmid_bits;  ///< 8 or 16 (VS)
   bool fwb;            ///< HCR_EL2.FWB should be set (the CPU has FEAT_S2FWB)
   bool hw_access_flag;
+  bool walk_cacheable;  ///< false: table writes must be cleaned to the point of coherency
 };
 
 /// Builds VTCR_EL2 for a stage-2 table of `ia_bits` over granule `g`.
@@ -248,7 +270,7 @@ struct Stage2Config {
   v = TcrPs::put(v, pa_range_from_bits(pa_bits));
   v = VtcrVs::put(v, vs);
   v = TcrHa::put(v, ha);
-  return Stage2Config{geo, v, pa_bits, vs ? 16u : 8u, cpu.fwb, ha};
+  return Stage2Config{geo, v, pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt)};
 }
 
 /// A stage-1 EL2 configuration (one TTBR, no VHE).
@@ -257,17 +279,18 @@ struct Stage1Config {
   unsigned ia_bits;
   int start_level;
   u64 tcr;
-  u64 mair;
+  u64 mair;  ///< MAIR_EL2 with the library's memory types (kMairEl2)
   unsigned pa_bits;
   bool hw_access_flag;
+  bool walk_cacheable;  ///< false: table writes must be cleaned to the point of coherency
 };
 
 /// Builds TCR_EL2 (E2H = 0) for a hypervisor VA space of `va_bits`, and MAIR_EL2 with the
-/// library's memory types (memattr.hpp). Errors: EINVAL for va_bits outside 25..48,
-/// EOPNOTSUPP if the CPU lacks the granule.
+/// library's memory types at their attr_index() slots (memattr.hpp). Errors: EINVAL for
+/// va_bits outside 25..48, EOPNOTSUPP if the CPU lacks the granule.
 [[nodiscard]] constexpr Result<Stage1Config> make_stage1_config(Granule g, unsigned va_bits,
                                                                 const CpuFeatures& cpu,
-                                                                u64 mair, const WalkOptions& opt = {}) {
+                                                                const WalkOptions& opt = {}) {
   if (va_bits < kMinIaBits || va_bits > kMaxIaBits) return fail(Error::einval);
   if (!cpu.supports(g, 1)) return fail(Error::eopnotsupp);
   const unsigned pa_bits = cpu.pa_bits > kMaxOaBits ? kMaxOaBits : cpu.pa_bits;
@@ -281,7 +304,8 @@ struct Stage1Config {
   t = TcrTg0::put(t, tg0_encoding(g));
   t = TcrPs::put(t, pa_range_from_bits(pa_bits));
   t = TcrHa::put(t, ha);
-  return Stage1Config{g, va_bits, stage1_start_level(g, va_bits), t, mair, pa_bits, ha};
+  return Stage1Config{g, va_bits, stage1_start_level(g, va_bits), t, kMairEl2, pa_bits, ha,
+                      !walk_needs_cmo(opt)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,8 +331,8 @@ using HcrFwb = Bit<46>;  ///< FEAT_S2FWB: stage 2 forces write-back, MemAttr as 
 // A typical configuration pinned against hand-computed values: 4K granule, 40-bit IPA, 48-bit
 // PA, 16-bit VMID, hardware AF: T0SZ 24 (0x18), SL0 = 1 (level 1, two concatenated tables),
 // IRGN0 = ORGN0 = 01, SH0 = 11, TG0 = 00, PS = 0b101, VS, HA, RES1 bit 31.
-static_assert(make_stage2_config(Granule::k4K, 40, CpuFeatures{})->vtcr == 0x802d'3558ull);
+static_assert(make_stage2_config(Granule::k4K, 40, CpuFeatures::modern())->vtcr == 0x802d'3558ull);
 // TCR_EL2 for a 48-bit VA, 4K: T0SZ 16, WBWA inner-shareable walks, PS 48 bits, HA, RES1.
-static_assert(make_stage1_config(Granule::k4K, 48, CpuFeatures{}, 0)->tcr == 0x80a5'3510ull);
+static_assert(make_stage1_config(Granule::k4K, 48, CpuFeatures::modern())->tcr == 0x80a5'3510ull);
 
 }  // namespace ptguard::arch

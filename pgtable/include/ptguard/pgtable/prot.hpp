@@ -67,10 +67,13 @@ struct SwField {
 namespace detail {
 template <typename... Fields>
 constexpr bool disjoint() {
+  const u8 masks[] = {0, Fields::kMask...};
   u8 seen = 0;
-  bool ok = true;
-  ((ok = ok && (seen & Fields::kMask) == 0, seen = static_cast<u8>(seen | Fields::kMask)), ...);
-  return ok;
+  for (u8 m : masks) {
+    if ((seen & m) != 0) return false;
+    seen = static_cast<u8>(seen | m);
+  }
+  return true;
 }
 template <typename F, typename... Fields>
 constexpr bool one_of() {

@@ -45,7 +45,6 @@ enum class ViolationKind : u8 {
   wrong_order,             ///< free with an order different from the allocation's
   outside_pool,            ///< an address outside the allocator's pool
   misaligned,              ///< an address not aligned to a page (or, for a descriptor, 8 bytes)
-  freed_while_referenced,  ///< free of a block some page of which still has a count > 1
   refcount_free_page,      ///< get/put on a page that is not allocated
   refcount_underflow,      ///< put on a page of a live block whose count is already 0
   refcount_overflow,       ///< get on a page whose count is at its maximum (it saturates)
@@ -113,8 +112,9 @@ class PageAllocator {
   [[nodiscard]] Result<u64> alloc(unsigned order);
   /// Frees the block allocated at `pa` (its first page, exactly) with `order`. Errors (nothing freed, a violation
   /// recorded): EINVAL for misaligned, outside_pool, not_block_head, wrong_order; ENOENT for
-  /// double_free and never_allocated. A block with references left is freed all the same
-  /// (freed_while_referenced is recorded, no error returned).
+  /// double_free and never_allocated. The block is freed whatever its pages' counts are: the
+  /// counts are the engine's bookkeeping of a table's entries, and the engine frees a whole
+  /// discarded subtree at once.
   Status free(u64 pa, unsigned order);
 
   /// Reference counts of allocated pages (any page of a block). `pa` may be any address in

@@ -1,0 +1,894 @@
+// The translation-table engine: one table of one regime, granule and platform.
+//
+//   using S2 = Table<Stage2, Granule::k4K, MyPlatform, SwLayout<PageState>>;
+//   auto t = S2::create_stage2(plat, *arch::make_stage2_config(Granule::k4K, 40, cpu), vmid);
+//   Memcache mc; mc.topup(plat, t->pages_needed(ipa, size));
+//   t->map(ipa, size, pa, Prot{kPermRW, MemType::normal_wb}, mc);
+//
+// Every operation is a Content (what the range should hold: a mapping, an invalid value, a
+// permission change, a split) applied by one visitor over the one walker (walker.hpp), in two
+// passes: a read-only pass that finds every refusal (EEXIST, EINVAL) and counts the table
+// pages the change needs, then, only if nothing is refused and the memcache holds enough
+// pages, the pass that writes. So a failed operation leaves the table exactly as it was; there
+// is no partial result to document, even for ENOMEM.
+//
+// The decision for each entry (decide()) is shared by both passes, so what the first pass
+// counts is what the second does. Table pages are counted as Linux counts them: 1 for the
+// page plus 1 per non-empty entry (a valid entry or a non-zero annotation), so an annotation
+// keeps its table alive and a table whose count is back to 1 is empty.
+//
+// Break-before-make (stage 2), for any change of a valid entry other than its permissions,
+// access flag or software bits: write 0; DSB ISHST; TLBI IPAS2E1IS (address and level), or,
+// for a table entry, TLBI VMALLS12E1IS (the whole VMID: a table covers a range, and no level
+// hint is safe for it); DSB ISH; TLBI VMALLE1IS (combined stage-1+2 entries); DSB ISH; then the
+// new entry. Valid-to-invalid changes batch their invalidations (up to 16 by address and level,
+// beyond that one VMALLS12E1IS), completed before the operation returns and before any table
+// page it frees is given back. Stage 1 at EL2 never breaks a live entry: it refuses instead.
+#pragma once
+
+#include "ptguard/arch/descriptor.hpp"
+#include "ptguard/arch/error.hpp"
+#include "ptguard/arch/granule.hpp"
+#include "ptguard/arch/maintenance.hpp"
+#include "ptguard/arch/memattr.hpp"
+#include "ptguard/arch/regs.hpp"
+#include "ptguard/pgtable/memcache.hpp"
+#include "ptguard/pgtable/platform.hpp"
+#include "ptguard/pgtable/prot.hpp"
+#include "ptguard/pgtable/regime.hpp"
+#include "ptguard/pgtable/walker.hpp"
+
+namespace ptguard::pgtable {
+
+/// The force-page policy: asked before a block-level entry (a block mapping, or a block-level
+/// annotation) is written over [addr, end); returning true forces page granularity there.
+/// Linux's host stage-2 allows blocks only for the default protections.
+struct ForcePagePolicy {
+  using Fn = bool (*)(void* ctx, u64 addr, u64 end, const Prot& prot, bool annotation);
+  Fn fn = nullptr;
+  void* ctx = nullptr;
+  [[nodiscard]] bool operator()(u64 addr, u64 end, const Prot& prot, bool annotation) const {
+    return fn != nullptr && fn(ctx, addr, end, prot, annotation);
+  }
+};
+
+/// Forces pages everywhere (Linux's set_owner; the benchmarks' "forced to pages").
+inline bool force_pages_always(void*, u64, u64, const Prot&, bool) { return true; }
+
+struct TableOptions {
+  ForcePagePolicy force_page;
+  /// CTR_EL0.DIC: the instruction cache needs no invalidation for new executable mappings.
+  bool dic = false;
+};
+
+struct MapOptions {
+  /// Replace mappings with a different output address, memory type or shareability (through
+  /// break-before-make) instead of refusing with EEXIST. Stage 2 only.
+  bool replace = false;
+};
+
+/// Who invalidates the TLB after wrprotect and the young-bit operations.
+enum class TlbPolicy : u8 {
+  invalidate,  ///< the engine, batched, before the call returns (the default)
+  defer,       ///< the caller (who may batch many calls into one invalidation)
+};
+
+/// The leaf (or invalid entry) that maps an address.
+struct Leaf {
+  u64 entry;  ///< the descriptor (an invalid entry counts: it may carry an annotation)
+  int level;
+  u64 base;   ///< first input address the entry covers
+  u64 size;   ///< bytes the entry covers
+};
+
+template <typename Regime, arch::Granule G, Platform P, typename Layout = NoSwLayout>
+class Table {
+ public:
+  static constexpr bool kStage2 = Regime::kStage == 2;
+  static constexpr arch::Granule kGranule = G;
+  static constexpr u64 kPageSize = arch::page_size(G);
+  using SwBits = Layout;
+
+  Table(Table&& o) noexcept { *this = static_cast<Table&&>(o); }
+  Table& operator=(Table&& o) noexcept {
+    plat_ = o.plat_;
+    root_pa_ = o.root_pa_;
+    root_order_ = o.root_order_;
+    ia_bits_ = o.ia_bits_;
+    pa_bits_ = o.pa_bits_;
+    start_level_ = o.start_level_;
+    fwb_ = o.fwb_;
+    vmid_ = o.vmid_;
+    opt_ = o.opt_;
+    o.root_pa_ = kNoRoot;
+    return *this;
+  }
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+
+  /// A stage-2 table described by `cfg` (arch::make_stage2_config), with its root allocated
+  /// from the platform (2^cfg.geometry.root_order() zeroed, naturally aligned pages).
+  /// Errors: EINVAL if the configuration is for another granule; ENOMEM from the platform.
+  [[nodiscard]] static Result<Table> create_stage2(P& plat, const arch::Stage2Config& cfg, u16 vmid,
+                                                   const TableOptions& opt = {})
+    requires kStage2
+  {
+    if (cfg.geometry.granule != G || plat.page_size() != kPageSize) return fail(Error::einval);
+    const Result<u64> root = plat.alloc_pages(cfg.geometry.root_order());
+    if (!root) return fail(root.error());
+    return Table(plat, *root, cfg.geometry.root_order(), cfg.geometry.ia_bits, cfg.pa_bits,
+                 cfg.geometry.start_level, cfg.fwb, vmid, opt);
+  }
+
+  /// A stage-1 EL2 table described by `cfg` (arch::make_stage1_config).
+  [[nodiscard]] static Result<Table> create_stage1(P& plat, const arch::Stage1Config& cfg,
+                                                   const TableOptions& opt = {})
+    requires(!kStage2)
+  {
+    if (cfg.granule != G || plat.page_size() != kPageSize) return fail(Error::einval);
+    const Result<u64> root = plat.alloc_pages(0);
+    if (!root) return fail(root.error());
+    return Table(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, 0, opt);
+  }
+
+  // ---- queries -----------------------------------------------------------------------------
+  [[nodiscard]] u64 root_pa() const { return root_pa_; }
+  [[nodiscard]] int start_level() const { return start_level_; }
+  [[nodiscard]] unsigned ia_bits() const { return ia_bits_; }
+  [[nodiscard]] unsigned pa_bits() const { return pa_bits_; }
+  [[nodiscard]] u16 vmid() const { return vmid_; }
+  [[nodiscard]] bool fwb() const { return fwb_; }
+  /// Number of pages of the (possibly concatenated) root.
+  [[nodiscard]] unsigned root_pages() const { return 1u << root_order_; }
+
+  /// The software bits `value` in layout field F, for a Prot's sw member. Only fields of the
+  /// table's layout are accepted (a field nobody reserved does not compile).
+  template <typename F>
+    requires(Layout::template kContains<F>)
+  [[nodiscard]] static constexpr u8 sw(u8 value, u8 sw_bits = 0) {
+    return F::put(sw_bits, value);
+  }
+
+  /// The most table pages map/set_owner/unmap/wrprotect/split can take over [addr, addr+size)
+  /// of any table of this shape, computed from the range alone: one page per entry of each
+  /// level above the last that the range touches (each may need a new table, or a split).
+  [[nodiscard]] u32 max_pages_needed(u64 addr, u64 size) const {
+    if (size == 0) return 0;
+    const u64 last = addr + size - 1;
+    u64 pages = 0;
+    for (int level = start_level_; level < arch::kLastLevel; ++level) {
+      const unsigned shift = arch::level_shift(G, level);
+      pages += (last >> shift) - (addr >> shift) + 1;
+    }
+    return pages > 0xffff'ffffu ? 0xffff'ffffu : static_cast<u32>(pages);
+  }
+
+  /// The leaf that maps `addr` (valid or not): its entry, level and range. Built on the walker.
+  /// Errors: EINVAL for an unaligned address is not one: any address is accepted and rounded
+  /// down; ERANGE beyond the input-address size.
+  [[nodiscard]] Result<Leaf> lookup(u64 addr) const {
+    if (ia_bits_ < 64 && addr >> ia_bits_) return fail(Error::erange);
+    struct V {
+      static constexpr unsigned visits() { return kVisitLeaf; }
+      Leaf out{};
+      Status leaf(VisitCtx& x) {
+        out = Leaf{x.old, x.level, x.base, arch::level_size(G, x.level)};
+        return {};
+      }
+    } v;
+    const u64 a = addr & ~(kPageSize - 1);
+    Status st = walk(a, a + kPageSize, v);
+    if (!st) return fail(st.error());
+    return v.out;
+  }
+
+  // ---- operations (stage 2 and stage 1) -----------------------------------------------------
+
+  /// Maps [addr, addr+size) to [pa, pa+size) with `prot`, using the largest blocks the
+  /// alignment of both addresses, the size left and the force-page policy allow. Where a valid
+  /// leaf is already there: the same translation and attributes: nothing written; only
+  /// permissions, access flag or software bits differ (stage 2; stage 1: software bits only):
+  /// updated in place, with TLB invalidation if permissions shrink, splitting a larger block
+  /// first and keeping the rest of it; a different output address, memory type or shareability:
+  /// EEXIST, unless opts.replace (stage 2), which goes through break-before-make and keeps the
+  /// part of a block outside the range. Annotated invalid entries in the range are replaced.
+  /// Errors (the table unchanged): EINVAL for unaligned or zero size, a wrapping range, or a
+  /// prot the regime cannot encode (Stage2::encode, Stage1El2::encode); ERANGE past the
+  /// input- or output-address size; EEXIST as above; EINVAL at stage 1 for a change to part of
+  /// a block; ENOMEM if `mc` holds fewer pages than the change needs (pages_needed()).
+  [[nodiscard]] Status map(u64 addr, u64 size, u64 pa, const Prot& prot, Memcache& mc,
+                           const MapOptions& opts = {}) {
+    if (Status st = check_range(addr, size); !st) return st;
+    if (Status st = check_output(pa, size); !st) return st;
+    if (!kStage2 && opts.replace) return fail(Error::einval);
+    const Result<u64> attrs = Regime::encode(prot, fwb_);
+    if (!attrs) return fail(attrs.error());
+    Content c{Content::Kind::leaf, *attrs, addr, pa, prot, opts.replace, false, TlbPolicy::invalidate};
+    return apply(c, addr, size, &mc);
+  }
+
+  /// Removes every mapping and annotation in [addr, addr+size): the range reads as empty
+  /// entries afterwards; tables left empty are freed. Stage 2: a block partly in the range is
+  /// split (break-before-make) and its rest kept, which may take pages from `mc`; without FWB,
+  /// cacheable memory that was mapped is cleaned and invalidated to the point of coherency.
+  /// Stage 1: a block partly in the range is refused with EINVAL (splitting a live EL2 block
+  /// could unmap the code that runs). Errors as map(); the table unchanged on error.
+  [[nodiscard]] Status unmap(u64 addr, u64 size, Memcache& mc) {
+    if (Status st = check_range(addr, size); !st) return st;
+    Content c{Content::Kind::invalid, 0, addr, 0, Prot{}, false, false, TlbPolicy::invalidate};
+    return apply(c, addr, size, &mc);
+  }
+  /// unmap() without a memcache: fails with ENOMEM (nothing changed) if a split is needed.
+  [[nodiscard]] Status unmap(u64 addr, u64 size) {
+    Memcache none;
+    return unmap(addr, size, none);
+  }
+
+  /// Removes every table, no TLB maintenance (the table must no longer be live), and frees the
+  /// root. The Table is empty afterwards; any further call fails with EINVAL.
+  void destroy() {
+    if (root_pa_ == kNoRoot) return;
+    const u64 per_page = arch::entries_per_table(G);
+    for (u64 i = 0; i < root_entries(); ++i) {
+      const u64 page = root_pa_ + (i / per_page) * kPageSize;
+      const u64 e = plat_->phys_to_virt(page)[i % per_page];
+      if (start_level_ < arch::kLastLevel && arch::classify(e, G, start_level_) == arch::DescKind::table)
+        free_subtree(arch::TableDesc(e).next_table(G), start_level_ + 1);
+    }
+    plat_->free_pages(root_pa_, root_order_);
+    root_pa_ = kNoRoot;
+  }
+
+  // ---- stage 2 only ---------------------------------------------------------------------------
+
+  /// Writes invalid entries annotated with `owner` and the software bits `sw` over
+  /// [addr, addr+size), replacing what was mapped there (valid-to-invalid: batched TLB
+  /// invalidation). Uses the largest block-level entry the alignment allows (an invalid entry
+  /// at level 1 annotates a whole GiB with the 4K granule) unless the force-page policy forbids
+  /// it, and splits blocks partly in the range (keeping their rest). owner 0 with no software
+  /// bits is the empty entry: the same as unmap(). Errors: EINVAL for an owner id beyond
+  /// arch::kMaxOwnerId or software bits beyond SW0..SW3; otherwise as unmap(). The table
+  /// unchanged on error.
+  [[nodiscard]] Status set_owner(u64 addr, u64 size, arch::OwnerId owner, u8 sw_bits, Memcache& mc)
+    requires kStage2
+  {
+    if (Status st = check_range(addr, size); !st) return st;
+    if (owner > arch::kMaxOwnerId || sw_bits >= (1u << kSwBits)) return fail(Error::einval);
+    const u64 value = arch::InvalidDesc::annotation(owner, sw_bits).raw();
+    Content c{Content::Kind::invalid, value, addr, 0, Prot{kPermNone, arch::MemType::normal_wb, sw_bits},
+              false, false, TlbPolicy::invalidate};
+    return apply(c, addr, size, &mc);
+  }
+
+  /// Removes write permission from every valid leaf in [addr, addr+size), splitting blocks
+  /// partly in the range (pages from `mc`); software bits and everything else are kept. The
+  /// TLB is invalidated by the engine (batched) unless `tlb` is TlbPolicy::defer.
+  [[nodiscard]] Status wrprotect(u64 addr, u64 size, Memcache& mc, TlbPolicy tlb = TlbPolicy::invalidate)
+    requires kStage2
+  {
+    if (Status st = check_range(addr, size); !st) return st;
+    Content c{Content::Kind::clear_bits, arch::S2ApWrite::kMask, addr, 0, Prot{}, false, false, tlb};
+    return apply(c, addr, size, &mc);
+  }
+
+  /// Adds the permissions in `prot.perm` to the one leaf that maps `addr` (never splits, never
+  /// removes a permission, never touches the memory type or the software bits). Software bits
+  /// cannot be set or cleared through relax_perms: a prot with any software bit is EINVAL, as in
+  /// Linux. Executable permission for device or non-cacheable memory is EINVAL. ENOENT if
+  /// nothing valid maps `addr` (Linux: EAGAIN, letting the vCPU fault again). The stale
+  /// TLB entry (with the old, smaller permissions) is invalidated unless `tlb` is defer; adding
+  /// execute permission invalidates the instruction cache unless CTR_EL0.DIC.
+  [[nodiscard]] Status relax_perms(u64 addr, const Prot& prot, TlbPolicy tlb = TlbPolicy::invalidate)
+    requires kStage2
+  {
+    if (ia_bits_ < 64 && addr >> ia_bits_) return fail(Error::erange);
+    if (prot.sw != 0) return fail(Error::einval);
+    if (prot.perm & ~kPermRWX) return fail(Error::einval);
+    const Result<Leaf> leaf = lookup(addr);
+    if (!leaf) return fail(leaf.error());
+    if (!arch::DescValid::get(leaf->entry)) return fail(Error::enoent);
+    const Prot cur = Regime::decode(leaf->entry, fwb_);
+    if ((prot.perm & kPermX) && cur.type != arch::MemType::normal_wb) return fail(Error::einval);
+    u64 nv = leaf->entry;
+    if (prot.perm & kPermR) nv = arch::S2ApRead::put(nv, 1);
+    if (prot.perm & kPermW) nv = arch::S2ApWrite::put(nv, 1);
+    if (prot.perm & kPermX) nv = arch::S2Xn::put(nv, static_cast<u64>(arch::S2XnKind::exec));
+    if (nv == leaf->entry) return {};
+    u64* ptep = entry_ptr(addr, leaf->level);
+    if ((prot.perm & kPermX) && !cur.executable()) icache_for(nv, leaf->level);
+    plat_->write_desc(ptep, nv);
+    OpState s;
+    s.policy = tlb;
+    queue_tlbi(s, leaf->base, leaf->level, true);
+    finish(s, true);
+    return {};
+  }
+
+  /// Sets the access flag of the leaf that maps `addr` (no TLB maintenance is needed to add
+  /// it). ENOENT if nothing valid maps `addr`.
+  [[nodiscard]] Status mkyoung(u64 addr)
+    requires kStage2
+  {
+    const Result<Leaf> leaf = lookup(addr);
+    if (!leaf) return fail(leaf.error());
+    if (!arch::DescValid::get(leaf->entry)) return fail(Error::enoent);
+    if (arch::S2Af::get(leaf->entry)) return {};
+    plat_->write_desc(entry_ptr(addr, leaf->level), arch::S2Af::put(leaf->entry, 1));
+    plat_->barrier(arch::Barrier::dsb_ishst);
+    return {};
+  }
+
+  /// Whether any valid leaf in [addr, addr+size) has its access flag set; with `clear`, clears
+  /// it on all of them (whole leaves: a block partly in the range is cleared entirely, as in
+  /// Linux, since the flag belongs to the block). Software bits are kept. The TLB is invalidated
+  /// for the leaves cleared unless `tlb` is defer.
+  [[nodiscard]] Result<bool> test_and_clear_young(u64 addr, u64 size, bool clear,
+                                                  TlbPolicy tlb = TlbPolicy::invalidate)
+    requires kStage2
+  {
+    if (Status st = check_range(addr, size); !st) return fail(st.error());
+    struct V {
+      static constexpr unsigned visits() { return kVisitLeaf; }
+      Table* t;
+      OpState* s;
+      bool clear;
+      bool young = false;
+      Status leaf(VisitCtx& x) {
+        if (!arch::DescValid::get(x.old) || !arch::S2Af::get(x.old)) return {};
+        young = true;
+        if (clear) {
+          t->plat_->write_desc(x.ptep, arch::S2Af::put(x.old, 0));
+          t->queue_tlbi(*s, x.base, x.level, true);
+        }
+        return {};
+      }
+    };
+    OpState s;
+    s.policy = tlb;
+    V v{this, &s, clear};
+    Status st = walk(addr, addr + size, v);
+    finish(s, v.young && clear);
+    if (!st) return fail(st.error());
+    return v.young;
+  }
+
+  /// Splits every block in [addr, addr+size) one level down (a 1 GiB block into 2 MiB blocks),
+  /// or down to pages with `to_pages`, through break-before-make; translations are unchanged.
+  /// Pages from `mc`; ENOMEM (nothing changed) if it holds fewer than needed.
+  [[nodiscard]] Status split(u64 addr, u64 size, Memcache& mc, bool to_pages = false)
+    requires kStage2
+  {
+    if (Status st = check_range(addr, size); !st) return st;
+    Content c{Content::Kind::split, 0, addr, 0, Prot{}, false, to_pages, TlbPolicy::invalidate};
+    return apply(c, addr, size, &mc);
+  }
+
+  /// Exactly the table pages map() would take from a memcache now (0 if it would fail for
+  /// another reason). Callers that must not fail later fill the memcache with this many.
+  [[nodiscard]] Result<u32> pages_needed_for_map(u64 addr, u64 size, u64 pa, const Prot& prot,
+                                                 const MapOptions& opts = {}) const {
+    if (Status st = check_range(addr, size); !st) return fail(st.error());
+    if (Status st = check_output(pa, size); !st) return fail(st.error());
+    const Result<u64> attrs = Regime::encode(prot, fwb_);
+    if (!attrs) return fail(attrs.error());
+    Content c{Content::Kind::leaf, *attrs, addr, pa, prot, opts.replace, false, TlbPolicy::invalidate};
+    return count_pages(c, addr, size);
+  }
+
+  /// Walks [addr, addr+size) with a caller's visitor (see walker.hpp). The visitor must keep
+  /// the table's counting rule if it changes entries; read-only visitors are always safe.
+  template <typename V>
+  [[nodiscard]] Status walk(u64 addr, u64 end, V& v) const {
+    if (root_pa_ == kNoRoot) return fail(Error::einval);
+    P* plat = plat_;
+    return walk_root<G>([plat](u64 pa) { return plat->phys_to_virt(pa); }, root_pa_, start_level_, addr, end, v);
+  }
+
+ private:
+  static constexpr u64 kNoRoot = ~u64{0};
+
+  Table(P& plat, u64 root, unsigned order, unsigned ia, unsigned pa_bits, int start, bool fwb, u16 vmid,
+        const TableOptions& opt)
+      : plat_(&plat),
+        root_pa_(root),
+        root_order_(static_cast<u8>(order)),
+        ia_bits_(static_cast<u8>(ia)),
+        pa_bits_(static_cast<u8>(pa_bits)),
+        start_level_(static_cast<i8>(start)),
+        fwb_(fwb),
+        vmid_(vmid),
+        opt_(opt) {}
+
+  // What an operation makes of its range.
+  struct Content {
+    enum class Kind : u8 {
+      leaf,        // valid leaves mapping ia -> pa linearly, attributes `value`
+      invalid,     // the invalid entry `value` (0: empty; else an annotation)
+      clear_bits,  // valid leaves lose the bits `value` (a permission or the access flag)
+      split,       // blocks become tables of the next level (or pages)
+    } kind;
+    u64 value;
+    u64 ia;  // start of the range
+    u64 pa;  // leaf: output address of `ia`
+    Prot prot;
+    bool replace;
+    bool to_pages;
+    TlbPolicy tlb;
+  };
+
+  enum class Act : u8 {
+    skip,       // nothing to do here
+    descend,    // an existing table: its entries decide
+    write,      // the entry is invalid: write `value` (a leaf or an invalid entry)
+    inplace,    // a valid leaf keeps its translation; write `value` (perms, AF, sw changed)
+    bbm,        // a valid leaf becomes another valid leaf: break-before-make
+    unmap,      // a valid leaf becomes the invalid entry `value`
+    zap,        // a table becomes `value` (leaf or invalid) and its subtree is freed
+    new_table,  // an invalid entry becomes a table of copies of it
+    split,      // a valid block becomes a table of the leaves it maps
+  };
+  struct Decision {
+    Act act;
+    u64 value;
+    Error err;
+    bool failed;
+  };
+  static constexpr Decision act(Act a, u64 v = 0) { return Decision{a, v, Error::einval, false}; }
+  static constexpr Decision refuse(Error e) { return Decision{Act::skip, 0, e, true}; }
+
+  struct OpState {
+    static constexpr u32 kMaxTlbi = 16;
+    static constexpr u32 kMaxFree = 32;
+    u64 tlbi_addr[kMaxTlbi];
+    i8 tlbi_level[kMaxTlbi];
+    u32 ntlbi = 0;
+    bool tlbi_all = false;
+    u64 free_pa[kMaxFree];
+    u32 nfree = 0;
+    TlbPolicy policy = TlbPolicy::invalidate;
+  };
+
+  // Every entry of every root page (those beyond the input-address size stay empty).
+  [[nodiscard]] u64 root_entries() const { return u64{arch::entries_per_table(G)} << root_order_; }
+
+  [[nodiscard]] Status check_range(u64 addr, u64 size) const {
+    if (root_pa_ == kNoRoot) return fail(Error::einval);
+    if (size == 0 || ((addr | size) & (kPageSize - 1)) != 0) return fail(Error::einval);
+    if (addr + size < addr) return fail(Error::einval);
+    if (addr + size > (u64{1} << ia_bits_)) return fail(Error::erange);
+    return {};
+  }
+  [[nodiscard]] Status check_output(u64 pa, u64 size) const {
+    if ((pa & (kPageSize - 1)) != 0 || pa + size < pa) return fail(Error::einval);
+    if (pa + size > (u64{1} << pa_bits_)) return fail(Error::erange);
+    return {};
+  }
+
+  [[nodiscard]] static constexpr bool is_table(u64 e, int level) {
+    return level < arch::kLastLevel && arch::classify(e, G, level) == arch::DescKind::table;
+  }
+  [[nodiscard]] static constexpr bool is_valid_leaf(u64 e, int level) {
+    const arch::DescKind k = arch::classify(e, G, level);
+    return k == arch::DescKind::block || k == arch::DescKind::page;
+  }
+  [[nodiscard]] static constexpr u64 make_leaf(int level, u64 pa, u64 attrs) {
+    u64 raw = (pa & arch::leaf_address_mask(G, level)) | arch::DescValid::make(1);
+    if (level == arch::kLastLevel) raw |= arch::DescTypeBit::make(1);
+    return raw | attrs;
+  }
+  [[nodiscard]] static constexpr u64 leaf_oa(u64 e, int level) { return e & arch::leaf_address_mask(G, level); }
+
+  // The value an entry at `level` covering `child_base` takes when its parent entry `parent`
+  // (invalid, or a valid block at parent_level) is turned into a table.
+  [[nodiscard]] static constexpr u64 child_of(u64 parent, int parent_level, u64 parent_base, u64 child_base) {
+    if (!arch::DescValid::get(parent)) return parent;
+    return make_leaf(parent_level + 1, leaf_oa(parent, parent_level) + (child_base - parent_base),
+                     parent & kLeafAttrMask);
+  }
+
+  // ---- the decision for one entry ---------------------------------------------------------
+  [[nodiscard]] Decision decide(const Content& c, u64 old, int level, u64 a, u64 b, u64 base) const {
+    const u64 lsize = arch::level_size(G, level);
+    const bool full = a == base && b == base + lsize;
+    const bool table = is_table(old, level);
+    const bool valid = !table && arch::DescValid::get(old);
+    if (valid && !is_valid_leaf(old, level)) return refuse(Error::einval);  // a reserved encoding
+    switch (c.kind) {
+      case Content::Kind::leaf: {
+        const u64 pa = c.pa + (a - c.ia);
+        const bool leaf_ok = full && arch::leaf_allowed(G, level) && (pa & (lsize - 1)) == 0 &&
+                             (level == arch::kLastLevel || !opt_.force_page(a, b, c.prot, false));
+        if (table) {
+          if (leaf_ok && (c.replace || !subtree_has_valid(arch::TableDesc(old).next_table(G), level + 1)))
+            return act(Act::zap, make_leaf(level, pa, c.value));
+          return act(Act::descend);
+        }
+        if (!valid) {
+          if (leaf_ok) return act(Act::write, make_leaf(level, pa, c.value));
+          return act(Act::new_table);
+        }
+        const bool same_oa = leaf_oa(old, level) + (a - base) == pa;
+        const bool same_type = ((old ^ c.value) & kLeafAttrMask & ~Regime::kInPlaceMask) == 0;
+        if (same_oa && same_type) {
+          if (((old ^ c.value) & Regime::kInPlaceMask) == 0) return act(Act::skip);
+          if (leaf_ok) return act(Act::inplace, (old & ~Regime::kInPlaceMask) | (c.value & Regime::kInPlaceMask));
+          if (!kStage2) return refuse(Error::einval);
+          return act(Act::split);
+        }
+        if (!kStage2) return refuse(full ? Error::eexist : Error::einval);
+        if (!c.replace) return refuse(Error::eexist);
+        if (leaf_ok) return act(Act::bbm, make_leaf(level, pa, c.value));
+        return act(Act::split);
+      }
+      case Content::Kind::invalid: {
+        const bool inv_ok = full && (c.value == 0 || (arch::leaf_allowed(G, level) &&
+                                                      (level == arch::kLastLevel ||
+                                                       !opt_.force_page(a, b, c.prot, true))));
+        if (table) return inv_ok ? act(Act::zap, c.value) : act(Act::descend);
+        if (!valid) {
+          if (old == c.value) return act(Act::skip);
+          if (inv_ok) return act(Act::write, c.value);
+          return act(Act::new_table);
+        }
+        if (inv_ok) return act(Act::unmap, c.value);
+        if (!kStage2) return refuse(Error::einval);
+        return act(Act::split);
+      }
+      case Content::Kind::clear_bits: {
+        if (table) return act(Act::descend);
+        if (!valid) return act(Act::skip);
+        const u64 nv = old & ~c.value;
+        if (nv == old) return act(Act::skip);
+        if (full) return act(Act::inplace, nv);
+        return act(Act::split);
+      }
+      case Content::Kind::split: {
+        if (table) return act(Act::descend);
+        if (!valid || level == arch::kLastLevel) return act(Act::skip);
+        return act(Act::split);
+      }
+    }
+    return refuse(Error::einval);
+  }
+
+  [[nodiscard]] bool subtree_has_valid(u64 table_pa, int level) const {
+    const u64* t = plat_->phys_to_virt(table_pa);
+    for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
+      if (!arch::DescValid::get(t[i])) continue;
+      if (!is_table(t[i], level)) return true;
+      if (subtree_has_valid(arch::TableDesc(t[i]).next_table(G), level + 1)) return true;
+    }
+    return false;
+  }
+
+  // Pages a fresh table (from new_table or split of `parent` at parent_level) needs for
+  // [a, b), itself included. At the last level every decision writes in place: one page.
+  [[nodiscard]] Result<u32> simulate_subtree(const Content& c, u64 parent, int parent_level, u64 parent_base,
+                                             u64 a, u64 b) const {
+    const int level = parent_level + 1;
+    if (level == arch::kLastLevel) return 1;
+    if (c.kind == Content::Kind::split && !c.to_pages) return 1;  // one level down only
+    const u64 cs = arch::level_size(G, level);
+    u32 pages = 1;
+    for (u64 cb = a & ~(cs - 1); cb < b; cb += cs) {
+      const u64 ca = cb > a ? cb : a;
+      const u64 ce = cb + cs < b ? cb + cs : b;
+      const u64 child = child_of(parent, parent_level, parent_base, cb);
+      const Decision d = decide(c, child, level, ca, ce, cb);
+      if (d.failed) return fail(d.err);
+      if (d.act == Act::new_table || d.act == Act::split) {
+        const Result<u32> sub = simulate_subtree(c, child, level, cb, ca, ce);
+        if (!sub) return sub;
+        pages += *sub;
+      }
+    }
+    return pages;
+  }
+
+  // ---- the two passes -----------------------------------------------------------------------
+  [[nodiscard]] Result<u32> count_pages(const Content& c, u64 addr, u64 size) const {
+    struct V {
+      static constexpr unsigned visits() { return kVisitLeaf | kVisitTablePre; }
+      const Table* t;
+      const Content* c;
+      u32 pages = 0;
+      Status leaf(VisitCtx& x) { return visit(x); }
+      Status table_pre(VisitCtx& x) { return visit(x); }
+      Status visit(VisitCtx& x) {
+        const Decision d = t->decide(*c, x.old, x.level, x.addr, x.end, x.base);
+        if (d.failed) return fail(d.err);
+        if (d.act == Act::new_table || d.act == Act::split) {
+          const Result<u32> sub = t->simulate_subtree(*c, x.old, x.level, x.base, x.addr, x.end);
+          if (!sub) return fail(sub.error());
+          pages += *sub;
+        }
+        if (d.act == Act::zap) x.descend = false;
+        return {};
+      }
+    } v{this, &c};
+    if (Status st = walk(addr, addr + size, v); !st) return fail(st.error());
+    return v.pages;
+  }
+
+  [[nodiscard]] Status apply(const Content& c, u64 addr, u64 size, Memcache* mc) {
+    const Result<u32> need = count_pages(c, addr, size);
+    if (!need) return fail(need.error());
+    if (*need > 0 && (mc == nullptr || mc->size() < *need)) return fail(Error::enomem);
+    struct V {
+      static constexpr unsigned visits() { return kVisitLeaf | kVisitTablePre | kVisitTablePost; }
+      Table* t;
+      const Content* c;
+      Memcache* mc;
+      OpState* s;
+      bool wrote = false;
+      // Split (to the next level only): entries of tables this walk created one level down
+      // are left as they are.
+      u64 fresh_end = 0;
+      int fresh_level = -1;
+      Status leaf(VisitCtx& x) { return t->apply_entry(*c, *mc, *s, x, wrote, fresh_end, fresh_level); }
+      Status table_pre(VisitCtx& x) { return t->apply_entry(*c, *mc, *s, x, wrote, fresh_end, fresh_level); }
+      Status table_post(VisitCtx& x) {
+        if (c->kind == Content::Kind::invalid && c->value == 0) t->free_if_empty(*s, x);
+        return {};
+      }
+    };
+    OpState s;
+    s.policy = c.tlb;
+    V v{this, &c, mc, &s};
+    const Status st = walk(addr, addr + size, v);
+    finish(s, v.wrote);
+    return st;
+  }
+
+  Status apply_entry(const Content& c, Memcache& mc, OpState& s, VisitCtx& x, bool& wrote, u64& fresh_end,
+                     int& fresh_level) {
+    if (c.kind == Content::Kind::split && !c.to_pages && x.level == fresh_level && x.addr < fresh_end)
+      return {};
+    const Decision d = decide(c, x.old, x.level, x.addr, x.end, x.base);
+    if (d.failed) return fail(d.err);  // cannot happen: the counting pass saw the same entries
+    switch (d.act) {
+      case Act::skip:
+      case Act::descend:
+        return {};
+      case Act::write:
+        if (arch::DescValid::get(d.value)) cmo_for_new(d.value, x.level);
+        set(x, d.value);
+        break;
+      case Act::inplace:
+        if (kStage2 && !Regime::decode(x.old, fwb_).executable() && Regime::decode(d.value, fwb_).executable())
+          icache_for(d.value, x.level);
+        plat_->write_desc(x.ptep, d.value);
+        if (Regime::reduces_perms(x.old, d.value)) queue_tlbi(s, x.base, x.level, true);
+        break;
+      case Act::bbm:
+        break_entry(x, false);
+        cmo_for_new(d.value, x.level);
+        plat_->write_desc(x.ptep, d.value);
+        break;
+      case Act::unmap:
+        set(x, d.value);
+        queue_tlbi(s, x.base, x.level, false);
+        if (kStage2 && !fwb_ && Regime::decode(x.old, fwb_).type == arch::MemType::normal_wb) {
+          // Without FWB, clean the data to the point of coherency, once no translation can
+          // dirty it again.
+          flush(s);
+          plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(x.old, x.level), arch::level_size(G, x.level));
+        }
+        break;
+      case Act::zap:
+        zap(x, d.value);
+        break;
+      case Act::new_table:
+      case Act::split: {
+        const Result<u64> page = mc.pop(*plat_);
+        if (!page) return fail(page.error());  // cannot happen: counted
+        fill_table(*page, x.old, x.level, x.base);
+        const u64 desc = arch::TableDesc::make(G, *page).raw();
+        if (d.act == Act::split) {
+          break_entry(x, false);
+          plat_->write_desc(x.ptep, desc);
+          fresh_end = x.base + arch::level_size(G, x.level);
+          fresh_level = x.level + 1;
+        } else {
+          set(x, desc);
+        }
+        break;
+      }
+    }
+    wrote = true;
+    return {};
+  }
+
+  // Writes `nv` over the entry, keeping its table's count (+1 for empty -> non-empty, -1 back).
+  void set(VisitCtx& x, u64 nv) {
+    plat_->write_desc(x.ptep, nv);
+    if (x.old == 0 && nv != 0) {
+      plat_->get_page(x.table_pa);
+    } else if (x.old != 0 && nv == 0) {
+      (void)plat_->put_page(x.table_pa);
+    }
+  }
+
+  // A fresh table below `parent` (an invalid entry, copied to every child, or a valid block,
+  // whose leaves the children become), with its count.
+  void fill_table(u64 page, u64 parent, int level, u64 base) {
+    u64* t = plat_->phys_to_virt(page);
+    const u64 cs = arch::level_size(G, level + 1);
+    for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
+      const u64 child = child_of(parent, level, base, base + i * cs);
+      if (child == 0) continue;
+      plat_->write_desc(t + i, child);
+      plat_->get_page(page);
+    }
+  }
+
+  // Break: write 0 and invalidate what the TLB may hold for the entry, now.
+  void break_entry(VisitCtx& x, bool was_table) {
+    plat_->write_desc(x.ptep, 0);
+    plat_->barrier(arch::Barrier::dsb_ishst);
+    if constexpr (kStage2) {
+      if (was_table) {
+        plat_->tlbi(arch::Tlbi::vmalls12e1is, vmid_, 0, arch::kTlbiLevelUnknown);
+      } else {
+        plat_->tlbi(arch::Tlbi::ipas2e1is, vmid_, x.base, x.level);
+      }
+      plat_->barrier(arch::Barrier::dsb_ish);
+      if (!was_table) {
+        plat_->tlbi(arch::Tlbi::vmalle1is, vmid_, 0, arch::kTlbiLevelUnknown);
+        plat_->barrier(arch::Barrier::dsb_ish);
+      }
+    } else {
+      if (was_table) {
+        plat_->tlbi(arch::Tlbi::alle2is, 0, 0, arch::kTlbiLevelUnknown);
+      } else {
+        plat_->tlbi(arch::Tlbi::vale2is, 0, x.base, x.level);
+      }
+      plat_->barrier(arch::Barrier::dsb_ish);
+      plat_->barrier(arch::Barrier::isb);
+    }
+  }
+
+  // A table entry becomes `nv`: break it (invalidating the whole range it covered), clean
+  // what was mapped under it if it is being unmapped without FWB, free its subtree, write nv.
+  void zap(VisitCtx& x, u64 nv) {
+    const u64 child = arch::TableDesc(x.old).next_table(G);
+    break_entry(x, true);
+    if (kStage2 && !fwb_ && !arch::DescValid::get(nv)) clean_subtree(child, x.level + 1);
+    free_subtree(child, x.level + 1);
+    if (arch::DescValid::get(nv)) cmo_for_new(nv, x.level);
+    if (nv != 0) plat_->write_desc(x.ptep, nv);
+    if (nv == 0) (void)plat_->put_page(x.table_pa);
+  }
+
+  void clean_subtree(u64 table_pa, int level) {
+    const u64* t = plat_->phys_to_virt(table_pa);
+    for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
+      if (is_table(t[i], level)) {
+        clean_subtree(arch::TableDesc(t[i]).next_table(G), level + 1);
+      } else if (arch::DescValid::get(t[i]) && Regime::decode(t[i], fwb_).type == arch::MemType::normal_wb) {
+        plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(t[i], level), arch::level_size(G, level));
+      }
+    }
+  }
+
+  void free_subtree(u64 table_pa, int level) {
+    if (level < arch::kLastLevel) {
+      const u64* t = plat_->phys_to_virt(table_pa);
+      for (u64 i = 0; i < arch::entries_per_table(G); ++i)
+        if (is_table(t[i], level)) free_subtree(arch::TableDesc(t[i]).next_table(G), level + 1);
+    }
+    plat_->free_pages(table_pa, 0);
+  }
+
+  // Post-order (unmap): a table left with no entries is unlinked and freed after the TLB
+  // invalidation that covers it completes.
+  void free_if_empty(OpState& s, VisitCtx& x) {
+    if (!is_table(x.old, x.level)) return;
+    const u64 child = arch::TableDesc(x.old).next_table(G);
+    if (plat_->page_count(child) != 1) return;
+    plat_->write_desc(x.ptep, 0);
+    (void)plat_->put_page(x.table_pa);
+    if (s.nfree == OpState::kMaxFree) flush(s);
+    s.tlbi_all = true;  // a table entry went: invalidate its whole range
+    s.free_pa[s.nfree++] = child;
+  }
+
+  void cmo_for_new(u64 leaf, int level) {
+    if constexpr (kStage2) {
+      const Prot p = Regime::decode(leaf, fwb_);
+      const u64 size = arch::level_size(G, level);
+      if (!fwb_ && p.type == arch::MemType::normal_wb)
+        plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(leaf, level), size);
+      if (p.executable() && !opt_.dic) plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), size);
+    }
+  }
+  void icache_for(u64 leaf, int level) {
+    if (!opt_.dic) plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), arch::level_size(G, level));
+  }
+
+  void queue_tlbi(OpState& s, u64 addr, int level, bool deferrable) {
+    if (deferrable && s.policy == TlbPolicy::defer) return;
+    if (s.tlbi_all) return;
+    if (s.ntlbi == OpState::kMaxTlbi) {
+      s.tlbi_all = true;
+      return;
+    }
+    s.tlbi_addr[s.ntlbi] = addr;
+    s.tlbi_level[s.ntlbi] = static_cast<i8>(level);
+    ++s.ntlbi;
+  }
+
+  // Issues the pending invalidations, waits for them, then frees the pages that waited.
+  void flush(OpState& s) {
+    if (s.ntlbi != 0 || s.tlbi_all) {
+      plat_->barrier(arch::Barrier::dsb_ishst);
+      if constexpr (kStage2) {
+        if (s.tlbi_all) {
+          plat_->tlbi(arch::Tlbi::vmalls12e1is, vmid_, 0, arch::kTlbiLevelUnknown);
+        } else {
+          for (u32 i = 0; i < s.ntlbi; ++i) plat_->tlbi(arch::Tlbi::ipas2e1is, vmid_, s.tlbi_addr[i], s.tlbi_level[i]);
+        }
+        plat_->barrier(arch::Barrier::dsb_ish);
+        if (!s.tlbi_all) {
+          plat_->tlbi(arch::Tlbi::vmalle1is, vmid_, 0, arch::kTlbiLevelUnknown);
+          plat_->barrier(arch::Barrier::dsb_ish);
+        }
+      } else {
+        if (s.tlbi_all) {
+          plat_->tlbi(arch::Tlbi::alle2is, 0, 0, arch::kTlbiLevelUnknown);
+        } else {
+          for (u32 i = 0; i < s.ntlbi; ++i) plat_->tlbi(arch::Tlbi::vale2is, 0, s.tlbi_addr[i], s.tlbi_level[i]);
+        }
+        plat_->barrier(arch::Barrier::dsb_ish);
+        plat_->barrier(arch::Barrier::isb);
+      }
+      s.ntlbi = 0;
+      s.tlbi_all = false;
+    }
+    for (u32 i = 0; i < s.nfree; ++i) (void)plat_->put_page(s.free_pa[i]);
+    s.nfree = 0;
+  }
+
+  // End of an operation: invalidations complete, frees done; writes made visible to the
+  // table walkers of other CPUs.
+  void finish(OpState& s, bool wrote) {
+    const bool pending = s.ntlbi != 0 || s.tlbi_all;
+    flush(s);
+    if (wrote && !pending) {
+      plat_->barrier(arch::Barrier::dsb_ishst);
+      if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+    }
+  }
+
+  [[nodiscard]] u64* entry_ptr(u64 addr, int level) const {
+    struct V {
+      static constexpr unsigned visits() { return kVisitLeaf; }
+      int level;
+      u64* out = nullptr;
+      Status leaf(VisitCtx& x) {
+        if (x.level == level) out = x.ptep;
+        return {};
+      }
+    } v{level};
+    const u64 a = addr & ~(kPageSize - 1);
+    (void)walk(a, a + kPageSize, v);
+    return v.out;
+  }
+
+  P* plat_;
+  u64 root_pa_;
+  u8 root_order_;
+  u8 ia_bits_;
+  u8 pa_bits_;
+  i8 start_level_;
+  bool fwb_;
+  u16 vmid_;
+  TableOptions opt_;
+};
+
+template <arch::Granule G, Platform P, typename Layout = NoSwLayout>
+using Stage2Table = Table<Stage2, G, P, Layout>;
+template <arch::Granule G, Platform P, typename Layout = NoSwLayout>
+using Stage1Table = Table<Stage1El2, G, P, Layout>;
+
+}  // namespace ptguard::pgtable

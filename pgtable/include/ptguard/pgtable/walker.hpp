@@ -1,0 +1,114 @@
+// The one walker every table operation is built on.
+//
+// walk() visits [addr, end) of a table: for each entry it meets, a visitor is called for
+// leaves (valid blocks and pages, and invalid entries at any level), for tables before their
+// children (pre-order) and for tables after them (post-order). A visitor may replace the entry
+// it is given; the walker re-reads the entry after a leaf or pre-order visit before deciding
+// whether to descend, so a visitor that turns an invalid entry into a table is walked into,
+// and one that turns a table into a block is not walked into. (Linux once descended into a
+// table its pre-order visitor had just freed: commit a9f0e3d5a089.)
+//
+// Visitors are compile-time parameters: the walker is a template over the visitor type, so
+// its callbacks inline into the loop and no per-entry indirect call remains. A visitor is a
+// class with
+//     static constexpr unsigned visits() { return kVisitLeaf | kVisitTablePre; }  (any of the three)
+//     Status leaf(VisitCtx&);  Status table_pre(VisitCtx&);  Status table_post(VisitCtx&);
+// (only those named in kVisit are called). An error from a visitor stops the walk and is
+// returned. Setting ctx.descend = false in leaf() or table_pre() stops the walker from
+// descending into a table at that entry.
+#pragma once
+
+#include "ptguard/arch/descriptor.hpp"
+#include "ptguard/arch/error.hpp"
+#include "ptguard/arch/granule.hpp"
+
+namespace ptguard::pgtable {
+
+inline constexpr unsigned kVisitLeaf = 1u << 0;
+inline constexpr unsigned kVisitTablePre = 1u << 1;
+inline constexpr unsigned kVisitTablePost = 1u << 2;
+
+/// What a visitor sees of one entry.
+struct VisitCtx {
+  u64* ptep;     ///< the entry
+  u64 old;       ///< its value when the visit began (re-read by the walker after a visit)
+  u64 addr;      ///< first input address this visit covers (>= the entry's base)
+  u64 end;       ///< end of the visit within this entry (<= the entry's end)
+  u64 base;      ///< first input address the entry maps
+  u64 table_pa;  ///< physical address of the table page holding the entry
+  int level;
+  bool descend;  ///< cleared by a visitor: do not walk into the table at this entry
+};
+
+/// Walks [addr, end) of the table at `table_pa` (a level-`level` table, or the whole root when
+/// `root_entries` is given: a concatenated root is one array of entries). `to_virt` turns a
+/// table's physical address into a pointer to its entries. Preconditions (checked by the
+/// callers): addr < end, both within the table's input range and granule-aligned.
+template <arch::Granule G, typename ToVirt, typename V>
+[[nodiscard]] inline Status walk_table(ToVirt&& to_virt, u64 table_pa, int level, u64 addr, u64 end,
+                                       V& v) {
+  constexpr unsigned kEntryMask = arch::entries_per_table(G) - 1;
+  const unsigned shift = arch::level_shift(G, level);
+  const u64 entry_size = u64{1} << shift;
+  u64* const table = to_virt(table_pa);
+  u64 idx = (addr >> shift) & kEntryMask;
+  u64* ptep = table + idx;
+  while (addr < end) {
+    const u64 base = addr & ~(entry_size - 1);
+    const u64 entry_end = base + entry_size;
+    const u64 stop = entry_end < end ? entry_end : end;
+    VisitCtx ctx{ptep, *ptep, addr, stop, base, table_pa, level, true};
+    bool is_table = level < arch::kLastLevel && arch::classify(ctx.old, G, level) == arch::DescKind::table;
+    if (!is_table) {
+      if constexpr ((V::visits() & kVisitLeaf) != 0) {
+        Status st = v.leaf(ctx);
+        if (!st) return st;
+        ctx.old = *ptep;
+        is_table = ctx.descend && level < arch::kLastLevel &&
+                   arch::classify(ctx.old, G, level) == arch::DescKind::table;
+      }
+    } else {
+      if constexpr ((V::visits() & kVisitTablePre) != 0) {
+        Status st = v.table_pre(ctx);
+        if (!st) return st;
+        ctx.old = *ptep;
+        is_table = ctx.descend && arch::classify(ctx.old, G, level) == arch::DescKind::table;
+      }
+    }
+    if (is_table) {
+      Status st = walk_table<G>(to_virt, arch::TableDesc(ctx.old).next_table(G), level + 1, addr, stop, v);
+      if (!st) return st;
+      if constexpr ((V::visits() & kVisitTablePost) != 0) {
+        ctx.old = *ptep;
+        st = v.table_post(ctx);
+        if (!st) return st;
+      }
+    }
+    addr = stop;
+    ++ptep;
+  }
+  return {};
+}
+
+/// Walks [addr, end) from a root at `start_level` that may be concatenated: the root is one
+/// array of 2^(ia_bits - level_shift(start_level)) entries, so the index at the root uses
+/// every input bit above the level's shift.
+template <arch::Granule G, typename ToVirt, typename V>
+[[nodiscard]] inline Status walk_root(ToVirt&& to_virt, u64 root_pa, int start_level, u64 addr, u64 end,
+                                      V& v) {
+  const unsigned shift = arch::level_shift(G, start_level);
+  const unsigned table_span = shift + arch::bits_per_level(G);
+  // Split the walk at each root page of a concatenated root: each page is walked as one
+  // table whose index wraps within it.
+  while (addr < end) {
+    const u64 page = addr >> table_span;
+    const u64 page_end = (page + 1) << table_span;
+    const u64 stop = page_end < end && page_end != 0 ? page_end : end;
+    Status st = walk_table<G>(to_virt, root_pa + page * arch::page_size(G), start_level, addr, stop, v);
+    if (!st) return st;
+    addr = stop;
+  }
+  return {};
+}
+
+}  // namespace ptguard::pgtable
