@@ -98,6 +98,7 @@ class Table {
     pa_bits_ = o.pa_bits_;
     start_level_ = o.start_level_;
     fwb_ = o.fwb_;
+    walk_cmo_ = o.walk_cmo_;
     vmid_ = o.vmid_;
     opt_ = o.opt_;
     o.root_pa_ = kNoRoot;
@@ -117,7 +118,7 @@ class Table {
     const Result<u64> root = plat.alloc_pages(cfg.geometry.root_order());
     if (!root) return fail(root.error());
     return Table(plat, *root, cfg.geometry.root_order(), cfg.geometry.ia_bits, cfg.pa_bits,
-                 cfg.geometry.start_level, cfg.fwb, vmid, opt);
+                 cfg.geometry.start_level, cfg.fwb, !cfg.walk_cacheable, vmid, opt);
   }
 
   /// A stage-1 EL2 table described by `cfg` (arch::make_stage1_config).
@@ -128,7 +129,7 @@ class Table {
     if (cfg.granule != G || plat.page_size() != kPageSize) return fail(Error::einval);
     const Result<u64> root = plat.alloc_pages(0);
     if (!root) return fail(root.error());
-    return Table(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, 0, opt);
+    return Table(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, !cfg.walk_cacheable, 0, opt);
   }
 
   // ---- queries -----------------------------------------------------------------------------
@@ -296,7 +297,7 @@ class Table {
     if (nv == leaf->entry) return {};
     u64* ptep = entry_ptr(addr, leaf->level);
     if ((prot.perm & kPermX) && !cur.executable()) icache_for(nv, leaf->level);
-    plat_->write_desc(ptep, nv);
+    write(ptep, nv);
     OpState s;
     s.policy = tlb;
     queue_tlbi(s, leaf->base, leaf->level, true);
@@ -313,7 +314,7 @@ class Table {
     if (!leaf) return fail(leaf.error());
     if (!arch::DescValid::get(leaf->entry)) return fail(Error::enoent);
     if (arch::S2Af::get(leaf->entry)) return {};
-    plat_->write_desc(entry_ptr(addr, leaf->level), arch::S2Af::put(leaf->entry, 1));
+    write(entry_ptr(addr, leaf->level), arch::S2Af::put(leaf->entry, 1));
     plat_->barrier(arch::Barrier::dsb_ishst);
     return {};
   }
@@ -337,7 +338,7 @@ class Table {
         if (!arch::DescValid::get(x.old) || !arch::S2Af::get(x.old)) return {};
         young = true;
         if (clear) {
-          t->plat_->write_desc(x.ptep, arch::S2Af::put(x.old, 0));
+          t->write(x.ptep, arch::S2Af::put(x.old, 0));
           t->queue_tlbi(*s, x.base, x.level, true);
         }
         return {};
@@ -387,8 +388,8 @@ class Table {
  private:
   static constexpr u64 kNoRoot = ~u64{0};
 
-  Table(P& plat, u64 root, unsigned order, unsigned ia, unsigned pa_bits, int start, bool fwb, u16 vmid,
-        const TableOptions& opt)
+  Table(P& plat, u64 root, unsigned order, unsigned ia, unsigned pa_bits, int start, bool fwb, bool walk_cmo,
+        u16 vmid, const TableOptions& opt)
       : plat_(&plat),
         root_pa_(root),
         root_order_(static_cast<u8>(order)),
@@ -396,6 +397,7 @@ class Table {
         pa_bits_(static_cast<u8>(pa_bits)),
         start_level_(static_cast<i8>(start)),
         fwb_(fwb),
+        walk_cmo_(walk_cmo),
         vmid_(vmid),
         opt_(opt) {}
 
@@ -657,13 +659,13 @@ class Table {
       case Act::inplace:
         if (kStage2 && !Regime::decode(x.old, fwb_).executable() && Regime::decode(d.value, fwb_).executable())
           icache_for(d.value, x.level);
-        plat_->write_desc(x.ptep, d.value);
+        write(x.ptep, d.value);
         if (Regime::reduces_perms(x.old, d.value)) queue_tlbi(s, x.base, x.level, true);
         break;
       case Act::bbm:
         break_entry(x, false);
         cmo_for_new(d.value, x.level);
-        plat_->write_desc(x.ptep, d.value);
+        write(x.ptep, d.value);
         break;
       case Act::unmap:
         set(x, d.value);
@@ -686,7 +688,7 @@ class Table {
         const u64 desc = arch::TableDesc::make(G, *page).raw();
         if (d.act == Act::split) {
           break_entry(x, false);
-          plat_->write_desc(x.ptep, desc);
+          write(x.ptep, desc);
           fresh_end = x.base + arch::level_size(G, x.level);
           fresh_level = x.level + 1;
         } else {
@@ -699,9 +701,16 @@ class Table {
     return {};
   }
 
+  // Every descriptor store. With non-cacheable table walks the MMU reads tables from memory,
+  // so each write is cleaned to the point of coherency as well.
+  void write(u64* ptep, u64 value) {
+    plat_->write_desc(ptep, value);
+    if (walk_cmo_) plat_->cache_op(arch::CacheOp::dc_cvac, plat_->virt_to_phys(ptep), sizeof(u64));
+  }
+
   // Writes `nv` over the entry, keeping its table's count (+1 for empty -> non-empty, -1 back).
   void set(VisitCtx& x, u64 nv) {
-    plat_->write_desc(x.ptep, nv);
+    write(x.ptep, nv);
     if (x.old == 0 && nv != 0) {
       plat_->get_page(x.table_pa);
     } else if (x.old != 0 && nv == 0) {
@@ -717,14 +726,14 @@ class Table {
     for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
       const u64 child = child_of(parent, level, base, base + i * cs);
       if (child == 0) continue;
-      plat_->write_desc(t + i, child);
+      write(t + i, child);
       plat_->get_page(page);
     }
   }
 
   // Break: write 0 and invalidate what the TLB may hold for the entry, now.
   void break_entry(VisitCtx& x, bool was_table) {
-    plat_->write_desc(x.ptep, 0);
+    write(x.ptep, 0);
     plat_->barrier(arch::Barrier::dsb_ishst);
     if constexpr (kStage2) {
       if (was_table) {
@@ -756,7 +765,7 @@ class Table {
     if (kStage2 && !fwb_ && !arch::DescValid::get(nv)) clean_subtree(child, x.level + 1);
     free_subtree(child, x.level + 1);
     if (arch::DescValid::get(nv)) cmo_for_new(nv, x.level);
-    if (nv != 0) plat_->write_desc(x.ptep, nv);
+    if (nv != 0) write(x.ptep, nv);
     if (nv == 0) (void)plat_->put_page(x.table_pa);
   }
 
@@ -786,7 +795,7 @@ class Table {
     if (!is_table(x.old, x.level)) return;
     const u64 child = arch::TableDesc(x.old).next_table(G);
     if (plat_->page_count(child) != 1) return;
-    plat_->write_desc(x.ptep, 0);
+    write(x.ptep, 0);
     (void)plat_->put_page(x.table_pa);
     if (s.nfree == OpState::kMaxFree) flush(s);
     s.tlbi_all = true;  // a table entry went: invalidate its whole range
@@ -882,6 +891,7 @@ class Table {
   u8 pa_bits_;
   i8 start_level_;
   bool fwb_;
+  bool walk_cmo_;
   u16 vmid_;
   TableOptions opt_;
 };

@@ -1,0 +1,532 @@
+// One test per operation and per error of the engine, each run for the 4K, 16K and 64K
+// granules, judged by the reference MMU, the event log and snapshots of the table pages.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "env.hpp"
+
+namespace ptguard::test {
+namespace {
+
+using ::testing::IsEmpty;
+
+template <typename T>
+class Ops : public ::testing::Test {
+ public:
+  static constexpr Granule G = T::value;
+  Env<G> env;
+  static constexpr u64 kPage = Env<G>::kPage;
+  static constexpr u64 kL2 = Env<G>::kL2;
+  // An IPA and a PA both aligned to the level-2 block size, and an IPA space large enough.
+  static constexpr u64 kIpa = 4 * kL2;
+  static constexpr u64 kPa = kDataBase + 8 * kL2;
+};
+
+template <Granule G>
+using GranuleConst = std::integral_constant<Granule, G>;
+using Granules = ::testing::Types<GranuleConst<Granule::k4K>, GranuleConst<Granule::k16K>,
+                                  GranuleConst<Granule::k64K>>;
+class GranuleNames {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    return T::value == Granule::k4K ? "4K" : T::value == Granule::k16K ? "16K" : "64K";
+  }
+};
+TYPED_TEST_SUITE(Ops, Granules, GranuleNames);
+
+constexpr Prot kRW{kPermRW, MemType::normal_wb, 0};
+constexpr Prot kRO{kPermR, MemType::normal_wb, 0};
+
+// ---- map ----------------------------------------------------------------------------------
+
+TYPED_TEST(Ops, MapUsesTheLargestBlockBothAlignmentsAllow) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, l2 = this->kL2, pg = this->kPage;
+  // One block, then pages up to the next block boundary, then a block again.
+  ASSERT_TRUE(t.map(ipa, 2 * l2 + 3 * pg, pa, kRW, e.mc));
+  EXPECT_EQ(t.lookup(ipa)->level, 2);
+  EXPECT_EQ(t.lookup(ipa + l2 + pg)->level, 2);
+  EXPECT_EQ(t.lookup(ipa + 2 * l2)->level, 3);
+  for (u64 off : {u64{0}, l2 - 8, l2 + 5 * pg, 2 * l2 + 2 * pg + 16}) {
+    const sim::Translation tr = e.at(t, ipa + off, sim::Access::write);
+    ASSERT_TRUE(tr.ok()) << sim::to_string(tr);
+    EXPECT_EQ(tr.output_address, pa + off);
+    EXPECT_FALSE(tr.executable);
+  }
+  EXPECT_EQ(e.at(t, ipa + 2 * l2 + 3 * pg).fault, sim::FaultKind::translation);
+  // A PA aligned only to pages gives pages everywhere.
+  ASSERT_TRUE(t.map(ipa + 8 * l2, l2, pa + pg, kRW, e.mc));
+  EXPECT_EQ(t.lookup(ipa + 8 * l2)->level, 3);
+  EXPECT_EQ(e.at(t, ipa + 8 * l2 + l2 - pg).output_address, pa + l2);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TYPED_TEST(Ops, ForcePagePolicyForbidsBlocks) {
+  auto& e = this->env;
+  TableOptions opt;
+  opt.force_page.fn = force_pages_always;
+  auto t = e.stage2(40, CpuFeatures::modern(), opt);
+  e.fill(16);
+  ASSERT_TRUE(t.map(this->kIpa, this->kL2, this->kPa, kRW, e.mc));
+  EXPECT_EQ(t.lookup(this->kIpa)->level, 3);
+  EXPECT_EQ(t.lookup(this->kIpa + this->kL2 - this->kPage)->level, 3);
+}
+
+TYPED_TEST(Ops, MapRefusesBadArgumentsAndLeavesTheTableUnchanged) {
+  auto& e = this->env;
+  auto t = e.stage2(40);
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  ASSERT_TRUE(t.map(ipa, pg, pa, kRW, e.mc));
+  const auto before = e.snapshot(t);
+  const u32 mc_before = e.mc.size();
+  const auto mark = e.plat->log().mark();
+  EXPECT_EQ(t.map(ipa + 1, pg, pa, kRW, e.mc).error(), Error::einval);              // unaligned IPA
+  EXPECT_EQ(t.map(ipa, pg + 8, pa, kRW, e.mc).error(), Error::einval);              // unaligned size
+  EXPECT_EQ(t.map(ipa, pg, pa + 8, kRW, e.mc).error(), Error::einval);              // unaligned PA
+  EXPECT_EQ(t.map(ipa, 0, pa, kRW, e.mc).error(), Error::einval);                   // zero size
+  EXPECT_EQ(t.map(~u64{0} - pg + 1, 2 * pg, pa, kRW, e.mc).error(), Error::einval); // wraps
+  EXPECT_EQ(t.map((u64{1} << 40) - pg, 2 * pg, pa, kRW, e.mc).error(), Error::erange);  // past IA
+  EXPECT_EQ(t.map(ipa, pg, u64{1} << 48, kRW, e.mc).error(), Error::erange) << "past PA size";
+  ASSERT_TRUE(t.pages_needed_for_map(ipa + pg, pg, (u64{1} << 48) - pg, kRW).has_value()) << "up to it is fine";
+  EXPECT_EQ(t.map(ipa, pg, pa, Prot{kPermRWX, MemType::device_ngnre, 0}, e.mc).error(), Error::einval);
+  EXPECT_EQ(t.map(ipa, pg, pa, Prot{kPermRX, MemType::normal_nc, 0}, e.mc).error(), Error::einval);
+  EXPECT_EQ(t.map(ipa, pg, pa, Prot{kPermRW, MemType::normal_wb, 0x10}, e.mc).error(), Error::einval);
+  EXPECT_EQ(t.map(ipa, pg, pa + pg, kRW, e.mc).error(), Error::eexist);             // another PA
+  EXPECT_EQ(t.map(ipa, pg, pa, Prot{kPermRW, MemType::normal_nc, 0}, e.mc).error(), Error::eexist);
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 0u);
+  EXPECT_EQ(e.snapshot(t), before);
+  EXPECT_EQ(e.mc.size(), mc_before);
+}
+
+TYPED_TEST(Ops, EexistAnywhereInTheRangeMeansNothingIsWritten) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pg = this->kPage;
+  ASSERT_TRUE(t.map(ipa + 5 * pg, pg, kDataBase, kRW, e.mc));  // in the way, late in the range
+  const auto before = e.snapshot(t);
+  const auto mark = e.plat->log().mark();
+  EXPECT_EQ(t.map(ipa, 8 * pg, this->kPa, kRW, e.mc).error(), Error::eexist);
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 0u);
+  EXPECT_EQ(e.snapshot(t), before);
+}
+
+TYPED_TEST(Ops, EnomemBeforeAnyWriteWhenTheMemcacheIsShort) {
+  auto& e = this->env;
+  auto t = e.stage2(48);
+  const u64 ipa = this->kIpa, pg = this->kPage;
+  const Result<u32> need = t.pages_needed_for_map(ipa, 4 * pg, this->kPa, kRW);
+  ASSERT_TRUE(need.has_value());
+  EXPECT_GE(*need, 2u);
+  EXPECT_LE(*need, t.max_pages_needed(ipa, 4 * pg));
+  ASSERT_TRUE(e.mc.topup(*e.plat, *need - 1));
+  const auto before = e.snapshot(t);
+  const auto mark = e.plat->log().mark();
+  EXPECT_EQ(t.map(ipa, 4 * pg, this->kPa, kRW, e.mc).error(), Error::enomem);
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 0u);
+  EXPECT_EQ(e.snapshot(t), before);
+  ASSERT_TRUE(e.mc.topup(*e.plat, *need));
+  ASSERT_TRUE(t.map(ipa, 4 * pg, this->kPa, kRW, e.mc));
+  EXPECT_EQ(e.mc.size(), 0u) << "exactly the counted pages were used";
+}
+
+TYPED_TEST(Ops, IdenticalRemapWritesNothing) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  ASSERT_TRUE(t.map(this->kIpa, 2 * this->kL2, this->kPa, kRW, e.mc));
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(this->kIpa, 2 * this->kL2, this->kPa, kRW, e.mc));
+  // The same translation over part of a block is also nothing to do.
+  ASSERT_TRUE(t.map(this->kIpa + this->kPage, this->kPage, this->kPa + this->kPage, kRW, e.mc));
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 0u);
+  EXPECT_EQ(e.plat->log().since(mark).count(sim::EventKind::tlbi), 0u);
+}
+
+TYPED_TEST(Ops, PermissionOrSoftwareBitChangesAreMadeInPlace) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  ASSERT_TRUE(t.map(ipa, pg, pa, kRO, e.mc));
+  // More permissions and software bits: one write, no TLB invalidation, no break.
+  auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(ipa, pg, pa, Prot{kPermRW, MemType::normal_wb, 0b01}, e.mc));
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 1u);
+  EXPECT_EQ(e.plat->log().since(mark).count(sim::EventKind::tlbi), 0u);
+  sim::Translation tr = e.at(t, ipa, sim::Access::write);
+  ASSERT_TRUE(tr.ok());
+  EXPECT_EQ(tr.sw, 0b01);
+  // Fewer permissions: in place, and the TLB is invalidated for the address.
+  mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(ipa, pg, pa, Prot{kPermR, MemType::normal_wb, 0b01}, e.mc));
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 1u);
+  EXPECT_EQ(e.plat->log().since(mark).count(Tlbi::ipas2e1is), 1u);
+  EXPECT_EQ(e.at(t, ipa, sim::Access::write).fault, sim::FaultKind::permission);
+}
+
+TYPED_TEST(Ops, TaggingAPageInsideABlockSplitsItAndKeepsTheRest) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage, l2 = this->kL2;
+  ASSERT_TRUE(t.map(ipa, l2, pa, Prot{kPermRWX, MemType::normal_wb, 0}, e.mc));
+  ASSERT_EQ(t.lookup(ipa)->level, 2);
+  const u64 target = ipa + 7 * pg;
+  ASSERT_TRUE(t.map(target, pg, pa + 7 * pg, Prot{kPermRW, MemType::normal_wb, 0b01}, e.mc));
+  EXPECT_EQ(t.lookup(ipa)->level, 3);
+  sim::Translation tagged = e.at(t, target);
+  ASSERT_TRUE(tagged.ok());
+  EXPECT_EQ(tagged.sw, 0b01);
+  EXPECT_FALSE(tagged.executable);
+  for (u64 off : {u64{0}, 6 * pg, 8 * pg, l2 - pg}) {
+    const sim::Translation rest = e.at(t, ipa + off, sim::Access::exec);
+    ASSERT_TRUE(rest.ok()) << std::hex << off << " " << sim::to_string(rest);
+    EXPECT_EQ(rest.output_address, pa + off);
+    EXPECT_EQ(rest.sw, 0);
+  }
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TYPED_TEST(Ops, ReplaceGoesThroughBreakBeforeMakeAndKeepsTheRestOfTheBlock) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage, l2 = this->kL2;
+  ASSERT_TRUE(t.map(ipa, l2, pa, kRW, e.mc));
+  const u64 other = kDataBase + 64 * l2;
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(ipa + 2 * pg, pg, other, kRW, e.mc, MapOptions{true}));
+  EXPECT_EQ(e.at(t, ipa + 2 * pg).output_address, other);
+  EXPECT_EQ(e.at(t, ipa + 3 * pg).output_address, pa + 3 * pg);
+  EXPECT_EQ(e.at(t, ipa).output_address, pa);
+  // Every valid entry that was overwritten by a different valid entry was first written to 0
+  // and invalidated.
+  const sim::EventView ev = e.plat->log().since(mark);
+  EXPECT_GE(ev.count(Tlbi::ipas2e1is), 2u) << "the block break and the page break";
+  EXPECT_GE(ev.count(Tlbi::vmalle1is), 2u);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TYPED_TEST(Ops, MapOverAnnotationsReplacesThem) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pg = this->kPage;
+  ASSERT_TRUE(t.set_owner(ipa, this->kL2, 7, 0b11, e.mc));
+  ASSERT_TRUE(t.map(ipa + pg, pg, this->kPa, kRW, e.mc));
+  EXPECT_TRUE(e.at(t, ipa + pg).ok());
+  const Result<Leaf> still = t.lookup(ipa);
+  ASSERT_TRUE(still.has_value());
+  EXPECT_EQ(InvalidDesc(still->entry).owner(), 7u);
+  EXPECT_EQ(InvalidDesc(still->entry).sw(), 0b11);
+}
+
+// ---- unmap --------------------------------------------------------------------------------
+
+TYPED_TEST(Ops, UnmapEverythingFreesEveryTableButTheRoot) {
+  auto& e = this->env;
+  auto t = e.stage2(48);
+  const auto roots = e.plat->allocator().stats().outstanding;
+  e.fill();
+  const u32 filled = e.mc.size();
+  ASSERT_TRUE(t.map(this->kIpa, 3 * this->kL2 + 5 * this->kPage, this->kPa, kRW, e.mc));
+  ASSERT_TRUE(t.set_owner(this->kIpa + 16 * this->kL2, this->kPage, 3, 0, e.mc));
+  ASSERT_TRUE(t.unmap(0, u64{1} << 48, e.mc));
+  EXPECT_EQ(e.plat->allocator().stats().outstanding, roots + e.mc.size());
+  EXPECT_LT(e.mc.size(), filled);
+  EXPECT_EQ(e.snapshot(t).size(), t.root_pages());
+  EXPECT_EQ(e.at(t, this->kIpa).fault, sim::FaultKind::translation);
+  EXPECT_EQ(e.plat->page_count(t.root_pa()), 1u);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TYPED_TEST(Ops, UnmapPartOfABlockKeepsTheRest) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage, l2 = this->kL2;
+  ASSERT_TRUE(t.map(ipa, l2, pa, kRW, e.mc));
+  ASSERT_TRUE(t.unmap(ipa + pg, 2 * pg, e.mc));
+  EXPECT_EQ(e.at(t, ipa + pg).fault, sim::FaultKind::translation);
+  EXPECT_EQ(e.at(t, ipa + 2 * pg).fault, sim::FaultKind::translation);
+  EXPECT_EQ(e.at(t, ipa).output_address, pa);
+  EXPECT_EQ(e.at(t, ipa + 3 * pg).output_address, pa + 3 * pg);
+  // Without a memcache the split cannot happen: ENOMEM and nothing changed.
+  ASSERT_TRUE(t.map(ipa + l2, l2, pa + l2, kRW, e.mc));
+  const auto before = e.snapshot(t);
+  EXPECT_EQ(t.unmap(ipa + l2 + pg, pg).error(), Error::enomem);
+  EXPECT_EQ(e.snapshot(t), before);
+}
+
+TYPED_TEST(Ops, UnmapWithoutFwbCleansCacheableMemory) {
+  auto& e = this->env;
+  CpuFeatures cpu = CpuFeatures::modern();
+  cpu.fwb = false;
+  auto t = e.stage2(40, cpu);
+  e.fill();
+  auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(this->kIpa, 2 * this->kPage, this->kPa, kRW, e.mc));
+  EXPECT_EQ(e.plat->log().since(mark).count(CacheOp::dc_civac), 2u) << "cleaned when mapped";
+  ASSERT_TRUE(t.map(this->kIpa + 4 * this->kPage, this->kPage, this->kPa, Prot{kPermRW, MemType::device_ngnre, 0}, e.mc));
+  mark = e.plat->log().mark();
+  ASSERT_TRUE(t.unmap(this->kIpa, 8 * this->kPage, e.mc));
+  EXPECT_EQ(e.plat->log().since(mark).count(CacheOp::dc_civac), 2u) << "device memory is not cleaned";
+}
+
+// ---- set_owner ----------------------------------------------------------------------------
+
+TYPED_TEST(Ops, SetOwnerUsesBlockLevelAnnotationsAndRoundTrips) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, l2 = this->kL2, pg = this->kPage;
+  ASSERT_TRUE(t.set_owner(ipa, l2 + pg, 0xabcd'1234u, 0b10, e.mc));
+  const Result<Leaf> block = t.lookup(ipa + pg);
+  ASSERT_TRUE(block.has_value());
+  EXPECT_EQ(block->level, 2);
+  EXPECT_EQ(InvalidDesc(block->entry).owner(), 0xabcd'1234u);
+  EXPECT_EQ(InvalidDesc(block->entry).sw(), 0b10);
+  EXPECT_EQ(InvalidDesc(block->entry).reserved_bits(), 0u);
+  EXPECT_EQ(t.lookup(ipa + l2)->level, 3);
+  EXPECT_EQ(InvalidDesc(t.lookup(ipa + l2)->entry).owner(), 0xabcd'1234u);
+  EXPECT_EQ(e.at(t, ipa).fault, sim::FaultKind::translation);
+  // The force-page policy gives page-level annotations.
+  Env<TestFixture::G> e2;
+  TableOptions opt;
+  opt.force_page.fn = force_pages_always;
+  auto t2 = e2.stage2(40, CpuFeatures::modern(), opt);
+  e2.fill();
+  ASSERT_TRUE(t2.set_owner(ipa, l2, 9, 0, e2.mc));
+  EXPECT_EQ(t2.lookup(ipa)->level, 3);
+}
+
+TYPED_TEST(Ops, SetOwnerOverMappingsAndOverPartOfABlock) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, l2 = this->kL2, pg = this->kPage;
+  ASSERT_TRUE(t.map(ipa, l2, pa, kRW, e.mc));
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.set_owner(ipa + pg, pg, 2, 0b11, e.mc));
+  EXPECT_EQ(e.at(t, ipa + pg).fault, sim::FaultKind::translation);
+  EXPECT_EQ(InvalidDesc(t.lookup(ipa + pg)->entry).owner(), 2u);
+  EXPECT_EQ(e.at(t, ipa + 2 * pg).output_address, pa + 2 * pg);
+  EXPECT_GE(e.plat->log().since(mark).count(Tlbi::ipas2e1is), 2u);
+  EXPECT_EQ(t.set_owner(ipa, pg, 2, 0x10, e.mc).error(), Error::einval);
+  // Owner 0 with no state is the empty entry: the same as unmap.
+  ASSERT_TRUE(t.set_owner(ipa + pg, pg, 0, 0, e.mc));
+  EXPECT_EQ(t.lookup(ipa + pg)->entry, 0u);
+}
+
+// ---- relax_perms, wrprotect, young ---------------------------------------------------------
+
+TYPED_TEST(Ops, RelaxPermsAddsPermissionsOnTheLeafAndNeverTouchesSoftwareBits) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, l2 = this->kL2;
+  ASSERT_TRUE(t.map(ipa, l2, pa, Prot{kPermR, MemType::normal_wb, 0b01}, e.mc));
+  ASSERT_TRUE(t.relax_perms(ipa + 3 * this->kPage, Prot{kPermW}));
+  // The whole block gained write, never split, software bits kept.
+  EXPECT_EQ(t.lookup(ipa)->level, 2);
+  const sim::Translation tr = e.at(t, ipa + l2 - 8, sim::Access::write);
+  ASSERT_TRUE(tr.ok());
+  EXPECT_EQ(tr.sw, 0b01);
+  EXPECT_FALSE(tr.executable);
+  EXPECT_EQ(t.relax_perms(ipa, Prot{kPermX, MemType::normal_wb, 0b10}).error(), Error::einval)
+      << "software bits cannot be set or cleared through relax_perms";
+  EXPECT_EQ(t.relax_perms(ipa + 4 * l2, Prot{kPermW}).error(), Error::enoent);
+  ASSERT_TRUE(t.map(ipa + 4 * l2, this->kPage, pa, Prot{kPermR, MemType::device_ngnre, 0}, e.mc));
+  EXPECT_EQ(t.relax_perms(ipa + 4 * l2, Prot{kPermX}).error(), Error::einval);
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.relax_perms(ipa, Prot{kPermX}));
+  EXPECT_EQ(e.plat->log().since(mark).count(CacheOp::ic_ivau), 1u) << "new executable code";
+  EXPECT_TRUE(e.at(t, ipa, sim::Access::exec).ok());
+  EXPECT_EQ(e.at(t, ipa).sw, 0b01);
+}
+
+TYPED_TEST(Ops, WrprotectRemovesWriteKeepsTheRestAndSplitsPartialBlocks) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, l2 = this->kL2, pg = this->kPage;
+  ASSERT_TRUE(t.map(ipa, l2, pa, Prot{kPermRWX, MemType::normal_wb, 0b11}, e.mc));
+  auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.wrprotect(ipa, pg, e.mc));
+  EXPECT_EQ(e.at(t, ipa, sim::Access::write).fault, sim::FaultKind::permission);
+  EXPECT_TRUE(e.at(t, ipa, sim::Access::exec).ok());
+  EXPECT_EQ(e.at(t, ipa).sw, 0b11);
+  EXPECT_TRUE(e.at(t, ipa + pg, sim::Access::write).ok()) << "the rest of the block stays writable";
+  EXPECT_GE(e.plat->log().since(mark).count(Tlbi::ipas2e1is), 1u);
+  // With TlbPolicy::defer the engine leaves the invalidation to the caller.
+  mark = e.plat->log().mark();
+  ASSERT_TRUE(t.wrprotect(ipa + pg, pg, e.mc, TlbPolicy::defer));
+  EXPECT_EQ(e.plat->log().since(mark).count(sim::EventKind::tlbi), 0u);
+  EXPECT_EQ(e.at(t, ipa + pg, sim::Access::write).fault, sim::FaultKind::permission);
+}
+
+TYPED_TEST(Ops, YoungBitsAreSetTestedAndClearedWithoutTouchingSoftwareBits) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pg = this->kPage;
+  ASSERT_TRUE(t.map(ipa, 2 * pg, this->kPa, Prot{kPermRW, MemType::normal_wb, 0b10}, e.mc));
+  EXPECT_TRUE(*t.test_and_clear_young(ipa, 2 * pg, false));
+  EXPECT_TRUE(*t.test_and_clear_young(ipa, 2 * pg, true));
+  EXPECT_FALSE(*t.test_and_clear_young(ipa, 2 * pg, false));
+  // With hardware access-flag management (VTCR_EL2.HA) the MMU sets the flag itself.
+  EXPECT_TRUE(e.at(t, ipa).af_set_by_hw);
+  ASSERT_TRUE(t.mkyoung(ipa + pg));
+  EXPECT_TRUE(*t.test_and_clear_young(ipa + pg, pg, false));
+  EXPECT_FALSE(*t.test_and_clear_young(ipa, pg, false));
+  EXPECT_TRUE(e.at(t, ipa + pg).ok());
+  EXPECT_EQ(e.at(t, ipa + pg).sw, 0b10);
+  EXPECT_EQ(t.mkyoung(ipa + 8 * pg).error(), Error::enoent);
+}
+
+// ---- split, lookup, destroy ---------------------------------------------------------------
+
+TYPED_TEST(Ops, SplitChangesNoTranslation) {
+  auto& e = this->env;
+  constexpr Granule g = TestFixture::G;
+  auto t = e.stage2(40);
+  e.fill(1100);
+  const u64 top = first_block_level(g) == 1 ? level_size(g, 1) : level_size(g, 2);
+  const u64 ipa = 2 * top, pa = kDataBase;
+  ASSERT_TRUE(t.map(ipa, top, pa, kRW, e.mc));
+  const int top_level = first_block_level(g);
+  ASSERT_EQ(t.lookup(ipa)->level, top_level);
+  ASSERT_TRUE(t.split(ipa, this->kPage, e.mc));
+  EXPECT_EQ(t.lookup(ipa)->level, top_level + 1);
+  ASSERT_TRUE(t.split(ipa, top, e.mc, true));
+  EXPECT_EQ(t.lookup(ipa + top - this->kPage)->level, kLastLevel);
+  for (u64 off : {u64{0}, top / 2 + 8, top - 8}) EXPECT_EQ(e.at(t, ipa + off).output_address, pa + off);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TYPED_TEST(Ops, LookupAndDestroy) {
+  auto& e = this->env;
+  const auto start = e.plat->allocator().stats().outstanding;
+  auto t = e.stage2(44);
+  e.fill();
+  EXPECT_EQ(t.lookup(u64{1} << 44).error(), Error::erange);
+  ASSERT_TRUE(t.map(this->kIpa, this->kPage, this->kPa, kRW, e.mc));
+  const Result<Leaf> l = t.lookup(this->kIpa + 8);
+  ASSERT_TRUE(l.has_value());
+  EXPECT_EQ(l->level, kLastLevel);
+  EXPECT_EQ(l->base, this->kIpa);
+  EXPECT_EQ(S2Leaf(l->entry).output_address(TestFixture::G, kLastLevel), this->kPa);
+  e.mc.drain(*e.plat);
+  t.destroy();
+  EXPECT_EQ(e.plat->allocator().stats().outstanding, start);
+  EXPECT_EQ(t.map(0, this->kPage, this->kPa, kRW, e.mc).error(), Error::einval) << "destroyed";
+}
+
+TYPED_TEST(Ops, ConcatenatedRootsMapAcrossRootPages) {
+  auto& e = this->env;
+  constexpr Granule g = TestFixture::G;
+  // An IPA size that needs 16 concatenated root tables.
+  unsigned ia = kMinIaBits;
+  while (stage2_geometry(g, ia).root_tables != 16) ++ia;
+  auto t = e.stage2(ia);
+  ASSERT_EQ(t.root_pages(), 16u);
+  e.fill();
+  const u64 per_root = u64{1} << (ia - 4);
+  for (u64 r : {u64{0}, u64{1}, u64{15}}) {
+    ASSERT_TRUE(t.map(r * per_root, this->kPage, this->kPa + r * this->kPage, kRW, e.mc));
+    EXPECT_EQ(e.at(t, r * per_root + 8).output_address, this->kPa + r * this->kPage + 8);
+  }
+  ASSERT_TRUE(t.map(per_root - this->kPage, 2 * this->kPage, this->kPa, kRW, e.mc, MapOptions{true}));
+  EXPECT_EQ(e.at(t, per_root).output_address, this->kPa + this->kPage);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TYPED_TEST(Ops, NonCacheableWalksCleanEveryTableWrite) {
+  auto& e = this->env;
+  WalkOptions nc;
+  nc.cache = WalkCache::non_cacheable;
+  auto cfg = make_stage2_config(TestFixture::G, 40, CpuFeatures::modern(), nc);
+  auto t = Stage2Table<TestFixture::G, sim::SimPlatform>::create_stage2(*e.plat, *cfg, 1);
+  ASSERT_TRUE(t.has_value());
+  e.fill();
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t->map(this->kIpa, 2 * this->kPage, this->kPa, kRW, e.mc));
+  const sim::EventView ev = e.plat->log().since(mark);
+  EXPECT_EQ(ev.count(CacheOp::dc_cvac), writes(ev));
+  EXPECT_GT(writes(ev), 0u);
+}
+
+// ---- stage 1 EL2 --------------------------------------------------------------------------
+
+TYPED_TEST(Ops, Stage1MapsWhatEl2CanEncodeAndRefusesTheRest) {
+  auto& e = this->env;
+  auto t = e.stage1();
+  e.fill();
+  const u64 va = this->kIpa, pa = this->kPa, pg = this->kPage;
+  ASSERT_TRUE(t.map(va, pg, pa, Prot{kPermRX}, e.mc));
+  ASSERT_TRUE(t.map(va + pg, pg, pa + pg, Prot{kPermRW}, e.mc));
+  ASSERT_TRUE(t.map(va + 2 * pg, pg, pa, Prot{kPermRW, MemType::device_ngnre, 0}, e.mc));
+  EXPECT_TRUE(e.at(t, va, sim::Access::exec).ok());
+  EXPECT_EQ(e.at(t, va, sim::Access::write).fault, sim::FaultKind::permission);
+  EXPECT_TRUE(e.at(t, va + pg, sim::Access::write).ok());
+  EXPECT_EQ(e.at(t, va + pg, sim::Access::exec).fault, sim::FaultKind::permission);
+  EXPECT_TRUE(e.at(t, va + 2 * pg).attrs.device);
+  EXPECT_EQ(t.map(va + 3 * pg, pg, pa, Prot{kPermW}, e.mc).error(), Error::einval) << "no read";
+  EXPECT_EQ(t.map(va + 3 * pg, pg, pa, Prot{kPermRWX}, e.mc).error(), Error::einval) << "W+X";
+  EXPECT_EQ(t.map(va + 3 * pg, pg, pa, Prot{kPermRX, MemType::device_ngnre, 0}, e.mc).error(), Error::einval);
+  EXPECT_EQ(t.map(va, pg, pa, Prot{kPermR}, e.mc, MapOptions{true}).error(), Error::einval) << "no replace at EL2";
+}
+
+TYPED_TEST(Ops, Stage1LiveMappingsChangeOnlyInSoftwareBits) {
+  auto& e = this->env;
+  auto t = e.stage1();
+  e.fill();
+  const u64 va = this->kIpa, pa = this->kPa, pg = this->kPage, l2 = this->kL2;
+  ASSERT_TRUE(t.map(va, l2, pa, Prot{kPermRW}, e.mc));
+  const auto before = e.snapshot(t);
+  EXPECT_EQ(t.map(va, l2, pa, Prot{kPermR}, e.mc).error(), Error::eexist);
+  EXPECT_EQ(t.map(va, l2, pa + l2, Prot{kPermRW}, e.mc).error(), Error::eexist);
+  EXPECT_EQ(t.map(va + pg, pg, pa + pg, Prot{kPermRW, MemType::normal_wb, 1}, e.mc).error(), Error::einval)
+      << "part of a live block";
+  EXPECT_EQ(t.unmap(va + pg, pg, e.mc).error(), Error::einval);
+  EXPECT_EQ(e.snapshot(t), before);
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(va, l2, pa, Prot{kPermRW, MemType::normal_wb, 0b101 & 0xf}, e.mc));
+  EXPECT_EQ(e.at(t, va).sw, 0b101);
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 1u);
+  ASSERT_TRUE(t.unmap(va, l2, e.mc));
+  EXPECT_EQ(e.at(t, va).fault, sim::FaultKind::translation);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+// ---- software-bit layouts ------------------------------------------------------------------
+
+using PageState = SwField<0, 2>;
+using TlbHint = SwField<2, 2>;
+using Overlapping = SwField<1, 2>;
+using Layout = SwLayout<PageState, TlbHint>;
+using Tagged = Stage2Table<Granule::k4K, sim::SimPlatform, Layout>;
+
+template <typename T, typename F>
+concept AcceptsField = requires { T::template sw<F>(1); };
+
+static_assert(AcceptsField<Tagged, PageState>);
+static_assert(AcceptsField<Tagged, TlbHint>);
+static_assert(!AcceptsField<Tagged, Overlapping>, "a field outside the layout does not compile");
+static_assert(!pgtable::detail::disjoint<PageState, Overlapping>(), "overlapping users are refused");
+static_assert(Layout::kReserved == 0xf);
+
+TEST(SwLayout, FieldsPackIntoTheSoftwareBits) {
+  const u8 sw = Tagged::sw<TlbHint>(0b10, Tagged::sw<PageState>(0b01));
+  EXPECT_EQ(sw, 0b1001);
+  EXPECT_EQ(PageState::get(sw), 0b01);
+  EXPECT_EQ(TlbHint::get(sw), 0b10);
+}
+
+}  // namespace
+}  // namespace ptguard::test
