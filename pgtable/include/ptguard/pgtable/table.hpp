@@ -204,7 +204,20 @@ class Table {
     if (!kStage2 && opts.replace) return fail(Error::einval);
     const Result<u64> attrs = Regime::encode(prot, fwb_);
     if (!attrs) return fail(attrs.error());
-    Content c{Content::Kind::leaf, *attrs, addr, pa, prot, opts.replace, false, TlbPolicy::invalidate};
+    const Content c = leaf_content(addr, pa, prot, *attrs, opts.replace);
+    // The fault handler's case, one page where the tables already exist and the entry is
+    // empty: nothing can be refused and no page is needed, so skip the counting pass.
+    if (size == kPageSize) {
+      if (const PageSlot slot = last_level_slot(addr); slot.ptep != nullptr && *slot.ptep == 0) {
+        const u64 leaf = make_leaf(arch::kLastLevel, pa, *attrs);
+        cmo_new(c, leaf, arch::kLastLevel);
+        write(slot.ptep, leaf);
+        plat_->get_page(slot.table_pa);
+        plat_->barrier(arch::Barrier::dsb_ishst);
+        if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+        return {};
+      }
+    }
     return apply(c, addr, size, &mc);
   }
 
@@ -372,8 +385,7 @@ class Table {
     if (Status st = check_output(pa, size); !st) return fail(st.error());
     const Result<u64> attrs = Regime::encode(prot, fwb_);
     if (!attrs) return fail(attrs.error());
-    Content c{Content::Kind::leaf, *attrs, addr, pa, prot, opts.replace, false, TlbPolicy::invalidate};
-    return count_pages(c, addr, size);
+    return count_pages(leaf_content(addr, pa, prot, *attrs, opts.replace), addr, size);
   }
 
   /// Walks [addr, addr+size) with a caller's visitor (see walker.hpp). The visitor must keep
@@ -416,7 +428,18 @@ class Table {
     bool replace;
     bool to_pages;
     TlbPolicy tlb;
+    bool clean_d = false;  // leaf: new mappings need a D-cache clean to PoC (no FWB, cacheable)
+    bool inval_i = false;  // leaf: new mappings need an I-cache invalidation (executable, no DIC)
   };
+
+  [[nodiscard]] Content leaf_content(u64 addr, u64 pa, const Prot& prot, u64 attrs, bool replace) const {
+    Content c{Content::Kind::leaf, attrs, addr, pa, prot, replace, false, TlbPolicy::invalidate};
+    if constexpr (kStage2) {
+      c.clean_d = !fwb_ && arch::is_cacheable(prot.type);
+      c.inval_i = prot.executable() && !opt_.dic;
+    }
+    return c;
+  }
 
   enum class Act : u8 {
     skip,       // nothing to do here
@@ -590,7 +613,7 @@ class Table {
   // ---- the two passes -----------------------------------------------------------------------
   [[nodiscard]] Result<u32> count_pages(const Content& c, u64 addr, u64 size) const {
     struct V {
-      static constexpr unsigned visits() { return kVisitLeaf | kVisitTablePre; }
+      static constexpr unsigned visits() { return kVisitLeaf | kVisitTablePre | kVisitLeafRun; }
       const Table* t;
       const Content* c;
       u32 pages = 0;
@@ -607,6 +630,22 @@ class Table {
         if (d.act == Act::zap) x.descend = false;
         return {};
       }
+      // The last level needs no pages; only refusals matter. An empty entry refuses nothing,
+      // and invalid/clear/split contents refuse only a reserved encoding (bits[1:0] = 0b01).
+      Status leaf_run(u64* table, u64 idx, u64 n, u64 addr, u64 table_pa) {
+        constexpr u64 kPg = kPageSize;
+        for (u64 i = 0; i < n; ++i, addr += kPg) {
+          const u64 old = table[idx + i];
+          if (old == 0) continue;
+          if (c->kind != Content::Kind::leaf) {
+            if ((old & 0b11) == 0b01) return fail(Error::einval);
+            continue;
+          }
+          VisitCtx x{table + idx + i, old, addr, addr + kPg, addr, table_pa, arch::kLastLevel, true};
+          if (Status st = visit(x); !st) return st;
+        }
+        return {};
+      }
     } v{this, &c};
     if (Status st = walk(addr, addr + size, v); !st) return fail(st.error());
     return v.pages;
@@ -617,7 +656,7 @@ class Table {
     if (!need) return fail(need.error());
     if (*need > 0 && (mc == nullptr || mc->size() < *need)) return fail(Error::enomem);
     struct V {
-      static constexpr unsigned visits() { return kVisitLeaf | kVisitTablePre | kVisitTablePost; }
+      static constexpr unsigned visits() { return kVisitLeaf | kVisitTablePre | kVisitTablePost | kVisitLeafRun; }
       Table* t;
       const Content* c;
       Memcache* mc;
@@ -631,6 +670,44 @@ class Table {
       Status table_pre(VisitCtx& x) { return t->apply_entry(*c, *mc, *s, x, wrote, fresh_end, fresh_level); }
       Status table_post(VisitCtx& x) {
         if (c->kind == Content::Kind::invalid && c->value == 0) t->free_if_empty(*s, x);
+        return {};
+      }
+      // The last level, a table at a time: the common cases in a tight loop (an empty entry
+      // gets its leaf or annotation; a valid leaf loses the bits to clear), anything else
+      // through apply_entry like any other entry.
+      Status leaf_run(u64* table, u64 idx, u64 n, u64 addr, u64 table_pa) {
+        constexpr u64 kPg = kPageSize;
+        const Content& cc = *c;
+        u32 counted = 0;
+        for (u64 i = 0; i < n; ++i, addr += kPg) {
+          u64* ptep = table + idx + i;
+          const u64 old = *ptep;
+          if (cc.kind == Content::Kind::leaf && old == 0) {
+            const u64 leaf = make_leaf(arch::kLastLevel, cc.pa + (addr - cc.ia), cc.value);
+            t->cmo_new(cc, leaf, arch::kLastLevel);
+            t->write(ptep, leaf);
+            ++counted;
+            continue;
+          }
+          if (cc.kind == Content::Kind::invalid && cc.value != 0 && old == 0) {
+            t->write(ptep, cc.value);
+            ++counted;
+            continue;
+          }
+          if (cc.kind == Content::Kind::clear_bits && arch::DescValid::get(old)) {
+            const u64 nv = old & ~cc.value;
+            if (nv != old) {
+              t->write(ptep, nv);
+              if (Regime::reduces_perms(old, nv)) t->queue_tlbi(*s, addr, arch::kLastLevel, true);
+              wrote = true;
+            }
+            continue;
+          }
+          VisitCtx x{ptep, old, addr, addr + kPg, addr, table_pa, arch::kLastLevel, true};
+          if (Status st = t->apply_entry(cc, *mc, *s, x, wrote, fresh_end, fresh_level); !st) return st;
+        }
+        for (u32 i = 0; i < counted; ++i) t->plat_->get_page(table_pa);
+        if (counted != 0) wrote = true;
         return {};
       }
     };
@@ -653,7 +730,7 @@ class Table {
       case Act::descend:
         return {};
       case Act::write:
-        if (arch::DescValid::get(d.value)) cmo_for_new(d.value, x.level);
+        if (arch::DescValid::get(d.value)) cmo_new(c, d.value, x.level);
         set(x, d.value);
         break;
       case Act::inplace:
@@ -664,7 +741,7 @@ class Table {
         break;
       case Act::bbm:
         break_entry(x, false);
-        cmo_for_new(d.value, x.level);
+        cmo_new(c, d.value, x.level);
         write(x.ptep, d.value);
         break;
       case Act::unmap:
@@ -678,7 +755,7 @@ class Table {
         }
         break;
       case Act::zap:
-        zap(x, d.value);
+        zap(c, x, d.value);
         break;
       case Act::new_table:
       case Act::split: {
@@ -721,6 +798,7 @@ class Table {
   // A fresh table below `parent` (an invalid entry, copied to every child, or a valid block,
   // whose leaves the children become), with its count.
   void fill_table(u64 page, u64 parent, int level, u64 base) {
+    if (parent == 0) return;  // the page is zeroed already
     u64* t = plat_->phys_to_virt(page);
     const u64 cs = arch::level_size(G, level + 1);
     for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
@@ -759,12 +837,12 @@ class Table {
 
   // A table entry becomes `nv`: break it (invalidating the whole range it covered), clean
   // what was mapped under it if it is being unmapped without FWB, free its subtree, write nv.
-  void zap(VisitCtx& x, u64 nv) {
+  void zap(const Content& c, VisitCtx& x, u64 nv) {
     const u64 child = arch::TableDesc(x.old).next_table(G);
     break_entry(x, true);
     if (kStage2 && !fwb_ && !arch::DescValid::get(nv)) clean_subtree(child, x.level + 1);
     free_subtree(child, x.level + 1);
-    if (arch::DescValid::get(nv)) cmo_for_new(nv, x.level);
+    if (arch::DescValid::get(nv)) cmo_new(c, nv, x.level);
     if (nv != 0) write(x.ptep, nv);
     if (nv == 0) (void)plat_->put_page(x.table_pa);
   }
@@ -802,14 +880,15 @@ class Table {
     s.free_pa[s.nfree++] = child;
   }
 
-  void cmo_for_new(u64 leaf, int level) {
-    if constexpr (kStage2) {
-      const Prot p = Regime::decode(leaf, fwb_);
-      const u64 size = arch::level_size(G, level);
-      if (!fwb_ && p.type == arch::MemType::normal_wb)
-        plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(leaf, level), size);
-      if (p.executable() && !opt_.dic) plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), size);
-    }
+  // Cache maintenance before a new leaf becomes visible (Linux does the same): without FWB,
+  // cacheable memory is cleaned and invalidated to the point of coherency, so the guest, whose
+  // stage-1 may map it non-cacheable, sees what the host wrote; executable memory gets its
+  // instruction cache invalidated to the point of unification unless CTR_EL0.DIC.
+  void cmo_new(const Content& c, u64 leaf, int level) {
+    if (!c.clean_d && !c.inval_i) return;
+    const u64 size = arch::level_size(G, level);
+    if (c.clean_d) plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(leaf, level), size);
+    if (c.inval_i) plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), size);
   }
   void icache_for(u64 leaf, int level) {
     if (!opt_.dic) plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), arch::level_size(G, level));
@@ -866,6 +945,25 @@ class Table {
     if (wrote && !pending) {
       plat_->barrier(arch::Barrier::dsb_ishst);
       if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+    }
+  }
+
+  struct PageSlot {
+    u64* ptep;
+    u64 table_pa;
+  };
+  // The last-level entry for `addr` if tables lead all the way down to it, else nullptr.
+  [[nodiscard]] PageSlot last_level_slot(u64 addr) const {
+    int level = start_level_;
+    const unsigned shift = arch::level_shift(G, level);
+    u64 table_pa = root_pa_ + ((addr >> shift) >> arch::bits_per_level(G)) * kPageSize;
+    while (true) {
+      u64* ptep = plat_->phys_to_virt(table_pa) + arch::level_index(G, level, addr);
+      if (level == arch::kLastLevel) return PageSlot{ptep, table_pa};
+      const u64 e = *ptep;
+      if (!is_table(e, level)) return PageSlot{nullptr, 0};
+      table_pa = arch::TableDesc(e).next_table(G);
+      ++level;
     }
   }
 

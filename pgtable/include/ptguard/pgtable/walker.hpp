@@ -13,7 +13,8 @@
 // class with
 //     static constexpr unsigned visits() { return kVisitLeaf | kVisitTablePre; }  (any of the three)
 //     Status leaf(VisitCtx&);  Status table_pre(VisitCtx&);  Status table_post(VisitCtx&);
-// (only those named in kVisit are called). An error from a visitor stops the walk and is
+// (only those named in visits() are called; kVisitLeafRun below replaces leaf() at the last
+// level with one call per table). An error from a visitor stops the walk and is
 // returned. Setting ctx.descend = false in leaf() or table_pre() stops the walker from
 // descending into a table at that entry.
 #pragma once
@@ -27,6 +28,11 @@ namespace ptguard::pgtable {
 inline constexpr unsigned kVisitLeaf = 1u << 0;
 inline constexpr unsigned kVisitTablePre = 1u << 1;
 inline constexpr unsigned kVisitTablePost = 1u << 2;
+/// The visitor takes the entries of one last-level table as a run: leaf_run(table, idx, n,
+/// addr, table_pa) is called once with the n entries from idx on (covering [addr, addr + n
+/// pages)), instead of leaf() for each. There are no tables at the last level, so nothing is
+/// lost; a visitor uses this to keep its per-page loop tight (the map of a GiB of pages).
+inline constexpr unsigned kVisitLeafRun = 1u << 3;
 
 /// What a visitor sees of one entry.
 struct VisitCtx {
@@ -52,6 +58,9 @@ template <arch::Granule G, typename ToVirt, typename V>
   const u64 entry_size = u64{1} << shift;
   u64* const table = to_virt(table_pa);
   u64 idx = (addr >> shift) & kEntryMask;
+  if constexpr ((V::visits() & kVisitLeafRun) != 0) {
+    if (level == arch::kLastLevel) return v.leaf_run(table, idx, (end - addr) >> shift, addr, table_pa);
+  }
   u64* ptep = table + idx;
   while (addr < end) {
     const u64 base = addr & ~(entry_size - 1);
