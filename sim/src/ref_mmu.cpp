@@ -20,43 +20,251 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "ptguard/arch/regs.hpp"
-
 namespace ptguard::sim {
 
 namespace {
 
-using arch::bit_range;
 using arch::DescKind;
-using arch::Granule;
 
-// TCR_EL2 fields (E2H = 0 layout, TCR_EL2 register description in D24.2) that regs.hpp does
-// not declare because the table builders never set them.
-using TcrEl2Hpd = arch::Bit<24>;   // FEAT_HPDS: hierarchical permissions disabled
-using TcrEl2Tbid = arch::Bit<29>;  // FEAT_PAuth: TBI applies to data accesses only
+// ---------------------------------------------------------------------------------------------
+// The oracle's own reading of the architecture.
+//
+// Nothing below calls into arch/: the geometry, the descriptor classification, the register
+// encodings and the memory-attribute decoding are written here again from the Arm ARM, so that
+// a mistake in arch/ (which the table engine uses) shows up as a disagreement in the tests
+// instead of being shared by the engine and its oracle. From arch/ only the result types are
+// used (DescKind, Shareability, MemAttrs and its enums: plain data, no rules).
+// ---------------------------------------------------------------------------------------------
+
+// Bits [hi:lo] of a 64-bit value as a mask (hi may be 63; empty when lo > hi).
+constexpr u64 mask(unsigned hi, unsigned lo) {
+  if (lo > hi) return 0;
+  const u64 upper = hi >= 63 ? ~u64{0} : (u64{1} << (hi + 1)) - 1;
+  return upper & ~((u64{1} << lo) - 1);
+}
+// Field [hi:lo] of `v`, shifted down.
+constexpr u64 field(u64 v, unsigned hi, unsigned lo) { return (v & mask(hi, lo)) >> lo; }
+constexpr bool bit(u64 v, unsigned n) { return ((v >> n) & 1) != 0; }
+
+// TCR_EL2 (E2H = 0 layout) and VTCR_EL2 fields (D24.2, register descriptions of TCR_EL2 and
+// VTCR_EL2; the TTBR0/VTTBR walk fields sit at the same positions in both).
+constexpr unsigned kTcrT0szHi = 5, kTcrT0szLo = 0;  // T0SZ: input size is 64 - T0SZ
+constexpr unsigned kVtcrSl0Hi = 7, kVtcrSl0Lo = 6;  // SL0 (VTCR_EL2 only)
+constexpr unsigned kTcrTg0Hi = 15, kTcrTg0Lo = 14;  // TG0: the granule
+constexpr unsigned kTcrPsHi = 18, kTcrPsLo = 16;    // PS: output (physical) address size
+constexpr unsigned kTcrTbi = 20;                    // TBI (TCR_EL2 only): top byte ignored
+constexpr unsigned kTcrHa = 21;                     // HA (FEAT_HAFDBS): hardware AF update
+constexpr unsigned kTcrHpd = 24;                    // HPD (FEAT_HPDS, TCR_EL2 only)
+constexpr unsigned kTcrTbid = 29;                   // TBID (FEAT_PAuth, TCR_EL2 only)
+// TTBR0_EL2.BADDR / VTTBR_EL2.BADDR are bits [47:1] (bit 0 is CnP; VTTBR [63:48] the VMID).
+constexpr unsigned kTtbrBaddrHi = 47, kTtbrBaddrLo = 1;
+
+// Descriptor fields (D8.3.1 "VMSAv8-64 descriptor formats"; D8.3.1.1 table descriptors,
+// D8.3.1.2 block and page descriptors).
+constexpr unsigned kDescValid = 0;  // bit 0: valid
+constexpr unsigned kDescType = 1;   // bit 1: 1 table/page, 0 block
+// Address fields are bits [47:x] without FEAT_LPA/LPA2 (D8.3.1.1 and D8.3.1.2).
+constexpr unsigned kAddrTop = 47;
+// Stage-1 table descriptor, hierarchical attributes (D8.3.1.1; D8.4.1.2 for their meaning).
+constexpr unsigned kTableXn = 60;                        // XNTable (UXNTable with two ranges)
+constexpr unsigned kTableApHi = 62, kTableApLo = 61;     // APTable[1:0]
+// Bit 59 PXNTable and bit 61 APTable[0] are RES0 in a regime with one Exception level
+// (IPCLHM); bit 63 NSTable only matters for Secure accesses. None is read here.
+// Block and page descriptors, both stages (D8.3.1.2).
+constexpr unsigned kLeafShHi = 9, kLeafShLo = 8;  // SH[1:0] (D8.6.2)
+constexpr unsigned kLeafAf = 10;                  // AF (D8.5)
+constexpr unsigned kLeafContig = 52;              // Contiguous hint
+constexpr unsigned kLeafSwHi = 58, kLeafSwLo = 55;  // software use
+// Stage 1 (EL2 regime): AttrIndx[2:0], AP[2:1], XN. nG (bit 11) and PXN (bit 53) are RES0
+// with one Exception level and no ASIDs, and are not read.
+constexpr unsigned kS1AttrIndxHi = 4, kS1AttrIndxLo = 2;
+constexpr unsigned kS1Ap2 = 7;  // AP[2]: read-only (AP[1], bit 6, is RES1 at EL2: RMGGZM)
+constexpr unsigned kS1Xn = 54;
+// Stage 2: MemAttr[3:0], S2AP[1:0], XN[1:0] (D8.4.2, D8.6.5).
+constexpr unsigned kS2MemAttrHi = 5, kS2MemAttrLo = 2;
+constexpr unsigned kS2ApRead = 6;   // S2AP[0]
+constexpr unsigned kS2ApWrite = 7;  // S2AP[1]
+constexpr unsigned kS2Xn1 = 54;     // XN[1]
+constexpr unsigned kS2Xn0 = 53;     // XN[0]: FEAT_XNX only, else RES0
+
+// The lookup levels without FEAT_LPA2 (no level -1): 0 to 3; level 3 holds pages.
+constexpr int kLastLevel = 3;
+// The largest output address size without FEAT_LPA/LPA2.
+constexpr unsigned kMaxOa = 48;
 
 // TxSZ limits without FEAT_LVA/FEAT_LPA2 (minimum 16: 48-bit input) and without FEAT_TTST
 // (maximum 39: 25-bit input); AArch64.S1MinTxSZ/S2MinTxSZ and AArch64.MaxTxSZ.
 constexpr unsigned kMinTxsz = 16;
 constexpr unsigned kMaxTxsz = 39;
 
-// Descriptor address fields are bits [47:x] without FEAT_LPA/LPA2 (D8.3.1.1 and D8.3.1.2).
-constexpr unsigned kAddrTop = 47;
+// Granule geometry (D8.2 "Translation tables and the translation process": the 4KB, 16KB and
+// 64KB translation granules). A granule of 2^gbits bytes holds 2^(gbits-3) descriptors of 8
+// bytes, so each lookup level resolves gbits - 3 bits; the last level resolves the bits just
+// above the page offset.
+struct Geometry {
+  unsigned gbits = 12;  // log2 of the granule: 12, 14 or 16
+
+  [[nodiscard]] unsigned stride() const { return gbits - 3; }
+  // The lowest IA bit a descriptor at `level` resolves: log2 of a block or page there.
+  [[nodiscard]] unsigned shift(int level) const {
+    return gbits + static_cast<unsigned>(kLastLevel - level) * stride();
+  }
+  // Block descriptors without FEAT_LPA/LPA2 (D8.3.1, Table "Properties of the block
+  // descriptor": with 4KB, levels 1 (1GB) and 2 (2MB); with 16KB, level 2 (32MB); with 64KB,
+  // level 2 (512MB). A 4KB level-0, 16KB level-1 or 64KB level-1 block needs 52-bit
+  // addressing.) Level 3 holds pages, never blocks.
+  [[nodiscard]] bool block_allowed(int level) const {
+    return level == 2 || (gbits == 12 && level == 1);
+  }
+  // What a descriptor is at `level` (D8.3.1): bit[0] = 0 invalid (RDYNYQ); bits[1:0] = 0b11 a
+  // table at levels 0-2 and a page at level 3; 0b01 a block where one is allowed, otherwise
+  // reserved (RKRMJZ: including 0b01 at level 3).
+  [[nodiscard]] DescKind classify(u64 desc, int level) const {
+    if (!bit(desc, kDescValid)) return DescKind::invalid;
+    if (bit(desc, kDescType)) return level == kLastLevel ? DescKind::page : DescKind::table;
+    return block_allowed(level) ? DescKind::block : DescKind::reserved;
+  }
+};
+
+// TG0 (D24.2 TCR_EL2.TG0 / VTCR_EL2.TG0): 0b00 4KB, 0b01 64KB, 0b10 16KB, 0b11 reserved.
+// Note the order: the encoding is not monotonic in the granule size.
+bool tg0_granule_bits(u64 tg0, unsigned* gbits) {
+  switch (tg0) {
+    case 0b00: *gbits = 12; return true;
+    case 0b01: *gbits = 16; return true;
+    case 0b10: *gbits = 14; return true;
+    default: return false;
+  }
+}
+
+// PS (TCR_EL2.PS / VTCR_EL2.PS, the ID_AA64MMFR0_EL1.PARange encoding): 0b000 32 bits,
+// 0b001 36, 0b010 40, 0b011 42, 0b100 44, 0b101 48, 0b110 52 (FEAT_LPA). 0b111 is reserved
+// without FEAT_D128, which is not modelled: returns 0.
+unsigned ps_bits(u64 ps) {
+  switch (ps) {
+    case 0b000: return 32;
+    case 0b001: return 36;
+    case 0b010: return 40;
+    case 0b011: return 42;
+    case 0b100: return 44;
+    case 0b101: return 48;
+    case 0b110: return 52;
+    default: return 0;
+  }
+}
+
+// The initial lookup level of a stage-1 walk (D8.2.6 "The initial lookup level";
+// AArch64.S1StartLevel): the level whose table resolves the top IA bit, that is
+// 4 - ceil((iasize - granulebits) / stride) levels counted up from level 3.
+int s1_start_level(const Geometry& geo, unsigned ia_bits) {
+  const unsigned resolved = ia_bits - geo.gbits;  // ia_bits >= 25 > gbits
+  const unsigned levels = (resolved + geo.stride() - 1) / geo.stride();
+  return kLastLevel + 1 - static_cast<int>(levels);
+}
+
+// Cacheability of one MAIR nibble (oooo or iiii, not 0b0000; MAIR_EL2.Attr<n> in D24.2):
+// 0b00RW (RW != 00) Write-Through Transient; 0b0100 Non-cacheable; 0b01RW (RW != 00)
+// Write-Back Transient; 0b10RW Write-Through Non-transient; 0b11RW Write-Back Non-transient.
+arch::Cacheability mair_nibble(u64 n) {
+  using arch::Cacheability;
+  if (n == 0b0100) return Cacheability::non_cacheable;
+  switch (n >> 2) {
+    case 0b00: return Cacheability::write_through;
+    case 0b01: return Cacheability::write_back;
+    case 0b10: return Cacheability::write_through;
+    default: return Cacheability::write_back;
+  }
+}
+
+// MAIR_EL2.Attr<n> (D24.2 MAIR_EL2; D8.6.1): 0b0000dd00 Device (dd: 00 nGnRnE, 01 nGnRE,
+// 10 nGRE, 11 GRE); 0b0000dd01 Device with XS = 0 under FEAT_XS, else UNPREDICTABLE;
+// 0b0000dd1x UNPREDICTABLE; 0booooiiii (both nonzero) Normal; 0bxxxx0000 (xxxx != 0)
+// UNPREDICTABLE unless FEAT_XS (0x40, 0xa0) or FEAT_MTE2 (0xf0). FEAT_XS and FEAT_MTE2 are not
+// modelled, so those are reported as reserved.
+arch::MemAttrs decode_mair(u64 mair, unsigned attr_index) {
+  const u64 attr = field(mair, 8 * attr_index + 7, 8 * attr_index);
+  const u64 outer = attr >> 4, inner = attr & 0xf;
+  arch::MemAttrs a;
+  if (outer == 0) {
+    a.device = true;
+    a.device_kind = static_cast<arch::DeviceKind>(inner >> 2);
+    a.reserved = (inner & 0b11) != 0;
+    return a;
+  }
+  if (inner == 0) {
+    a.reserved = true;
+    return a;
+  }
+  a.outer = mair_nibble(outer);
+  a.inner = mair_nibble(inner);
+  return a;
+}
+
+// Stage-2 MemAttr[3:0] (D8.6.5).
+// HCR_EL2.FWB = 0 ("... when FEAT_S2FWB is disabled"): MemAttr[3:2] 00 Device, with
+// MemAttr[1:0] the Device type (00 nGnRnE, 01 nGnRE, 10 nGRE, 11 GRE); otherwise Normal with
+// [3:2] the outer and [1:0] the inner cacheability, each 01 Non-cacheable, 10 Write-Through,
+// 11 Write-Back; inner 00 with outer != 00 is reserved (UNPREDICTABLE).
+// HCR_EL2.FWB = 1 ("... when FEAT_S2FWB is enabled"): MemAttr[3] is RES0 (reported as
+// reserved, the rest still decoded); MemAttr[2] = 0: Device, [1:0] the type as above;
+// MemAttr[2] = 1: [1:0] 01 Normal Non-cacheable, 10 Normal Write-Back (forced), 11 the
+// stage-1 attributes unchanged, 00 reserved (FEAT_MTE_PERM NoTagAccess is not modelled).
+arch::MemAttrs decode_s2_memattr(u64 memattr, bool fwb) {
+  using arch::Cacheability;
+  auto cache = [](u64 two) {
+    return two == 0b11   ? Cacheability::write_back
+           : two == 0b10 ? Cacheability::write_through
+                         : Cacheability::non_cacheable;
+  };
+  arch::MemAttrs a;
+  if (fwb) {
+    a.reserved = bit(memattr, 3);
+    if (!bit(memattr, 2)) {
+      a.device = true;
+      a.device_kind = static_cast<arch::DeviceKind>(memattr & 0b11);
+      return a;
+    }
+    switch (memattr & 0b11) {
+      case 0b01: a.outer = a.inner = Cacheability::non_cacheable; break;
+      case 0b10: a.outer = a.inner = Cacheability::write_back; break;
+      case 0b11: a.from_stage1 = true; break;
+      default: a.reserved = true; break;
+    }
+    return a;
+  }
+  const u64 outer = memattr >> 2, inner = memattr & 0b11;
+  if (outer == 0) {
+    a.device = true;
+    a.device_kind = static_cast<arch::DeviceKind>(inner);
+    return a;
+  }
+  a.reserved = inner == 0;
+  a.outer = cache(outer);
+  a.inner = cache(inner);
+  return a;
+}
+
+// Records why the translation faulted. A note already there (an earlier reason, such as an
+// IMPLEMENTATION DEFINED choice the fault follows from) stays first: see add_note().
+void add_note(Translation& t, std::string_view why) {
+  if (t.note.empty()) t.note = why;
+  t.notes.push_back(why);
+}
 
 void fault(Translation& t, FaultKind k, int level, std::string_view why) {
   t.fault = k;
   t.level = level;
-  t.note = why;
+  add_note(t, why);
 }
 
 void choice(Translation& t, std::string_view what) {
   t.unpredictable = true;
-  t.note = what;
+  add_note(t, what);
 }
 
 // What both stages need to start the walk, from TCR_EL2 or VTCR_EL2.
 struct WalkParams {
-  Granule g = Granule::k4K;
+  Geometry geo;
   unsigned ia_bits = 0;
   int start_level = 0;
   unsigned oa_bits = 0;
@@ -67,8 +275,8 @@ struct WalkParams {
 // TG0 (D24.2 TCR_EL2.TG0 / VTCR_EL2.TG0): 0b00 4KB, 0b01 64KB, 0b10 16KB. 0b11 is reserved
 // and the architecture lets the implementation pick any implemented granule in its place; the
 // oracle cannot know which, so it refuses to translate.
-bool decode_granule(u64 tcr, Translation& t, Granule* g) {
-  if (arch::granule_from_tg0(arch::TcrTg0::get(tcr), g)) return true;
+bool decode_granule(u64 tcr, Translation& t, Geometry* geo) {
+  if (tg0_granule_bits(field(tcr, kTcrTg0Hi, kTcrTg0Lo), &geo->gbits)) return true;
   fault(t, FaultKind::translation, 0,
         "TG0 is reserved (0b11): the granule used is IMPLEMENTATION DEFINED");
   t.unpredictable = true;
@@ -79,7 +287,7 @@ bool decode_granule(u64 tcr, Translation& t, Granule* g) {
 // ("Fault on TxSZ value below minimum" / "... above maximum") whether the translation takes a
 // level 0 Translation fault or uses the nearest limit (AArch64.S1Translate, S2Translate).
 bool decode_txsz(u64 tcr, const ImplChoices& impl, Translation& t, unsigned* ia_bits) {
-  unsigned txsz = static_cast<unsigned>(arch::TcrT0sz::get(tcr));
+  unsigned txsz = static_cast<unsigned>(field(tcr, kTcrT0szHi, kTcrT0szLo));
   if (txsz < kMinTxsz || txsz > kMaxTxsz) {
     if (impl.txsz_out_of_range_faults) {
       fault(t, FaultKind::translation, 0,
@@ -99,13 +307,13 @@ bool decode_txsz(u64 tcr, const ImplChoices& impl, Translation& t, unsigned* ia_
 // "52 bits" is therefore 48 here). PS = 0b111 is reserved: the size is IMPLEMENTATION DEFINED;
 // the model uses the implemented PA size.
 unsigned decode_oa_bits(u64 tcr, const ImplChoices& impl, Translation& t) {
-  const unsigned pamax = std::clamp(impl.pa_bits, 32u, arch::kMaxOaBits);
-  unsigned ps = arch::pa_bits_from_range(arch::TcrPs::get(tcr));
+  const unsigned pamax = std::clamp(impl.pa_bits, 32u, kMaxOa);
+  unsigned ps = ps_bits(field(tcr, kTcrPsHi, kTcrPsLo));
   if (ps == 0) {
     choice(t, "PS is reserved (0b111): OA size IMPLEMENTATION DEFINED, taken as PAMax");
     ps = pamax;
   }
-  return std::min({ps, pamax, arch::kMaxOaBits});
+  return std::min({ps, pamax, kMaxOa});
 }
 
 // The root table address from a TTBR (TTBR0_EL2.BADDR or VTTBR_EL2.BADDR, bits [47:1]; bit 0
@@ -118,12 +326,12 @@ unsigned decode_oa_bits(u64 tcr, const ImplChoices& impl, Translation& t) {
 // to be treated as zero (what the pseudocode's Align() does, and what the model does) or to
 // corrupt the walk address, so the result is marked unpredictable.
 bool decode_root(u64 ttbr, const WalkParams& p, Translation& t, u64* root) {
-  const u64 baddr = ttbr & arch::TtbrBaddr::kMask;
+  const u64 baddr = ttbr & mask(kTtbrBaddrHi, kTtbrBaddrLo);
   if ((baddr >> p.oa_bits) != 0) {
     fault(t, FaultKind::address_size, 0, "TTBR base address above the OA size (PS)");
     return false;
   }
-  const unsigned tsize = p.ia_bits - arch::level_shift(p.g, p.start_level) + 3;
+  const unsigned tsize = p.ia_bits - p.geo.shift(p.start_level) + 3;
   const u64 align_mask = (u64{1} << tsize) - 1;
   if ((baddr & align_mask) != 0)
     choice(t, "TTBR base not aligned to the initial table (K1.2.5): low bits treated as 0");
@@ -144,18 +352,17 @@ struct Leaf {
 // process"; D8.15.4 steps 4 to 7). Returns false with `t` holding the fault.
 bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchical, Translation& t,
           Leaf* leaf) {
-  const Granule g = p.g;
-  const unsigned page_shift = arch::page_shift(g);
+  const Geometry& geo = p.geo;
   u64 table = p.root;
   bool ap_table_ro = false;
   bool xn_table = false;
-  for (int level = p.start_level; level <= arch::kLastLevel; ++level) {
+  for (int level = p.start_level; level <= kLastLevel; ++level) {
     // The descriptor index: the IA bits this level resolves. At the initial level they run up
     // to the top of the input address, so a concatenated stage-2 root (D8.2, "Concatenated
     // translation tables for the initial stage 2 lookup") is indexed as one large table.
-    const unsigned shift = arch::level_shift(g, level);
-    const unsigned top = level == p.start_level ? p.ia_bits : shift + arch::bits_per_level(g);
-    const u64 index = (ia & bit_range(top - 1, shift)) >> shift;
+    const unsigned shift = geo.shift(level);
+    const unsigned top = level == p.start_level ? p.ia_bits : shift + geo.stride();
+    const u64 index = field(ia, top - 1, shift);
     const u64 desc_pa = table + index * 8;
 
     u64 desc = 0;
@@ -165,7 +372,7 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
       fault(t, FaultKind::external_abort, level, "table walk read unbacked memory");
       return false;
     }
-    const DescKind kind = arch::classify(desc, g, level);
+    const DescKind kind = geo.classify(desc, level);
     t.walk.push_back(WalkStep{level, table, desc_pa, desc, kind});
 
     if (kind == DescKind::invalid) {
@@ -178,14 +385,14 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
       // granule, level 1 with 16KB/64KB, without FEAT_LPA/LPA2; and level 3, where 0b01 is
       // reserved: D8.3.1) is a reserved encoding: Translation fault.
       fault(t, FaultKind::translation, level,
-            level == arch::kLastLevel ? "bits[1:0] = 0b01 at level 3 (reserved)"
+            level == kLastLevel ? "bits[1:0] = 0b01 at level 3 (reserved)"
                                       : "block descriptor at a level that cannot hold one");
       return false;
     }
     // RWDZFC: with 64KB granules and no 52-bit PA, descriptor bits[15:12] (OA[51:48] under
     // FEAT_LPA) nonzero may or may not give an Address size fault (IMPLEMENTATION DEFINED;
     // not faulting is deprecated). The model faults.
-    if (g == Granule::k64K && (desc & bit_range(15, 12)) != 0) {
+    if (geo.gbits == 16 && field(desc, 15, 12) != 0) {
       fault(t, FaultKind::address_size, level,
             "64KB descriptor bits[15:12] nonzero (IMPLEMENTATION DEFINED, RWDZFC)");
       t.unpredictable = true;
@@ -194,7 +401,7 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
 
     if (kind == DescKind::table) {
       // D8.3.1.1: the next-level table address is bits [47:granule shift].
-      const u64 next = desc & bit_range(kAddrTop, page_shift);
+      const u64 next = desc & mask(kAddrTop, geo.gbits);
       if ((next >> p.oa_bits) != 0) {
         // RCVSBH / RBFHQH: a table address above the OA size, at this level.
         fault(t, FaultKind::address_size, level, "next-level table address above the OA size");
@@ -204,8 +411,8 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
         // D8.4.1.2 (RYTXKB, Table D8-64; IPCLHM: APTable[0] is RES0 with one Exception level):
         // APTable[1] = 1 removes write permission at all later levels. RLQFP: XNTable = 1
         // makes XN 1 at all later levels. Both accumulate down the walk.
-        ap_table_ro = ap_table_ro || (arch::TableAp::get(desc) & 0b10) != 0;
-        xn_table = xn_table || arch::TableXn::get(desc) != 0;
+        ap_table_ro = ap_table_ro || (field(desc, kTableApHi, kTableApLo) & 0b10) != 0;
+        xn_table = xn_table || bit(desc, kTableXn);
       }
       table = next;
       continue;
@@ -213,7 +420,7 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
 
     // A block or page (D8.3.1.2): output address bits [47:level_shift]. Lower bits of a block
     // descriptor's address field are RES0 and ignored here.
-    const u64 oa = desc & bit_range(kAddrTop, shift);
+    const u64 oa = desc & mask(kAddrTop, shift);
     if ((oa >> p.oa_bits) != 0) {
       fault(t, FaultKind::address_size, level, "output address above the OA size");
       return false;
@@ -229,12 +436,12 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
 void fill_leaf(Translation& t, const WalkParams& p, const Leaf& leaf, u64 ia) {
   t.level = leaf.level;
   t.descriptor = leaf.desc;
-  t.block_size = arch::level_size(p.g, leaf.level);
+  t.block_size = u64{1} << p.geo.shift(leaf.level);
   t.output_address = leaf.oa | (ia & (t.block_size - 1));
-  t.sw = static_cast<u8>(arch::DescSw::get(leaf.desc));
+  t.sw = static_cast<u8>(field(leaf.desc, kLeafSwHi, kLeafSwLo));
   // D8.6.2: SH[1:0] at bits [9:8] of both stage-1 and stage-2 leaves.
-  t.sh = static_cast<arch::Shareability>(arch::S1Sh::get(leaf.desc));
-  t.contiguous = arch::S1Contiguous::get(leaf.desc) != 0;  // bit 52 at both stages
+  t.sh = static_cast<arch::Shareability>(field(leaf.desc, kLeafShHi, kLeafShLo));
+  t.contiguous = bit(leaf.desc, kLeafContig);  // bit 52 at both stages
 }
 
 // Access flag (D8.5, D8.15.1.4): AF = 0 with hardware AF management off is an Access flag
@@ -318,9 +525,12 @@ std::string to_string(const Translation& t) {
     std::snprintf(buf, sizeof buf, "fault %s level %d", name(t.fault), t.level);
   }
   std::string s = buf;
-  if (!t.note.empty()) {
-    s += ": ";
-    s += t.note;
+  // Every reason, in the order they arose; the first is t.note.
+  const char* sep = ": ";
+  for (const std::string_view n : t.notes) {
+    s += sep;
+    s += n;
+    sep = "; ";
   }
   return s;
 }
@@ -333,17 +543,16 @@ Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64
   Translation t;
   t.input_address = va;
   WalkParams p;
-  if (!decode_granule(regs.tcr, t, &p.g)) return t;
+  if (!decode_granule(regs.tcr, t, &p.geo)) return t;
   if (!decode_txsz(regs.tcr, impl, t, &p.ia_bits)) return t;
 
   // The VA range (RVZZSZ; AArch64.VAIsOutOfRange): with one VA range, any 1 bit between the
   // top of the address and the configured size is a level 0 Translation fault. TCR_EL2.TBI
   // puts the top at bit 55 (the top byte is ignored), except for instruction fetches when
   // TCR_EL2.TBID is 1 (AArch64.AddrTop).
-  const bool tbi = arch::TcrTbi::get(regs.tcr) != 0 &&
-                   !(access == Access::exec && TcrEl2Tbid::get(regs.tcr) != 0);
+  const bool tbi = bit(regs.tcr, kTcrTbi) && !(access == Access::exec && bit(regs.tcr, kTcrTbid));
   const unsigned addr_top = tbi ? 55 : 63;
-  if ((va & bit_range(addr_top, p.ia_bits)) != 0) {
+  if ((va & mask(addr_top, p.ia_bits)) != 0) {
     fault(t, FaultKind::translation, 0, "VA above the configured input size (T0SZ)");
     return t;
   }
@@ -351,14 +560,14 @@ Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64
   // D8.2.6 "The initial lookup level": at stage 1 it follows from the input size alone, the
   // level whose table resolves the top bits (AArch64.S1StartLevel:
   // 4 - ceil((iasize - granulebits) / stride)).
-  p.start_level = arch::stage1_start_level(p.g, p.ia_bits);
+  p.start_level = s1_start_level(p.geo, p.ia_bits);
   p.oa_bits = decode_oa_bits(regs.tcr, impl, t);
-  p.ha = arch::TcrHa::get(regs.tcr) != 0;
+  p.ha = bit(regs.tcr, kTcrHa);
   if (!decode_root(regs.ttbr0, p, t, &p.root)) return t;
 
   // TCR_EL2.HPD (FEAT_HPDS): hierarchical permissions disabled, APTable and XNTable are
   // IGNORED and treated as 0 (D8.4.1.2, IPKGJC and INYWHQ).
-  const bool hierarchical = TcrEl2Hpd::get(regs.tcr) == 0;
+  const bool hierarchical = !bit(regs.tcr, kTcrHpd);
   Leaf leaf;
   if (!walk(mem, p, va, hierarchical, t, &leaf)) return t;
   fill_leaf(t, p, leaf, va);
@@ -370,23 +579,23 @@ Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64
   // PXN (bit 53) is RES0 in this regime. WXN (RSYMMB, IFQVWM, Table D8-66): with
   // SCTLR_EL2.WXN = 1 a region that is (effectively) writable is not executable.
   t.readable = true;
-  t.writable = (arch::S1Ap::get(leaf.desc) & 0b10) == 0 && !leaf.ap_table_ro;
-  t.executable = arch::S1Xn::get(leaf.desc) == 0 && !leaf.xn_table;
+  t.writable = !bit(leaf.desc, kS1Ap2) && !leaf.ap_table_ro;
+  t.executable = !bit(leaf.desc, kS1Xn) && !leaf.xn_table;
   if (regs.wxn && t.writable) t.executable = false;
 
   // MAIR_EL2 attribute byte chosen by AttrIndx (D8.6.1; MAIR_EL2 in D24.2).
-  t.attrs = arch::decode_mair_attr(
-      arch::mair_attr(regs.mair, static_cast<unsigned>(arch::S1AttrIndx::get(leaf.desc))));
+  t.attrs =
+      decode_mair(regs.mair, static_cast<unsigned>(field(leaf.desc, kS1AttrIndxHi, kS1AttrIndxLo)));
   if (t.attrs.reserved) choice(t, "MAIR attribute byte is a reserved/UNPREDICTABLE encoding");
 
-  if (!check_access_flag(t, p, arch::S1Af::get(leaf.desc) != 0)) return t;
+  if (!check_access_flag(t, p, bit(leaf.desc, kLeafAf))) return t;
   if (!permitted(t, access)) {
     fault(t, FaultKind::permission, leaf.level, denied_note(access));
     return t;
   }
   if (!check_device_fetch(t, impl, access)) return t;
   // AArch64.SettingAccessFlagPermitted: with no fault the hardware sets AF.
-  t.af_set_by_hw = p.ha && arch::S1Af::get(leaf.desc) == 0;
+  t.af_set_by_hw = p.ha && !bit(leaf.desc, kLeafAf);
   return t;
 }
 
@@ -403,32 +612,29 @@ namespace {
 //         with VTCR_EL2.DS (FEAT_LPA2; reserved here).
 //   64KB: 0b00 level 3, 0b01 level 2, 0b10 level 1 (reserved if PAMax < 44), 0b11 reserved.
 // Returns -1 for a reserved value.
-int s2_start_level(Granule g, u64 sl0, unsigned pamax) {
-  switch (g) {
-    case Granule::k4K:
-      if (sl0 == 0b11) return -1;
+int s2_start_level(const Geometry& geo, u64 sl0, unsigned pamax) {
+  if (sl0 == 0b11) return -1;
+  switch (geo.gbits) {
+    case 12:
       if (sl0 == 0b10 && pamax < 44) return -1;
       return 2 - static_cast<int>(sl0);
-    case Granule::k16K:
-      if (sl0 == 0b11) return -1;
+    case 14:
       if (sl0 == 0b10 && pamax < 42) return -1;
       return 3 - static_cast<int>(sl0);
-    case Granule::k64K:
-      if (sl0 == 0b11) return -1;
+    default:  // 64KB
       if (sl0 == 0b10 && pamax < 44) return -1;
       return 3 - static_cast<int>(sl0);
   }
-  return -1;
 }
 
 // AArch64.S2InconsistentSL: the input size must need the start level (more bits than the
 // levels below resolve: at least levels * stride + granulebits + 1), and the start level must
 // resolve the rest with at most 16 concatenated tables (at most stride + 4 bits, D8.2
 // "Concatenated translation tables for the initial stage 2 lookup").
-bool s2_sl_consistent(Granule g, int start_level, unsigned ia_bits) {
-  const unsigned stride = arch::bits_per_level(g);
-  const unsigned levels = static_cast<unsigned>(arch::kLastLevel - start_level);
-  const unsigned min_ia = levels * stride + arch::page_shift(g) + 1;
+bool s2_sl_consistent(const Geometry& geo, int start_level, unsigned ia_bits) {
+  const unsigned stride = geo.stride();
+  const unsigned levels = static_cast<unsigned>(kLastLevel - start_level);
+  const unsigned min_ia = levels * stride + geo.gbits + 1;
   const unsigned max_ia = min_ia + (stride - 1) + 4;
   return ia_bits >= min_ia && ia_bits <= max_ia;
 }
@@ -440,30 +646,30 @@ Translation translate_stage2(const PhysMem& mem, const Stage2Regs& regs, u64 ipa
   Translation t;
   t.input_address = ipa;
   WalkParams p;
-  if (!decode_granule(regs.vtcr, t, &p.g)) return t;
+  if (!decode_granule(regs.vtcr, t, &p.geo)) return t;
   if (!decode_txsz(regs.vtcr, impl, t, &p.ia_bits)) return t;
 
   // RXCHFJ item 2: an SL0 that is reserved, or inconsistent with T0SZ, is a stage 2 level 0
   // Translation fault (AArch64.S2Translate).
-  const unsigned pamax = std::clamp(impl.pa_bits, 32u, arch::kMaxOaBits);
-  p.start_level = s2_start_level(p.g, arch::VtcrSl0::get(regs.vtcr), pamax);
+  const unsigned pamax = std::clamp(impl.pa_bits, 32u, kMaxOa);
+  p.start_level = s2_start_level(p.geo, field(regs.vtcr, kVtcrSl0Hi, kVtcrSl0Lo), pamax);
   if (p.start_level < 0) {
     fault(t, FaultKind::translation, 0, "VTCR_EL2.SL0 is a reserved value");
     return t;
   }
-  if (!s2_sl_consistent(p.g, p.start_level, p.ia_bits)) {
+  if (!s2_sl_consistent(p.geo, p.start_level, p.ia_bits)) {
     fault(t, FaultKind::translation, 0, "VTCR_EL2.SL0 inconsistent with T0SZ");
     return t;
   }
   // AArch64.IPAIsOutOfRange: an IPA with a 1 bit at or above the input size is a level 0
   // Translation fault (RVZZSZ), not a fault at the start level.
-  if ((ipa & bit_range(63, p.ia_bits)) != 0) {
+  if ((ipa & mask(63, p.ia_bits)) != 0) {
     fault(t, FaultKind::translation, 0, "IPA above the configured input size (T0SZ)");
     return t;
   }
 
   p.oa_bits = decode_oa_bits(regs.vtcr, impl, t);
-  p.ha = arch::TcrHa::get(regs.vtcr) != 0;
+  p.ha = bit(regs.vtcr, kTcrHa);
   if (!decode_root(regs.vttbr, p, t, &p.root)) return t;
 
   // Stage 2 table descriptors carry no hierarchical attributes (ISRRJF: those bits are RES0).
@@ -473,29 +679,29 @@ Translation translate_stage2(const PhysMem& mem, const Stage2Regs& regs, u64 ipa
 
   // Stage 2 Direct permissions (D8.4.2.1; AArch64.S2DirectBasePermissions).
   // Data (Table D8-76): S2AP[0] (bit 6) read, S2AP[1] (bit 7) write, the same for EL1 and EL0.
-  t.readable = arch::S2ApRead::get(leaf.desc) != 0;
-  t.writable = arch::S2ApWrite::get(leaf.desc) != 0;
+  t.readable = bit(leaf.desc, kS2ApRead);
+  t.writable = bit(leaf.desc, kS2ApWrite);
   // Execution (Tables D8-77 and D8-78): decided by XN alone; S2AP plays no part, so a page
   // with no read permission can still be executable. Without FEAT_XNX bit 53 is RES0 and XN
   // (bit 54) forbids execution at EL1 and EL0. With FEAT_XNX, XN[1:0] = bits [54:53]:
   //   00 EL1 and EL0 may execute; 01 EL0 only; 10 neither; 11 EL1 only.
-  const bool xn1 = arch::Bit<54>::get(leaf.desc) != 0;
-  const bool xn0 = regs.xnx && arch::Bit<53>::get(leaf.desc) != 0;
+  const bool xn1 = bit(leaf.desc, kS2Xn1);
+  const bool xn0 = regs.xnx && bit(leaf.desc, kS2Xn0);
   const bool priv_x = xn1 ? xn0 : !xn0;  // 00 -> yes, 01 -> no, 10 -> no, 11 -> yes
   const bool unpriv_x = !xn1;            // 00 -> yes, 01 -> yes, 10 -> no, 11 -> no
   t.executable = el0 ? unpriv_x : priv_x;
 
   // MemAttr[3:0] (bits [5:2]); its meaning depends on HCR_EL2.FWB (D8.6.5).
-  t.attrs = arch::decode_s2_memattr(static_cast<u8>(arch::S2MemAttr::get(leaf.desc)), regs.fwb);
+  t.attrs = decode_s2_memattr(field(leaf.desc, kS2MemAttrHi, kS2MemAttrLo), regs.fwb);
   if (t.attrs.reserved) choice(t, "stage-2 MemAttr is a reserved encoding");
 
-  if (!check_access_flag(t, p, arch::S2Af::get(leaf.desc) != 0)) return t;
+  if (!check_access_flag(t, p, bit(leaf.desc, kLeafAf))) return t;
   if (!permitted(t, access)) {
     fault(t, FaultKind::permission, leaf.level, denied_note(access));
     return t;
   }
   if (!check_device_fetch(t, impl, access)) return t;
-  t.af_set_by_hw = p.ha && arch::S2Af::get(leaf.desc) == 0;
+  t.af_set_by_hw = p.ha && !bit(leaf.desc, kLeafAf);
   return t;
 }
 

@@ -1,6 +1,9 @@
 // Tests of the reference MMU (sim/ref_mmu.hpp) on tables written by hand, descriptor by
 // descriptor, with literal bit values: nothing here uses arch's descriptor builders or the
 // table engine, so the expectations are an independent reading of the Arm ARM (DDI 0487 D8).
+// Beyond its result types, the one use of arch/ is RefMmuArchConfigs at the end: arch's
+// builders are the thing under test there, read by the oracle and checked against the test's
+// own reading.
 #include "ptguard/sim/ref_mmu.hpp"
 
 #include <gtest/gtest.h>
@@ -8,6 +11,8 @@
 
 #include <array>
 #include <string>
+
+#include "ptguard/arch/regs.hpp"
 
 namespace ptguard::sim {
 namespace {
@@ -128,6 +133,22 @@ class Tables {
 
 std::string geo_name(const ::testing::TestParamInfo<Geo>& info) { return info.param.name; }
 
+// Levels that may hold a leaf without FEAT_LPA/LPA2 (D8.3.1): 4K blocks at levels 1 (1 GiB) and
+// 2 (2 MiB), 16K and 64K blocks at level 2 (32 MiB, 512 MiB); pages at level 3.
+std::vector<int> leaf_levels(const Geo& g) {
+  if (g.shift == 12) return {1, 2, 3};
+  return {2, 3};
+}
+u64 leaf_type(int level) { return level == 3 ? kPage : kBlock; }
+// An input address near the top of a range of `ia_bits`, inside a leaf at `level`, that selects
+// a nonzero index at every level it walks through.
+u64 top_ia(const Geo& g, unsigned ia_bits, int level) {
+  const u64 bsize = lsize(g, level);
+  return (((u64{1} << ia_bits) - 1) & ~(bsize - 1)) | (bsize / 2 + 0x48);
+}
+// An output address aligned to every block size (at most 1 GiB) and below 2^40.
+constexpr u64 kLeafPa = u64{0x5a} << 32;
+
 // Stage 1 start levels and the largest VA size that starts there (D8.2, initial lookup level).
 struct S1Shape {
   int start;
@@ -216,103 +237,102 @@ TEST_P(RefMmuS1, BlocksAllowedOnlyWhereTheArchitectureSays) {
 
 TEST_P(RefMmuS1, TranslationFaultAtEachLevel) {
   const Geo g = GetParam();
-  const S1Shape s = s1_shapes(g).front();
-  for (int hole = s.start; hole <= 3; ++hole) {
-    Tables tt(g);
-    const u64 root = tt.alloc();
-    const u64 va = 0x1234'5678'9000ull & ((u64{1} << s.ia_bits) - 1) & ~(page(g) - 1);
-    tt.chain(root, s.ia_bits, s.start, 3, va, 0x9000'0000 | kPage | kAf);
-    // Knock out the descriptor at `hole` (leaving an annotation-like invalid value: bit 0 clear).
-    const Translation good =
-        translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, root}, va, Access::read);
-    ASSERT_TRUE(good.ok()) << to_string(good);
-    const WalkStep step = good.walk[static_cast<size_t>(hole - s.start)];
-    EXPECT_TRUE(tt.mem().write64(step.desc_pa, step.desc & ~u64{1}));
-    const Translation t =
-        translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, root}, va, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::translation);
-    EXPECT_EQ(t.level, hole);
-    EXPECT_EQ(t.walk.size(), static_cast<size_t>(hole - s.start + 1));
+  for (const S1Shape s : s1_shapes(g)) {
+    for (int hole = s.start; hole <= 3; ++hole) {
+      SCOPED_TRACE(::testing::Message()
+                   << "start " << s.start << " ia " << s.ia_bits << " hole " << hole);
+      Tables tt(g);
+      const u64 root = tt.alloc();
+      const u64 va = 0x1234'5678'9000ull & ((u64{1} << s.ia_bits) - 1) & ~(page(g) - 1);
+      tt.chain(root, s.ia_bits, s.start, 3, va, 0x9000'0000 | kPage | kAf);
+      const Translation good =
+          translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, root}, va, Access::read);
+      ASSERT_TRUE(good.ok()) << to_string(good);
+      // Knock out the descriptor at `hole` (leaving an annotation-like invalid value: bit 0
+      // clear).
+      const WalkStep step = good.walk[static_cast<size_t>(hole - s.start)];
+      EXPECT_TRUE(tt.mem().write64(step.desc_pa, step.desc & ~u64{1}));
+      const Translation t =
+          translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, root}, va, Access::read);
+      EXPECT_EQ(t.fault, FaultKind::translation);
+      EXPECT_EQ(t.level, hole);
+      EXPECT_EQ(t.walk.size(), static_cast<size_t>(hole - s.start + 1));
+    }
   }
 }
 
 TEST_P(RefMmuS1, ExternalAbortOnUnbackedTableAtEachLevel) {
   const Geo g = GetParam();
-  const S1Shape s = s1_shapes(g).front();
-  const u64 va = 0x10'0000'0000ull & ((u64{1} << s.ia_bits) - 1);
-  // The root itself unbacked: abort at the start level.
-  {
-    Tables tt(g);
-    const Translation t =
-        translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, 0x1000'0000}, va, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::external_abort);
-    EXPECT_EQ(t.level, s.start);
-    EXPECT_TRUE(t.walk.empty());
-  }
-  for (int level = s.start; level < 3; ++level) {
-    Tables tt(g);
-    const u64 root = tt.alloc();
-    const u64 table =
-        tt.chain(root, s.ia_bits, s.start, level, va, 0x2000'0000 | kTable);  // unbacked
-    (void)table;
-    const Translation t =
-        translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, root}, va, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::external_abort);
-    EXPECT_EQ(t.level, level + 1);
+  for (const S1Shape s : s1_shapes(g)) {
+    SCOPED_TRACE(::testing::Message() << "start " << s.start << " ia " << s.ia_bits);
+    const u64 va = 0x10'0000'0000ull & ((u64{1} << s.ia_bits) - 1);
+    // The root itself unbacked: abort at the start level.
+    {
+      Tables tt(g);
+      const Translation t = translate_stage1_el2(
+          tt.mem(), {tcr(g, s.ia_bits), kMair, 0x1000'0000}, va, Access::read);
+      EXPECT_EQ(t.fault, FaultKind::external_abort);
+      EXPECT_EQ(t.level, s.start);
+      EXPECT_TRUE(t.walk.empty());
+    }
+    for (int level = s.start; level < 3; ++level) {
+      Tables tt(g);
+      const u64 root = tt.alloc();
+      tt.chain(root, s.ia_bits, s.start, level, va, 0x2000'0000 | kTable);  // unbacked
+      const Translation t =
+          translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, root}, va, Access::read);
+      EXPECT_EQ(t.fault, FaultKind::external_abort);
+      EXPECT_EQ(t.level, level + 1);
+    }
   }
 }
 
 TEST_P(RefMmuS1, AddressSizeFaults) {
   const Geo g = GetParam();
-  const S1Shape s = s1_shapes(g).front();
-  const u64 va = 0x7'0000'0000ull & ((u64{1} << s.ia_bits) - 1);
-  // PS = 32 bits: every table sits below 4 GiB.
-  // Next-table address above the OA size, at each table level.
-  for (int level = s.start; level < 3; ++level) {
-    Tables tt(g);
-    const u64 root = tt.alloc();
-    tt.chain(root, s.ia_bits, s.start, level, va, (u64{1} << 32) | kTable);
-    const Translation t =
-        translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs32), kMair, root}, va, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::address_size) << to_string(t);
-    EXPECT_EQ(t.level, level);
-  }
-  // Output address above the OA size: page, and a block.
-  {
-    Tables tt(g);
-    const u64 root = tt.alloc();
-    tt.chain(root, s.ia_bits, s.start, 3, va, (u64{1} << 35) | kPage | kAf);
-    Translation t =
-        translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs32), kMair, root}, va, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::address_size);
-    EXPECT_EQ(t.level, 3);
-    // The same tables with PS = 40 bits translate.
-    t = translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs40), kMair, root}, va, Access::read);
-    EXPECT_TRUE(t.ok()) << to_string(t);
-    // PS larger than the implemented PA size: the PA size wins (AArch64.PhysicalAddressSize).
-    ImplChoices small;
-    small.pa_bits = 32;
-    t = translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs40), kMair, root}, va, Access::read,
-                             small);
-    EXPECT_EQ(t.fault, FaultKind::address_size);
-  }
-  {
-    Tables tt(g);
-    const u64 root = tt.alloc();
-    tt.chain(root, s.ia_bits, s.start, 2, va, (u64{1} << 40) | kBlock | kAf);
-    const Translation t =
-        translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs40), kMair, root}, va, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::address_size);
-    EXPECT_EQ(t.level, 2);
-  }
-  // TTBR above the OA size: level 0 whatever the start level (RBFHQH).
-  {
-    Tables tt(g);
-    const Translation t = translate_stage1_el2(
-        tt.mem(), {tcr(g, s.ia_bits, kPs32), kMair, u64{1} << 33}, va, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::address_size);
-    EXPECT_EQ(t.level, 0);
-    EXPECT_TRUE(t.walk.empty());
+  for (const S1Shape s : s1_shapes(g)) {
+    SCOPED_TRACE(::testing::Message() << "start " << s.start << " ia " << s.ia_bits);
+    const u64 va = 0x7'0000'0000ull & ((u64{1} << s.ia_bits) - 1);
+    // PS = 32 bits: every table sits below 4 GiB.
+    // Next-table address above the OA size, at each table level.
+    for (int level = s.start; level < 3; ++level) {
+      Tables tt(g);
+      const u64 root = tt.alloc();
+      tt.chain(root, s.ia_bits, s.start, level, va, (u64{1} << 32) | kTable);
+      const Translation t = translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs32), kMair, root},
+                                                 va, Access::read);
+      EXPECT_EQ(t.fault, FaultKind::address_size) << to_string(t);
+      EXPECT_EQ(t.level, level);
+    }
+    // Output address of a page above the OA size (blocks: LeafFaultsAtEveryLeafLevel).
+    {
+      Tables tt(g);
+      const u64 root = tt.alloc();
+      tt.chain(root, s.ia_bits, s.start, 3, va, (u64{1} << 35) | kPage | kAf);
+      Translation t = translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs32), kMair, root}, va,
+                                           Access::read);
+      EXPECT_EQ(t.fault, FaultKind::address_size);
+      EXPECT_EQ(t.level, 3);
+      // The same tables with PS = 40 bits translate.
+      t = translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs40), kMair, root}, va,
+                               Access::read);
+      EXPECT_TRUE(t.ok()) << to_string(t);
+      // PS larger than the implemented PA size: the PA size wins
+      // (AArch64.PhysicalAddressSize).
+      ImplChoices small;
+      small.pa_bits = 32;
+      t = translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits, kPs40), kMair, root}, va,
+                               Access::read, small);
+      EXPECT_EQ(t.fault, FaultKind::address_size);
+    }
+    // TTBR above the OA size: level 0 whatever the start level (RBFHQH).
+    {
+      Tables tt(g);
+      const Translation t = translate_stage1_el2(
+          tt.mem(), {tcr(g, s.ia_bits, kPs32), kMair, u64{1} << 33}, va, Access::read);
+      EXPECT_EQ(t.fault, FaultKind::address_size);
+      EXPECT_EQ(t.level, 0);
+      EXPECT_TRUE(t.walk.empty());
+    }
   }
 }
 
@@ -550,6 +570,157 @@ TEST_P(RefMmuS1, MisalignedTtbrLowBitsTreatedAsZero) {
   EXPECT_TRUE(t.ok());
   EXPECT_TRUE(t.unpredictable);
   EXPECT_EQ(t.walk.front().table_pa, root);
+}
+
+// Access flag, permission and address size faults on a leaf at every level that can hold one
+// (4K: blocks at levels 1 and 2; 16K, 64K: blocks at level 2; pages at level 3), for every
+// start level that reaches it. Each fault is reported at the leaf's level (D8.15.1.2,
+// D8.15.1.4, D8.15.1.5).
+TEST_P(RefMmuS1, LeafFaultsAtEveryLeafLevel) {
+  const Geo g = GetParam();
+  int covered = 0;
+  for (const S1Shape s : s1_shapes(g)) {
+    for (const int level : leaf_levels(g)) {
+      if (level < s.start) continue;
+      ++covered;
+      SCOPED_TRACE(::testing::Message()
+                   << "start " << s.start << " ia " << s.ia_bits << " leaf level " << level);
+      const u64 va = top_ia(g, s.ia_bits, level);
+      const u64 off = va & (lsize(g, level) - 1);
+      const size_t steps = static_cast<size_t>(level - s.start + 1);
+      // Builds fresh tables holding `leaf` and translates `va` through them.
+      auto at = [&](u64 leaf, u64 tcr_value, Access a, u64 root_table_bits = 0) {
+        Tables tt(g);
+        const u64 root = tt.alloc();
+        tt.chain(root, s.ia_bits, s.start, level, va, leaf);
+        if (root_table_bits != 0) {
+          const u64 idx = tt.index(s.ia_bits, s.start, s.start, va);
+          tt.put(root, idx, tt.get(root + 8 * idx) | root_table_bits);
+        }
+        return translate_stage1_el2(tt.mem(), {tcr_value, kMair, root}, va, a);
+      };
+      const u64 type = leaf_type(level);
+      const u64 t48 = tcr(g, s.ia_bits);
+      // Access flag: AF = 0 faults for every access, at the leaf's level.
+      const u64 no_af = kLeafPa | type | kS1Ap1 | kShInner;
+      for (const Access a : {Access::read, Access::write, Access::exec}) {
+        const Translation t = at(no_af, t48, a);
+        EXPECT_EQ(t.fault, FaultKind::access_flag) << name(a) << " " << to_string(t);
+        EXPECT_EQ(t.level, level);
+        EXPECT_EQ(t.descriptor, no_af);
+        EXPECT_EQ(t.walk.size(), steps);
+      }
+      Translation t = at(no_af, t48 | kTcrHa, Access::write);  // HA: the hardware sets AF
+      ASSERT_TRUE(t.ok()) << to_string(t);
+      EXPECT_TRUE(t.af_set_by_hw);
+      EXPECT_EQ(t.level, level);
+      EXPECT_EQ(t.block_size, lsize(g, level));
+      EXPECT_EQ(t.output_address, kLeafPa + off);
+      // Permission: read-only and execute-never leaf.
+      const u64 ro_xn = kLeafPa | type | kAf | kS1Ap1 | kS1Ro | kXn;
+      t = at(ro_xn, t48, Access::read);
+      ASSERT_TRUE(t.ok()) << to_string(t);
+      EXPECT_EQ(t.output_address, kLeafPa + off);
+      for (const Access a : {Access::write, Access::exec}) {
+        t = at(ro_xn, t48, a);
+        EXPECT_EQ(t.fault, FaultKind::permission) << name(a) << " " << to_string(t);
+        EXPECT_EQ(t.level, level);
+        EXPECT_EQ(t.descriptor, ro_xn);
+      }
+      // Permission from the hierarchy: APTable[1] and XNTable in the root's table descriptor
+      // remove write and execute from the leaf below; the fault is still at the leaf's level
+      // (RCSRQR).
+      const u64 rwx = kLeafPa | type | kAf | kS1Ap1;
+      if (level > s.start) {
+        EXPECT_TRUE(at(rwx, t48, Access::read, kApTable1 | kXnTable).ok());
+        for (const Access a : {Access::write, Access::exec}) {
+          t = at(rwx, t48, a, kApTable1 | kXnTable);
+          EXPECT_EQ(t.fault, FaultKind::permission) << name(a) << " " << to_string(t);
+          EXPECT_EQ(t.level, level);
+        }
+      }
+      // Address size: an output address at 2^40 with PS = 40 bits, at the leaf's level; it
+      // outranks the access flag fault. The same leaf below 2^40 translates.
+      const u64 t40 = tcr(g, s.ia_bits, kPs40);
+      const u64 high = (u64{1} << 40) | type | kS1Ap1;
+      for (const u64 leaf : {high | kAf, high}) {
+        t = at(leaf, t40, Access::read);
+        EXPECT_EQ(t.fault, FaultKind::address_size) << to_string(t);
+        EXPECT_EQ(t.level, level);
+        EXPECT_EQ(t.walk.size(), steps);
+      }
+      EXPECT_TRUE(at(rwx, t40, Access::write).ok());
+    }
+  }
+  // Every leaf level was reached from some start level.
+  EXPECT_GE(covered, g.shift == 12 ? 8 : 5);
+}
+
+// Bits that are RES0 in the EL2 regime (one Exception level, no ASIDs) change nothing: PXN
+// (bit 53) and nG (bit 11) of a leaf (D8.3.1.2; PXN: D8.4.1.2.3), PXNTable (bit 59) and
+// APTable[0] (bit 61) of a table descriptor (D8.3.1.1, IPCLHM). Their neighbours XN (bit 54),
+// XNTable (bit 60) and APTable[1] (bit 62) do act, as a control.
+TEST_P(RefMmuS1, Res0BitsAtEl2HaveNoEffect) {
+  const Geo g = GetParam();
+  constexpr u64 kPxn = u64{1} << 53, kNg = u64{1} << 11;
+  constexpr u64 kPxnTable = u64{1} << 59, kApTable0 = u64{1} << 61;
+  struct Variant {
+    const char* what;
+    u64 leaf_bits, table_bits;
+    bool w, x;
+  };
+  const Variant variants[] = {
+      {"none", 0, 0, true, true},
+      {"PXN", kPxn, 0, true, true},
+      {"nG", kNg, 0, true, true},
+      {"PXNTable", 0, kPxnTable, true, true},
+      {"APTable[0]", 0, kApTable0, true, true},
+      {"all four", kPxn | kNg, kPxnTable | kApTable0, true, true},
+      {"control XN", kXn, 0, true, false},
+      {"control XNTable", 0, kXnTable, true, false},
+      {"control APTable[1]", 0, kApTable1, false, true},
+  };
+  for (const S1Shape s : s1_shapes(g)) {
+    for (const int level : leaf_levels(g)) {
+      if (level < s.start) continue;
+      const u64 va = top_ia(g, s.ia_bits, level);
+      for (const Variant& v : variants) {
+        if (v.table_bits != 0 && level == s.start) continue;  // no table above the leaf
+        SCOPED_TRACE(::testing::Message() << "start " << s.start << " ia " << s.ia_bits
+                                          << " leaf level " << level << " " << v.what);
+        Tables tt(g);
+        const u64 root = tt.alloc();
+        tt.chain(root, s.ia_bits, s.start, level, va,
+                 kLeafPa | leaf_type(level) | kAf | kS1Ap1 | kShInner | v.leaf_bits);
+        const Stage1Regs regs{tcr(g, s.ia_bits), kMair, root};
+        // Set the table bits in every table descriptor on the way.
+        const Translation plain = translate_stage1_el2(tt.mem(), regs, va, Access::read);
+        ASSERT_TRUE(plain.ok()) << to_string(plain);
+        ASSERT_EQ(plain.walk.size(), static_cast<size_t>(level - s.start + 1));
+        for (const WalkStep& step : plain.walk) {
+          if (step.level < level) {
+            EXPECT_TRUE(tt.mem().write64(step.desc_pa, step.desc | v.table_bits));
+          }
+        }
+        const std::array<std::pair<Access, bool>, 3> cases{
+            {{Access::read, true}, {Access::write, v.w}, {Access::exec, v.x}}};
+        for (const auto& [access, allowed] : cases) {
+          const Translation t = translate_stage1_el2(tt.mem(), regs, va, access);
+          EXPECT_TRUE(t.readable);
+          EXPECT_EQ(t.writable, v.w);
+          EXPECT_EQ(t.executable, v.x);
+          EXPECT_EQ(t.level, level);
+          if (allowed) {
+            ASSERT_TRUE(t.ok()) << name(access) << " " << to_string(t);
+            EXPECT_EQ(t.output_address, kLeafPa + (va & (lsize(g, level) - 1)));
+            EXPECT_FALSE(t.unpredictable);
+          } else {
+            EXPECT_EQ(t.fault, FaultKind::permission) << name(access);
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(RefMmuS1Encodings, LiteralDescriptorsAndStrings) {
@@ -842,38 +1013,46 @@ TEST_P(RefMmuS2, MemAttrWithAndWithoutFwb) {
 
 TEST_P(RefMmuS2, FaultsOfEveryKind) {
   const Geo g = GetParam();
-  const S2Shape s = s2_shapes(g).front();
-  const u64 ipa = (u64{1} << (s.ia_bits - 1)) | (u64{3} << g.shift);
-  auto regs = [&](u64 root, u64 ps = kPs48) {
-    return Stage2Regs{vtcr(g, s.ia_bits, s.sl0, ps), root, true};
-  };
-  // Translation fault at each level, external abort at each level below the root.
-  for (int level = s.start; level <= 3; ++level) {
-    Tables tt(g);
-    const u64 root = tt.alloc();
-    if (level > s.start) tt.chain(root, s.ia_bits, s.start, level - 1, ipa, tt.alloc() | kTable);
-    Translation t = translate_stage2(tt.mem(), regs(root), ipa, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::translation);
-    EXPECT_EQ(t.level, level);
-    if (level > s.start) {
-      tt.chain(root, s.ia_bits, s.start, level - 1, ipa, 0x3000'0000 | kTable);  // unbacked
-      t = translate_stage2(tt.mem(), regs(root), ipa, Access::read);
-      EXPECT_EQ(t.fault, FaultKind::external_abort);
+  for (const S2Shape s : s2_shapes(g)) {
+    SCOPED_TRACE(::testing::Message()
+                 << "start " << s.start << " ia " << s.ia_bits << " tables " << s.tables);
+    const u64 ipa = (u64{1} << (s.ia_bits - 1)) | (u64{3} << g.shift);
+    const u64 root_bytes = page(g) * s.tables;
+    auto regs = [&](u64 root, u64 ps = kPs48) {
+      return Stage2Regs{vtcr(g, s.ia_bits, s.sl0, ps), root, true};
+    };
+    // Translation fault at each level, external abort at each level below the root.
+    for (int level = s.start; level <= 3; ++level) {
+      Tables tt(g);
+      const u64 root = tt.alloc(root_bytes);
+      if (level > s.start)
+        tt.chain(root, s.ia_bits, s.start, level - 1, ipa, tt.alloc() | kTable);
+      Translation t = translate_stage2(tt.mem(), regs(root), ipa, Access::read);
+      EXPECT_EQ(t.fault, FaultKind::translation);
       EXPECT_EQ(t.level, level);
+      if (level > s.start) {
+        tt.chain(root, s.ia_bits, s.start, level - 1, ipa, 0x3000'0000 | kTable);  // unbacked
+        t = translate_stage2(tt.mem(), regs(root), ipa, Access::read);
+        EXPECT_EQ(t.fault, FaultKind::external_abort);
+        EXPECT_EQ(t.level, level);
+      }
     }
-  }
-  // Address size: VTTBR, a table address, an output address (PS = 40 bits).
-  {
+    // Address size: VTTBR, a table address at each table level, an output address (PS = 40
+    // bits).
     Tables tt(g);
     Translation t = translate_stage2(tt.mem(), regs(u64{1} << 41, kPs40), ipa, Access::read);
     EXPECT_EQ(t.fault, FaultKind::address_size);
     EXPECT_EQ(t.level, 0);
-    const u64 root = tt.alloc();
-    tt.chain(root, s.ia_bits, s.start, s.start, ipa, u64{1} << 40 | kTable);
-    t = translate_stage2(tt.mem(), regs(root, kPs40), ipa, Access::read);
-    EXPECT_EQ(t.fault, FaultKind::address_size);
-    EXPECT_EQ(t.level, s.start);
-    tt.put(root, tt.index(s.ia_bits, s.start, s.start, ipa), 0);
+    EXPECT_TRUE(t.walk.empty());
+    for (int level = s.start; level < 3; ++level) {
+      Tables ta(g);
+      const u64 root = ta.alloc(root_bytes);
+      ta.chain(root, s.ia_bits, s.start, level, ipa, u64{1} << 40 | kTable);
+      t = translate_stage2(ta.mem(), regs(root, kPs40), ipa, Access::read);
+      EXPECT_EQ(t.fault, FaultKind::address_size);
+      EXPECT_EQ(t.level, level);
+    }
+    const u64 root = tt.alloc(root_bytes);
     tt.chain(root, s.ia_bits, s.start, 3, ipa, u64{0xff} << 40 | kPage | kAf | kS2R);
     t = translate_stage2(tt.mem(), regs(root, kPs40), ipa, Access::read);
     EXPECT_EQ(t.fault, FaultKind::address_size);
@@ -952,6 +1131,74 @@ TEST_P(RefMmuS2, SoftwareBitsContiguousAndDeviceFetch) {
             FaultKind::permission);
 }
 
+// Access flag, permission and address size faults on a stage-2 leaf at every level that can
+// hold one, for every start level and concatenation that reaches it; each at the leaf's level.
+TEST_P(RefMmuS2, LeafFaultsAtEveryLeafLevel) {
+  const Geo g = GetParam();
+  int covered = 0;
+  for (const S2Shape s : s2_shapes(g)) {
+    for (const int level : leaf_levels(g)) {
+      if (level < s.start) continue;
+      ++covered;
+      SCOPED_TRACE(::testing::Message() << "start " << s.start << " ia " << s.ia_bits
+                                        << " tables " << s.tables << " leaf level " << level);
+      const u64 ipa = top_ia(g, s.ia_bits, level);
+      const u64 off = ipa & (lsize(g, level) - 1);
+      const size_t steps = static_cast<size_t>(level - s.start + 1);
+      auto at = [&](u64 leaf, u64 vtcr_value, Access a) {
+        Tables tt(g);
+        const u64 root = tt.alloc(page(g) * s.tables);
+        tt.chain(root, s.ia_bits, s.start, level, ipa, leaf);
+        return translate_stage2(tt.mem(), {vtcr_value, root, false}, ipa, a);
+      };
+      const u64 type = leaf_type(level);
+      const u64 v48 = vtcr(g, s.ia_bits, s.sl0);
+      // Access flag.
+      const u64 no_af = kLeafPa | type | kS2R | kS2W | memattr(0b1111);
+      for (const Access a : {Access::read, Access::write, Access::exec}) {
+        const Translation t = at(no_af, v48, a);
+        EXPECT_EQ(t.fault, FaultKind::access_flag) << name(a) << " " << to_string(t);
+        EXPECT_EQ(t.level, level);
+        EXPECT_EQ(t.descriptor, no_af);
+        EXPECT_EQ(t.walk.size(), steps);
+      }
+      Translation t = at(no_af, v48 | kTcrHa, Access::write);
+      ASSERT_TRUE(t.ok()) << to_string(t);
+      EXPECT_TRUE(t.af_set_by_hw);
+      EXPECT_EQ(t.level, level);
+      EXPECT_EQ(t.block_size, lsize(g, level));
+      EXPECT_EQ(t.output_address, kLeafPa + off);
+      // Permission: read-only execute-never, then write-only.
+      const u64 ro_xn = kLeafPa | type | kAf | kS2R | kXn | memattr(0b1111);
+      t = at(ro_xn, v48, Access::read);
+      ASSERT_TRUE(t.ok()) << to_string(t);
+      EXPECT_EQ(t.output_address, kLeafPa + off);
+      for (const Access a : {Access::write, Access::exec}) {
+        t = at(ro_xn, v48, a);
+        EXPECT_EQ(t.fault, FaultKind::permission) << name(a) << " " << to_string(t);
+        EXPECT_EQ(t.level, level);
+        EXPECT_EQ(t.descriptor, ro_xn);
+      }
+      const u64 wo = kLeafPa | type | kAf | kS2W | memattr(0b1111);
+      EXPECT_TRUE(at(wo, v48, Access::write).ok());
+      t = at(wo, v48, Access::read);
+      EXPECT_EQ(t.fault, FaultKind::permission) << to_string(t);
+      EXPECT_EQ(t.level, level);
+      // Address size: output address 2^40 with PS = 40 bits, outranking the access flag.
+      const u64 v40 = vtcr(g, s.ia_bits, s.sl0, kPs40);
+      const u64 high = (u64{1} << 40) | type | kS2R;
+      for (const u64 leaf : {high | kAf, high}) {
+        t = at(leaf, v40, Access::read);
+        EXPECT_EQ(t.fault, FaultKind::address_size) << to_string(t);
+        EXPECT_EQ(t.level, level);
+        EXPECT_EQ(t.walk.size(), steps);
+      }
+      EXPECT_TRUE(at(kLeafPa | type | kAf | kS2R, v40, Access::read).ok());
+    }
+  }
+  EXPECT_GE(covered, g.shift == 12 ? 10 : 8);
+}
+
 TEST(RefMmuS2Encodings, FourKTwoConcatenatedTablesLiteral) {
   // 4K, 40-bit IPA, SL0 = 1 (level 1, two concatenated tables): VTCR_EL2 = 0x8005'3558
   // without VS/HA (T0SZ 24, SL0 01, IRGN/ORGN WBWA, SH inner, PS 48 bits, RES1 bit 31).
@@ -1001,6 +1248,197 @@ RC_GTEST_PROP(RefMmuS2Property, BlockOffsetsTranslateToBasePlusOffset, ()) {
   RC_ASSERT(
       translate_stage2(tt.mem(), {vtcr(g, ia, sl0), root, true}, bi * bsize + off, Access::write)
           .fault == FaultKind::permission);
+}
+
+
+// =============================================================================================
+// End to end: arch/'s register builders, read by the oracle's own decoding. The expected shape
+// (start level, concatenated tables) is the test's own reading of the Arm ARM, not arch's.
+// =============================================================================================
+arch::Granule arch_granule(const Geo& g) {
+  return g.shift == 12 ? arch::Granule::k4K : g.shift == 14 ? arch::Granule::k16K
+                                                            : arch::Granule::k64K;
+}
+
+class RefMmuArchConfigs : public ::testing::TestWithParam<Geo> {};
+INSTANTIATE_TEST_SUITE_P(Granules, RefMmuArchConfigs, ::testing::Values(k4K, k16K, k64K),
+                         geo_name);
+
+TEST_P(RefMmuArchConfigs, Stage2ConfigWalksAtBothEndsOfEveryIpaSize) {
+  const Geo g = GetParam();
+  for (unsigned ia = 25; ia <= 48; ++ia) {
+    SCOPED_TRACE(::testing::Message() << "ia " << ia);
+    const auto cfg = arch::make_stage2_config(arch_granule(g), ia, arch::CpuFeatures::modern());
+    ASSERT_TRUE(cfg.has_value());
+    const u64 v = cfg->vtcr;
+    // VTCR_EL2 fields, as the register description places them.
+    EXPECT_EQ(v & 0x3f, 64 - ia);             // T0SZ
+    EXPECT_EQ((v >> 14) & 0b11, g.tg0);       // TG0
+    EXPECT_EQ((v >> 16) & 0b111, kPs48);      // PS: 48 bits
+    const u64 sl0 = (v >> 6) & 0b11;
+    const int start = (g.shift == 12 ? 2 : 3) - static_cast<int>(sl0);
+    const unsigned span = lshift(g, start) + g.stride;  // IA bits one root table resolves
+    const u64 tables = ia > span ? u64{1} << (ia - span) : 1;
+    ASSERT_LE(tables, 16u);
+    EXPECT_EQ(cfg->geometry.start_level, start);
+    EXPECT_EQ(cfg->geometry.root_tables, tables);
+    Tables tt(g);
+    const u64 root = tt.alloc(page(g) * tables);
+    const u64 lo = 0x48, hi = (u64{1} << ia) - page(g) + 0x80;
+    const u64 pa_lo = 0x12'3450'0000ull, pa_hi = 0xffff'ffff'0000ull;  // top of 48-bit PA
+    // The low leaf has AF = 0: with HA (modern CPUs) the hardware sets it.
+    tt.chain(root, ia, start, 3, lo, pa_lo | kPage | kS2R | kS2W | memattr(0b0110));
+    tt.chain(root, ia, start, 3, hi, pa_hi | kPage | kAf | kS2R | memattr(0b0110));
+    const Stage2Regs regs{v, root | u64{7} << 48, cfg->fwb};
+    Translation t = translate_stage2(tt.mem(), regs, lo, Access::write);
+    ASSERT_TRUE(t.ok()) << to_string(t);
+    EXPECT_EQ(t.output_address, pa_lo | lo);
+    EXPECT_TRUE(t.af_set_by_hw);
+    EXPECT_EQ(t.walk.front().level, start);
+    EXPECT_EQ(t.walk.size(), static_cast<size_t>(4 - start));
+    EXPECT_EQ(t.attrs.inner, arch::Cacheability::write_back);  // FWB MemAttr 0b110
+    t = translate_stage2(tt.mem(), regs, hi, Access::read);
+    ASSERT_TRUE(t.ok()) << to_string(t);
+    EXPECT_EQ(t.output_address, pa_hi | 0x80);
+    EXPECT_FALSE(t.af_set_by_hw);
+    EXPECT_EQ(t.walk.front().desc_pa, root + 8 * ((u64{1} << (ia - lshift(g, start))) - 1));
+    t = translate_stage2(tt.mem(), regs, u64{1} << ia, Access::read);
+    EXPECT_EQ(t.fault, FaultKind::translation) << to_string(t);
+    EXPECT_EQ(t.level, 0);
+    EXPECT_TRUE(t.walk.empty());
+  }
+}
+
+TEST_P(RefMmuArchConfigs, Stage1ConfigWalksAtBothEndsOfEveryVaSize) {
+  const Geo g = GetParam();
+  for (unsigned ia = 25; ia <= 48; ++ia) {
+    SCOPED_TRACE(::testing::Message() << "ia " << ia);
+    const auto cfg = arch::make_stage1_config(arch_granule(g), ia, arch::CpuFeatures::modern());
+    ASSERT_TRUE(cfg.has_value());
+    const u64 tc = cfg->tcr;
+    EXPECT_EQ(tc & 0x3f, 64 - ia);
+    EXPECT_EQ((tc >> 14) & 0b11, g.tg0);
+    EXPECT_EQ((tc >> 16) & 0b111, kPs48);
+    // D8.2.6: the level whose table holds the top bit: 4 - ceil((ia - shift) / stride).
+    const int start = 4 - static_cast<int>((ia - g.shift + g.stride - 1) / g.stride);
+    EXPECT_EQ(cfg->start_level, start);
+    Tables tt(g);
+    const u64 root = tt.alloc();
+    const u64 lo = 0x48, hi = (u64{1} << ia) - page(g) + 0x80;
+    const u64 pa_lo = 0x12'3450'0000ull, pa_hi = 0xffff'ffff'0000ull;
+    // cfg->mair: Attr0 Normal WB, Attr2 Device-nGnRE (memattr.hpp's slots, read here by the
+    // oracle's own MAIR decoding).
+    tt.chain(root, ia, start, 3, lo, pa_lo | kPage | kS1Ap1 | attr_index(0));  // AF = 0
+    tt.chain(root, ia, start, 3, hi, pa_hi | kPage | kAf | kS1Ap1 | kXn | attr_index(2));
+    const Stage1Regs regs{tc, cfg->mair, root};
+    Translation t = translate_stage1_el2(tt.mem(), regs, lo, Access::write);
+    ASSERT_TRUE(t.ok()) << to_string(t);
+    EXPECT_EQ(t.output_address, pa_lo | lo);
+    EXPECT_TRUE(t.af_set_by_hw);
+    EXPECT_EQ(t.walk.front().level, start);
+    EXPECT_EQ(t.walk.size(), static_cast<size_t>(4 - start));
+    EXPECT_FALSE(t.attrs.device);
+    EXPECT_EQ(t.attrs.inner, arch::Cacheability::write_back);
+    EXPECT_EQ(t.attrs.outer, arch::Cacheability::write_back);
+    t = translate_stage1_el2(tt.mem(), regs, hi, Access::read);
+    ASSERT_TRUE(t.ok()) << to_string(t);
+    EXPECT_EQ(t.output_address, pa_hi | 0x80);
+    EXPECT_TRUE(t.attrs.device);
+    EXPECT_EQ(t.attrs.device_kind, arch::DeviceKind::ngnre);
+    EXPECT_FALSE(t.unpredictable);
+    t = translate_stage1_el2(tt.mem(), regs, u64{1} << ia, Access::read);
+    EXPECT_EQ(t.fault, FaultKind::translation) << to_string(t);
+    EXPECT_EQ(t.level, 0);
+    EXPECT_TRUE(t.walk.empty());
+  }
+}
+
+// The conservative CpuFeatures{} (40-bit PA, no HA): PS says 40 bits and AF = 0 faults.
+TEST_P(RefMmuArchConfigs, ConservativeCpuGivesFortyBitPsAndNoHardwareAf) {
+  const Geo g = GetParam();
+  for (unsigned ia = 25; ia <= 40; ++ia) {
+    SCOPED_TRACE(::testing::Message() << "ia " << ia);
+    const auto s2 = arch::make_stage2_config(arch_granule(g), ia, arch::CpuFeatures{});
+    const auto s1 = arch::make_stage1_config(arch_granule(g), ia, arch::CpuFeatures{});
+    ASSERT_TRUE(s2.has_value() && s1.has_value());
+    const u64 va = 0x40;
+    // Stage 2.
+    {
+      const int start = (g.shift == 12 ? 2 : 3) - static_cast<int>((s2->vtcr >> 6) & 0b11);
+      Tables tt(g);
+      const u64 root = tt.alloc(page(g) * 16);
+      tt.chain(root, ia, start, 3, va, (u64{1} << 40) | kPage | kAf | kS2R);
+      const Stage2Regs regs{s2->vtcr, root, s2->fwb};
+      EXPECT_EQ(translate_stage2(tt.mem(), regs, va, Access::read).fault, FaultKind::address_size);
+      tt.chain(root, ia, start, 3, va, (u64{1} << 39) | kPage | kS2R);
+      EXPECT_EQ(translate_stage2(tt.mem(), regs, va, Access::read).fault, FaultKind::access_flag);
+      tt.chain(root, ia, start, 3, va, (u64{1} << 39) | kPage | kAf | kS2R | memattr(0b1111));
+      const Translation t = translate_stage2(tt.mem(), regs, va, Access::read);
+      ASSERT_TRUE(t.ok()) << to_string(t);
+      EXPECT_EQ(t.attrs.inner, arch::Cacheability::write_back);  // no FWB: MemAttr 0b1111
+    }
+    // Stage 1.
+    {
+      const int start = 4 - static_cast<int>((ia - g.shift + g.stride - 1) / g.stride);
+      Tables tt(g);
+      const u64 root = tt.alloc();
+      tt.chain(root, ia, start, 3, va, (u64{1} << 40) | kPage | kAf | kS1Ap1);
+      const Stage1Regs regs{s1->tcr, s1->mair, root};
+      EXPECT_EQ(translate_stage1_el2(tt.mem(), regs, va, Access::read).fault,
+                FaultKind::address_size);
+      tt.chain(root, ia, start, 3, va, (u64{1} << 39) | kPage | kS1Ap1);
+      EXPECT_EQ(translate_stage1_el2(tt.mem(), regs, va, Access::read).fault,
+                FaultKind::access_flag);
+    }
+  }
+}
+
+// =============================================================================================
+// Notes: the first reason stays first; every reason is kept.
+// =============================================================================================
+TEST(RefMmuNotes, FirstReasonIsKeptAndEveryReasonListed) {
+  // 4K, 39-bit VA (start level 1): L1 -> L2 -> L3 read-only page.
+  Tables tt(k4K);
+  const u64 l1 = tt.alloc(), l2 = tt.alloc(), l3 = tt.alloc();
+  tt.put(l1, 1, l2 | 0x3);
+  tt.put(l2, 2, l3 | 0x3);
+  tt.put(l3, 3, 0x0000'0000'8765'46c3ull);  // AF, SH inner, AP[2:1] = 0b11 (read-only)
+  const u64 t39 = 25 | u64{0b101} << 16 | u64{1} << 23 | u64{1} << 31;
+  // One reason: the fault's.
+  Translation t = translate_stage1_el2(tt.mem(), {t39, kMair, l1}, 0x4040'3000ull, Access::write);
+  EXPECT_EQ(t.fault, FaultKind::permission);
+  EXPECT_EQ(t.note, "write not permitted");
+  EXPECT_EQ(t.notes.size(), 1u);
+  // A choice (misaligned TTBR, K1.2.5), then a fault: the choice stays first.
+  t = translate_stage1_el2(tt.mem(), {t39, kMair, l1 | 0x10}, 0x4040'3000ull, Access::write);
+  EXPECT_EQ(t.fault, FaultKind::permission);
+  EXPECT_TRUE(t.unpredictable);
+  EXPECT_EQ(t.note, "TTBR base not aligned to the initial table (K1.2.5): low bits treated as 0");
+  ASSERT_EQ(t.notes.size(), 2u);
+  EXPECT_EQ(t.notes[0], t.note);
+  EXPECT_EQ(t.notes[1], "write not permitted");
+  EXPECT_EQ(to_string(t),
+            "fault permission level 3: TTBR base not aligned to the initial table (K1.2.5): low "
+            "bits treated as 0; write not permitted");
+  // Two choices: PS = 0b111 (reserved without FEAT_D128), then the misaligned TTBR.
+  t = translate_stage1_el2(tt.mem(), {t39 | u64{0b111} << 16, kMair, l1 | 0x10}, 0x4040'3000ull,
+                           Access::read);
+  ASSERT_TRUE(t.ok()) << to_string(t);
+  EXPECT_TRUE(t.unpredictable);
+  EXPECT_EQ(t.note, "PS is reserved (0b111): OA size IMPLEMENTATION DEFINED, taken as PAMax");
+  EXPECT_EQ(t.notes.size(), 2u);
+  // Stage 2: T0SZ below 16 taken as 16 (a choice), then a level 0 fault for an IPA above 48
+  // bits that it leads to.
+  ImplChoices clamp;
+  clamp.txsz_out_of_range_faults = false;
+  const u64 vtcr_t0sz_8 = 8 | u64{0b10} << 6 | u64{0b101} << 16 | u64{1} << 31;
+  t = translate_stage2(tt.mem(), {vtcr_t0sz_8, l1, false}, u64{1} << 50, Access::read, false,
+                       clamp);
+  EXPECT_EQ(t.fault, FaultKind::translation);
+  EXPECT_EQ(t.level, 0);
+  EXPECT_EQ(t.note, "T0SZ outside 16..39 (IMPLEMENTATION DEFINED: treated as the nearest limit)");
+  ASSERT_EQ(t.notes.size(), 2u);
+  EXPECT_EQ(t.notes[1], "IPA above the configured input size (T0SZ)");
 }
 
 }  // namespace

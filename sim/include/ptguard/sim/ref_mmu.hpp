@@ -7,9 +7,12 @@
 // attributes, or the fault with its kind and lookup level.
 //
 // It is the oracle the tests ask: it is written from the architecture's rules, level by level,
-// and shares no walking code with the table engine (pgtable/). From arch/ it uses only bit-field
-// constants, granule geometry (level_shift, ...), descriptor classification, MemAttrs decoding
-// and register field definitions.
+// and shares no code with the table engine (pgtable/) nor any rule with arch/: the granule
+// geometry, the levels that may hold blocks, descriptor classification, the TG0, PS and SL0
+// encodings, the start levels, the descriptor and register field positions and the MAIR and
+// stage-2 MemAttr decoding are all written again in ref_mmu.cpp from the Arm ARM, so that a
+// mistake in arch/ (which the engine uses) cannot hide from the tests. From arch/ it takes only
+// plain result types: DescKind, Shareability and MemAttrs.
 //
 // Regimes: stage 1 of the EL2 translation regime without VHE (HCR_EL2.E2H = 0: TTBR0_EL2 only,
 // one privilege level), and stage 2 of the EL1&0 regime (VTTBR_EL2, VTCR_EL2), each on its
@@ -85,14 +88,21 @@ struct Translation {
   /// The outcome rests on an IMPLEMENTATION DEFINED or CONSTRAINED UNPREDICTABLE choice;
   /// `note` says which and what the model chose. Tests should not rely on such results.
   bool unpredictable = false;
-  /// Why the translation faulted, or what choice was made (static text; empty if none).
+  /// The first reason recorded: why the translation faulted, or the first IMPLEMENTATION
+  /// DEFINED / CONSTRAINED UNPREDICTABLE choice made (static text; empty if none). A later
+  /// reason never replaces an earlier one: when a choice comes first (a T0SZ taken as the
+  /// nearest limit, say) the fault that follows may be a consequence of it, so the choice is
+  /// what to read first. Every reason is kept in `notes`.
   std::string_view note;
+  /// Every reason recorded, in the order they arose (notes.front() == note when not empty).
+  std::vector<std::string_view> notes;
   std::vector<WalkStep> walk;
 
   [[nodiscard]] bool ok() const { return fault == FaultKind::none; }
 };
 
-/// "ok pa 0x... level 3 (r w x) ..." or "fault permission level 3: <note>".
+/// "ok pa 0x... level 3 (r w x) ..." or "fault permission level 3: <note>"; with several
+/// reasons, all of them, first first, separated by "; ".
 [[nodiscard]] std::string to_string(const Translation& t);
 
 /// Stage 1, EL2 regime without VHE: the register values the walk depends on.
