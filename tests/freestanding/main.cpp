@@ -6,6 +6,7 @@
 #include "ptguard/arch/maintenance.hpp"
 #include "ptguard/arch/memattr.hpp"
 #include "ptguard/arch/regs.hpp"
+#include "ptguard/ownership/mem_protect.hpp"
 #include "ptguard/pgtable/table.hpp"
 
 using namespace ptguard;
@@ -116,11 +117,34 @@ void exercise_pgtable() {
   s1->destroy();
   mc.drain(plat);
 }
+void exercise_ownership() {
+  using namespace ptguard::ownership;
+  StaticPlatform plat;
+  static const Region memory[] = {{0x4000'0000, 0x40'0000}};
+  static const MmioRegion mmio[] = {{0x0900'0000, 0x1000, true}};
+  static PageMeta meta[0x400];
+  const MachineDesc m{memory, mmio, Region{0x4000'0000, 0x1'0000}, u64{0xffff} << 32};
+  static MemProtect<Granule::k4K, StaticPlatform, 4> mp;
+  if (!mp.init(plat, m, meta, CpuFeatures{})) return;
+  mp.finalize();
+  const u64 pa = 0x4010'0000 + (g_input & 0xf000);
+  g_sink = mp.host_handle_fault(pa).has_value();
+  g_sink = mp.host_share_hyp(pa, 1).has_value();
+  g_sink = mp.hyp_pin_shared(pa, 1).has_value();
+  g_sink = mp.hyp_unpin_shared(pa, 1).has_value();
+  g_sink = mp.host_unshare_hyp(pa, 1).has_value();
+  g_sink = mp.host_donate_hyp(pa, 1).has_value();
+  g_sink = mp.hyp_donate_host(pa, 1).has_value();
+  g_sink = mp.host_share_ffa(pa, 1).has_value();
+  g_sink = mp.host_unshare_ffa(pa, 1).has_value();
+  g_sink = static_cast<u64>(mp.host_state(pa));
+}
 }  // namespace
 
 extern "C" [[noreturn]] void _start() {
   exercise_arch();
   exercise_pgtable();
+  exercise_ownership();
   for (;;) {
   }
 }

@@ -89,6 +89,8 @@ class Table {
   static constexpr u64 kPageSize = arch::page_size(G);
   using SwBits = Layout;
 
+  /// No table: every operation fails with EINVAL until a table is moved in.
+  Table() = default;
   Table(Table&& o) noexcept { *this = static_cast<Table&&>(o); }
   Table& operator=(Table&& o) noexcept {
     plat_ = o.plat_;
@@ -133,6 +135,7 @@ class Table {
   }
 
   // ---- queries -----------------------------------------------------------------------------
+  [[nodiscard]] bool valid() const { return root_pa_ != kNoRoot; }
   [[nodiscard]] u64 root_pa() const { return root_pa_; }
   [[nodiscard]] int start_level() const { return start_level_; }
   [[nodiscard]] unsigned ia_bits() const { return ia_bits_; }
@@ -266,11 +269,20 @@ class Table {
   [[nodiscard]] Status set_owner(u64 addr, u64 size, arch::OwnerId owner, u8 sw_bits, Memcache& mc)
     requires kStage2
   {
-    if (Status st = check_range(addr, size); !st) return st;
     if (owner > arch::kMaxOwnerId || sw_bits >= (1u << kSwBits)) return fail(Error::einval);
-    const u64 value = arch::InvalidDesc::annotation(owner, sw_bits).raw();
-    Content c{Content::Kind::invalid, value, addr, 0, Prot{kPermNone, arch::MemType::normal_wb, sw_bits},
-              false, false, TlbPolicy::invalidate};
+    return annotate(addr, size, arch::InvalidDesc::annotation(owner, sw_bits), mc);
+  }
+
+  /// set_owner() for any well-formed annotation (the poisoned marker included). Errors: EINVAL
+  /// for the locked marker (reserved to break-before-make) or bits outside the annotation
+  /// layout; otherwise as set_owner().
+  [[nodiscard]] Status annotate(u64 addr, u64 size, arch::InvalidDesc annotation, Memcache& mc)
+    requires kStage2
+  {
+    if (Status st = check_range(addr, size); !st) return st;
+    if (annotation.is_locked() || annotation.reserved_bits() != 0) return fail(Error::einval);
+    Content c{Content::Kind::invalid, annotation.raw(), addr, 0,
+              Prot{kPermNone, arch::MemType::normal_wb, annotation.sw()}, false, false, TlbPolicy::invalidate};
     return apply(c, addr, size, &mc);
   }
 
@@ -982,16 +994,16 @@ class Table {
     return v.out;
   }
 
-  P* plat_;
-  u64 root_pa_;
-  u8 root_order_;
-  u8 ia_bits_;
-  u8 pa_bits_;
-  i8 start_level_;
-  bool fwb_;
-  bool walk_cmo_;
-  u16 vmid_;
-  TableOptions opt_;
+  P* plat_ = nullptr;
+  u64 root_pa_ = kNoRoot;
+  u8 root_order_ = 0;
+  u8 ia_bits_ = 0;
+  u8 pa_bits_ = 0;
+  i8 start_level_ = 0;
+  bool fwb_ = false;
+  bool walk_cmo_ = false;
+  u16 vmid_ = 0;
+  TableOptions opt_{};
 };
 
 template <arch::Granule G, Platform P, typename Layout = NoSwLayout>

@@ -1,0 +1,59 @@
+// The machine the ownership layer protects: its memory and MMIO regions, the hypervisor's
+// carve-out and where the hypervisor maps physical memory; and the per-page array that holds
+// what does not fit in a table entry.
+#pragma once
+
+#include <span>
+
+#include "ptguard/arch/error.hpp"
+#include "ptguard/ownership/state.hpp"
+
+namespace ptguard::ownership {
+
+struct Region {
+  u64 base;
+  u64 size;
+  [[nodiscard]] constexpr bool contains(u64 a) const { return a - base < size; }
+  /// Whether [a, a + n) lies inside the region.
+  [[nodiscard]] constexpr bool contains(u64 a, u64 n) const {
+    return a >= base && n <= size && a - base <= size - n;
+  }
+  [[nodiscard]] constexpr u64 end() const { return base + size; }
+};
+
+struct MmioRegion {
+  u64 base;
+  u64 size;
+  bool hyp = false;  ///< given to the hypervisor (its UART, say); otherwise the host's
+  [[nodiscard]] constexpr Region region() const { return Region{base, size}; }
+};
+
+/// The input to setting up. Memory regions must be sorted, disjoint, and not overlap MMIO.
+struct MachineDesc {
+  std::span<const Region> memory;
+  std::span<const MmioRegion> mmio;
+  Region hyp_carveout;  ///< memory the hypervisor owns from the start (inside `memory`)
+  u64 hyp_va_offset;    ///< the hypervisor's VA of physical address pa is pa + hyp_va_offset
+};
+
+/// What the ownership layer keeps per page of memory, beside the tables.
+struct PageMeta {
+  u32 guest_shares = 0;   ///< guests the host shares this page with
+  u16 hyp_pins = 0;       ///< times the hypervisor pinned it (shared with it)
+  u8 flags = 0;           ///< kMetaFfa, kMetaRelinquished
+  u8 reserved = 0;
+  ComponentId guest = 0;  ///< the guest that owns or borrows it (0: none)
+  u32 reserved2 = 0;
+  u64 guest_ipa = 0;      ///< where that guest maps it
+};
+inline constexpr u8 kMetaFfa = 1u << 0;           ///< shared with the secure world
+inline constexpr u8 kMetaRelinquished = 1u << 1;  ///< a lent page its borrower gave up
+
+/// Pages of memory a description holds (the size of the PageMeta array it needs).
+[[nodiscard]] constexpr u64 memory_pages(const MachineDesc& m, u64 page_size) {
+  u64 n = 0;
+  for (const Region& r : m.memory) n += r.size / page_size;
+  return n;
+}
+
+}  // namespace ptguard::ownership

@@ -1,0 +1,62 @@
+// A simulated machine for ownership tests: 1 GiB of RAM at 0x4000_0000 (the first 64 MiB of
+// it the table pool, the hypervisor's carve-out after it), a UART and an interrupt controller
+// as MMIO, the UART given to the hypervisor.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <vector>
+
+#include "ptguard/ownership/mem_protect.hpp"
+#include "ptguard/sim/ref_mmu.hpp"
+#include "ptguard/sim/sim_platform.hpp"
+
+namespace ptguard::test {
+
+using namespace ptguard::arch;
+using namespace ptguard::ownership;
+
+struct OwnEnv {
+  static constexpr u64 kRam = 0x4000'0000, kRamSize = u64{1} << 30;
+  static constexpr u64 kPool = kRam, kPoolSize = u64{64} << 20;
+  static constexpr u64 kCarve = kRam + kPoolSize, kCarveSize = u64{16} << 20;
+  static constexpr u64 kUart = 0x0900'0000, kGic = 0x0800'0000;
+  static constexpr u64 kHypOffset = u64{0xffff} << 32;  // hyp VA = PA + this (inside 48 bits)
+  static constexpr u64 kPage = 4096;
+  // Host memory the tests use: after the pool and carve-out.
+  static constexpr u64 kMem = kRam + (u64{128} << 20);
+
+  using MP = MemProtect<Granule::k4K, sim::SimPlatform>;
+
+  sim::PhysMem mem;
+  std::optional<sim::SimPlatform> plat;
+  std::vector<Region> regions{{kRam, kRamSize}};
+  std::vector<MmioRegion> mmio{{kGic, 0x1'0000, false}, {kUart, 0x1000, true}};
+  std::vector<PageMeta> meta;
+  MP mp;
+
+  explicit OwnEnv(bool finalize = true) {
+    EXPECT_TRUE(mem.add_region(kRam, kRamSize));
+    EXPECT_TRUE(mem.add_region(kGic, 0x1'0000));
+    EXPECT_TRUE(mem.add_region(kUart, 0x1000));
+    plat.emplace(mem, kPool, kPoolSize, kPage);
+    const MachineDesc m{regions, mmio, Region{kCarve, kCarveSize}, kHypOffset};
+    meta.resize(memory_pages(m, kPage));
+    const Status st = mp.init(*plat, m, meta, CpuFeatures::modern());
+    EXPECT_TRUE(st.has_value()) << (st ? "" : name(st.error()));
+    if (finalize) mp.finalize();
+  }
+
+  sim::Translation host_access(u64 pa, sim::Access a = sim::Access::read) const {
+    const auto& c = mp.host_config();
+    return sim::translate_stage2(mem, sim::Stage2Regs{c.vtcr, make_vttbr(mp.host_table().root_pa(), 0), c.fwb}, pa, a);
+  }
+  sim::Translation hyp_access(u64 pa, sim::Access a = sim::Access::read) const {
+    const auto& c = mp.hyp_config();
+    return sim::translate_stage1_el2(mem, sim::Stage1Regs{c.tcr, c.mair, make_ttbr0_el2(mp.hyp_table().root_pa())},
+                                     mp.hyp_va(pa), a);
+  }
+};
+
+}  // namespace ptguard::test

@@ -1,0 +1,160 @@
+// Host stage-2 faults and the host <-> hypervisor transitions, from every state.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "env.hpp"
+
+namespace ptguard::test {
+namespace {
+
+using ::testing::IsEmpty;
+constexpr u64 kPg = OwnEnv::kPage;
+
+TEST(HostFault, MapsTheLargestBlockInsideTheRegion) {
+  OwnEnv e;
+  // 2 MiB-aligned memory far from the carve-out: a 2 MiB block (the GiB holds annotations).
+  const u64 a = OwnEnv::kMem + (u64{256} << 20) + 0x1234;
+  ASSERT_TRUE(e.mp.host_handle_fault(a));
+  const auto leaf = e.mp.host_table().lookup(a);
+  EXPECT_EQ(leaf->level, 2);
+  const sim::Translation t = e.host_access(a, sim::Access::exec);
+  ASSERT_TRUE(t.ok()) << sim::to_string(t);
+  EXPECT_EQ(t.output_address, a) << "identity map";
+  EXPECT_TRUE(t.writable);
+  EXPECT_EQ(e.mp.host_handle_fault(a + kPg).error(), Error::eagain);
+  EXPECT_EQ(e.mp.host_handle_fault(0x7000'0000'0000).error(), Error::einval);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TEST(HostFault, MmioIsReadWriteDeviceAndTheHypervisorsMmioIsNotTheHosts) {
+  OwnEnv e;
+  ASSERT_TRUE(e.mp.host_handle_fault(OwnEnv::kGic + 0x100));
+  const sim::Translation t = e.host_access(OwnEnv::kGic + 0x100, sim::Access::write);
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t.attrs.device);
+  EXPECT_EQ(e.host_access(OwnEnv::kGic, sim::Access::exec).fault, sim::FaultKind::permission);
+  EXPECT_EQ(e.mp.host_handle_fault(OwnEnv::kUart).error(), Error::einval);
+  EXPECT_TRUE(e.hyp_access(OwnEnv::kUart, sim::Access::write).attrs.device);
+}
+
+TEST(HostFault, AnnotatedPagesAreRefused) {
+  OwnEnv e;
+  EXPECT_EQ(e.mp.host_handle_fault(OwnEnv::kCarve + kPg).error(), Error::eperm) << "the hypervisor's carve-out";
+  // Around the carve-out the host still gets the largest block that covers no annotation.
+  ASSERT_TRUE(e.mp.host_handle_fault(OwnEnv::kCarve - kPg));
+  EXPECT_EQ(e.host_access(OwnEnv::kCarve - kPg).output_address, OwnEnv::kCarve - kPg);
+  EXPECT_EQ(e.host_access(OwnEnv::kCarve).fault, sim::FaultKind::translation);
+}
+
+TEST(HostFault, RegionEdgesThatAreNotBlockOrPageAligned) {
+  sim::PhysMem mem;
+  ASSERT_TRUE(mem.add_region(0x4000'0000, u64{64} << 20));
+  ASSERT_TRUE(mem.add_region(0x8000'0000, u64{8} << 20));
+  sim::SimPlatform plat(mem, 0x4000'0000, u64{64} << 20, kPg);
+  // Memory from 0x8000_0800 (not page-aligned) to 0x8030_0000 (not 2 MiB-aligned).
+  const std::vector<Region> regions{{0x8000'0000 + 0x1000, 0x30'0000 - 0x1000}};
+  const MachineDesc m{regions, {}, Region{0, 0}, OwnEnv::kHypOffset};
+  std::vector<PageMeta> meta(memory_pages(m, kPg));
+  OwnEnv::MP mp;
+  ASSERT_TRUE(mp.init(plat, m, meta, CpuFeatures::modern()));
+  // In the middle of the second 2 MiB: the whole block fits.
+  ASSERT_TRUE(mp.host_handle_fault(0x8020'0000 + 0x5000));
+  EXPECT_EQ(mp.host_table().lookup(0x8020'0000)->level, 3) << "the region ends before the block does";
+  ASSERT_TRUE(mp.host_handle_fault(0x8000'1000));
+  EXPECT_EQ(mp.host_table().lookup(0x8000'1000)->level, 3);
+}
+
+TEST(HostHyp, ShareUnshareFromEveryState) {
+  OwnEnv e;
+  const u64 pa = OwnEnv::kMem;
+  // owned (not faulted in) -> shared
+  ASSERT_TRUE(e.mp.host_share_hyp(pa, 2));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::shared_owned);
+  EXPECT_EQ(e.mp.hyp_state(pa), PageState::shared_borrowed);
+  EXPECT_TRUE(e.hyp_access(pa + kPg, sim::Access::write).ok());
+  EXPECT_EQ(e.hyp_access(pa + kPg, sim::Access::exec).fault, sim::FaultKind::permission);
+  EXPECT_TRUE(e.host_access(pa, sim::Access::write).ok());
+  // shared -> shared again: EPERM; donate while shared: EPERM
+  EXPECT_EQ(e.mp.host_share_hyp(pa, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_donate_hyp(pa, 1).error(), Error::eperm);
+  // pinned -> unshare is EBUSY
+  ASSERT_TRUE(e.mp.hyp_pin_shared(pa, 1));
+  EXPECT_EQ(e.mp.host_unshare_hyp(pa, 2).error(), Error::ebusy);
+  EXPECT_EQ(e.mp.host_state(pa), PageState::shared_owned) << "nothing changed";
+  ASSERT_TRUE(e.mp.hyp_unpin_shared(pa, 1));
+  EXPECT_EQ(e.mp.hyp_unpin_shared(pa, 1).error(), Error::eperm);
+  ASSERT_TRUE(e.mp.host_unshare_hyp(pa, 2));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  EXPECT_EQ(e.mp.hyp_state(pa), PageState::none);
+  EXPECT_EQ(e.hyp_access(pa).fault, sim::FaultKind::translation);
+  EXPECT_EQ(e.mp.host_unshare_hyp(pa, 1).error(), Error::eperm) << "not shared";
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TEST(HostHyp, SharingAPageInsideAHostBlockKeepsTheBlocksOtherPages) {
+  OwnEnv e;
+  const u64 pa = OwnEnv::kMem + (u64{256} << 20);
+  ASSERT_TRUE(e.mp.host_handle_fault(pa));
+  ASSERT_EQ(e.mp.host_table().lookup(pa)->level, 2);
+  ASSERT_TRUE(e.mp.host_share_hyp(pa + 5 * kPg, 1));
+  EXPECT_EQ(e.mp.host_table().lookup(pa)->level, 3) << "page granular with a non-default state";
+  EXPECT_TRUE(e.host_access(pa + 4 * kPg, sim::Access::exec).ok());
+  EXPECT_EQ(e.host_access(pa + 5 * kPg).sw, sw_shared_owned());
+}
+
+TEST(HostHyp, DonateAndGiveBack) {
+  OwnEnv e;
+  const u64 pa = OwnEnv::kMem + 16 * kPg;
+  ASSERT_TRUE(e.mp.host_donate_hyp(pa, 4));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::none);
+  EXPECT_EQ(e.mp.host_annotation_owner(pa), kHypId);
+  EXPECT_EQ(e.mp.hyp_state(pa), PageState::owned);
+  EXPECT_EQ(e.mp.host_handle_fault(pa).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_share_hyp(pa, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.hyp_donate_host(pa + 4 * kPg, 1).error(), Error::eperm) << "not the hypervisor's";
+  ASSERT_TRUE(e.mp.hyp_donate_host(pa, 4));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  EXPECT_EQ(e.mp.hyp_state(pa), PageState::none);
+  ASSERT_TRUE(e.mp.host_handle_fault(pa));
+  EXPECT_TRUE(e.host_access(pa, sim::Access::write).ok());
+}
+
+TEST(HostHyp, NotMemoryIsEpermAndMixedRangesAreEinval) {
+  OwnEnv e;
+  EXPECT_EQ(e.mp.host_share_hyp(OwnEnv::kGic, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_donate_hyp(0x7000'0000'0000, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_share_hyp(OwnEnv::kRam + OwnEnv::kRamSize - kPg, 2).error(), Error::einval);
+  EXPECT_EQ(e.mp.host_share_hyp(OwnEnv::kMem, 0).error(), Error::einval);
+  EXPECT_EQ(e.mp.host_share_hyp(OwnEnv::kMem + 8, 1).error(), Error::einval);
+}
+
+TEST(HostFfa, SharedWithTheSecureWorldOnly) {
+  OwnEnv e;
+  const u64 pa = OwnEnv::kMem + 64 * kPg;
+  ASSERT_TRUE(e.mp.host_share_ffa(pa, 2));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::shared_owned);
+  EXPECT_EQ(e.mp.hyp_state(pa), PageState::none);
+  EXPECT_EQ(e.mp.host_share_hyp(pa, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_unshare_hyp(pa, 1).error(), Error::eperm) << "not a hypervisor share";
+  EXPECT_EQ(e.mp.hyp_pin_shared(pa, 1).error(), Error::eperm);
+  ASSERT_TRUE(e.mp.host_unshare_ffa(pa, 2));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  EXPECT_EQ(e.mp.host_unshare_ffa(pa, 1).error(), Error::eperm);
+}
+
+TEST(Setup, PrivateEl2MappingsOnlyBeforeFinalise) {
+  OwnEnv e(false);
+  const u64 pa = OwnEnv::kCarve;
+  ASSERT_TRUE(e.mp.hyp_map_private(0x8000'0000, kPg, pa, pgtable::Prot{pgtable::kPermRX}));
+  ASSERT_TRUE(e.mp.setup_share_hyp(OwnEnv::kMem, 1));
+  e.mp.finalize();
+  EXPECT_EQ(e.mp.hyp_map_private(0x8000'1000, kPg, pa, pgtable::Prot{pgtable::kPermR}).error(), Error::eperm);
+  EXPECT_EQ(e.mp.setup_share_hyp(OwnEnv::kMem + kPg, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_state(OwnEnv::kMem), PageState::shared_owned);
+  // The carve-out is the hypervisor's from the start.
+  EXPECT_EQ(e.mp.host_annotation_owner(OwnEnv::kCarve), kHypId);
+  EXPECT_TRUE(e.hyp_access(OwnEnv::kCarve + kPg, sim::Access::write).ok());
+}
+
+}  // namespace
+}  // namespace ptguard::test
