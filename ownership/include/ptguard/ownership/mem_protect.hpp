@@ -274,6 +274,316 @@ class MemProtect {
     return {};
   }
 
+
+  // ---- guests ----------------------------------------------------------------------------
+
+  /// Creates guest `id` (kFirstGuestId..kMaxGuestId) with an empty stage-2 table on VMID
+  /// `vmid`. EINVAL for an id out of range; EEXIST if the id is in use; EBUSY if all
+  /// kMaxGuests slots are; ENOMEM from the platform.
+  [[nodiscard]] Status create_guest(ComponentId id, u16 vmid) {
+    if (id < kFirstGuestId || id > kMaxGuestId) return fail(Error::einval);
+    if (find_guest(id) != nullptr) return fail(Error::eexist);
+    Guest* slot = nullptr;
+    for (Guest& g : guests_)
+      if (!g.used) {
+        slot = &g;
+        break;
+      }
+    if (slot == nullptr) return fail(Error::ebusy);
+    Result<S2> t = S2::create_stage2(*plat_, host_cfg_, vmid, pgtable::TableOptions{{}, cpu_.dic});
+    if (!t) return fail(t.error());
+    slot->table = static_cast<S2&&>(*t);
+    slot->id = id;
+    slot->used = true;
+    slot->alive = true;
+    return {};
+  }
+
+  /// The guest with `id`, or nullptr.
+  [[nodiscard]] Guest* guest(ComponentId id) { return find_guest(id); }
+  [[nodiscard]] const Guest* guest(ComponentId id) const { return const_cast<MemProtect*>(this)->find_guest(id); }
+
+  /// Host owned, or shared-owned with guests only -> shared-owned (the share counted); guest
+  /// none -> shared-borrowed with `perm`. The same page may be shared with several guests.
+  /// EPERM: not memory, a page shared with the hypervisor or the secure world or not the host's,
+  /// a guest address already in use (or poisoned), a dead guest; EINVAL: bad permissions, an
+  /// unknown guest; EBUSY: a share count at its maximum; ENOMEM: the guest's memcache is short.
+  [[nodiscard]] Status host_share_guest(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm) {
+    Guest* g = nullptr;
+    u64 size = 0;
+    if (Status st = check_guest_target(pa, n, id, ipa, perm, &g, &size); !st) return st;
+    if (Status st = scan(host_, pa, size, [this](u64 e, u64 a, u64 b) -> Status {
+          if (e == 0 || (arch::DescValid::get(e) && state_of(e) == PageState::owned)) return {};
+          if (!arch::DescValid::get(e) || state_of(e) != PageState::shared_owned) return fail(Error::eperm);
+          for (u64 x = a; x < b; x += kPage) {
+            const PageMeta& m = meta(x);
+            if (m.guest_shares == 0 || (m.flags & kMetaFfa) != 0) return fail(Error::eperm);
+            if (m.guest_shares == kMaxGuestShares) return fail(Error::ebusy);
+          }
+          return {};
+        });
+        !st)
+      return st;
+    if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
+    if (Status st = host_.map(pa, size, pa, host_prot(sw_shared_owned()), host_mc_); !st) return st;
+    if (Status st = g->table.map(ipa, size, pa, Prot{perm, arch::MemType::normal_wb, sw_shared_borrowed()}, g->mc);
+        !st)
+      return st;
+    for (u64 i = 0; i < n; ++i) ++meta(pa + i * kPage).guest_shares;
+    return {};
+  }
+
+  /// Guest shared-borrowed -> none; the host's share count drops, and at zero the page is the
+  /// host's alone again. ENOENT if a guest address is not mapped; EPERM if it is not a page the
+  /// host shares with the guest.
+  [[nodiscard]] Status host_unshare_guest(ComponentId id, u64 ipa, u64 n) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    u64 size = 0;
+    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = scan(g->table, ipa, size, [this](u64 e, u64, u64) -> Status {
+          if (!arch::DescValid::get(e)) return fail(e == 0 ? Error::enoent : Error::eperm);
+          if (state_of(e) != PageState::shared_borrowed) return fail(Error::eperm);
+          return {};
+        });
+        !st)
+      return st;
+    for (u64 off = 0; off < size; off += kPage) {
+      const u64 pa = guest_pa(*g, ipa + off);
+      if (!is_memory(pa) || meta(pa).guest_shares == 0 || host_state(pa) != PageState::shared_owned)
+        return fail(Error::eperm);
+    }
+    if (Status st = fill(host_mc_, host_pages_for_guest_range(*g, ipa, size)); !st) return st;
+    if (g->mc.size() < g->table.max_pages_needed(ipa, size)) return fail(Error::enomem);
+    // Nothing can fail from here: the host's side first (while the guest's mappings still tell
+    // which pages), then the guest's.
+    for (u64 off = 0; off < size; off += kPage) {
+      const u64 pa = guest_pa(*g, ipa + off);
+      PageMeta& m = meta(pa);
+      if (--m.guest_shares == 0) {
+        if (Status st = host_.map(pa, kPage, pa, host_prot(sw_owned()), host_mc_); !st) return st;
+      }
+    }
+    return g->table.unmap(ipa, size, g->mc);
+  }
+
+  /// Host owned -> none (annotated with the guest's id); guest none -> owned (RWX).
+  [[nodiscard]] Status host_donate_guest(u64 pa, u64 n, ComponentId id, u64 ipa) {
+    Guest* g = nullptr;
+    u64 size = 0;
+    if (Status st = check_guest_target(pa, n, id, ipa, pgtable::kPermRWX, &g, &size); !st) return st;
+    if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
+    if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
+    if (Status st = host_.set_owner(pa, size, id, sw_owned(), host_mc_); !st) return st;
+    if (Status st = g->table.map(ipa, size, pa, Prot{pgtable::kPermRWX, arch::MemType::normal_wb, sw_owned()}, g->mc);
+        !st)
+      return st;
+    for (u64 i = 0; i < n; ++i) {
+      PageMeta& m = meta(pa + i * kPage);
+      m.guest = id;
+      m.guest_ipa = ipa + i * kPage;
+    }
+    return {};
+  }
+
+  /// Guest owned -> shared-owned; host none (annotated with the guest) -> shared-borrowed
+  /// (mapped RWX). EHWPOISON for a poisoned guest address; EPERM for any other wrong state.
+  [[nodiscard]] Status guest_share_host(ComponentId id, u64 ipa, u64 n) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if (!g->alive) return fail(Error::eperm);
+    u64 size = 0;
+    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = check_guest_owned(*g, ipa, size, PageState::owned); !st) return st;
+    for (u64 off = 0; off < size; off += kPage) {
+      const u64 pa = guest_pa(*g, ipa + off);
+      if (host_annotation_owner(pa) != id || host_state(pa) != PageState::none) return fail(Error::eperm);
+    }
+    if (g->mc.size() < g->table.max_pages_needed(ipa, size)) return fail(Error::enomem);
+    if (Status st = fill(host_mc_, host_pages_for_guest_range(*g, ipa, size)); !st) return st;
+    for (u64 off = 0; off < size; off += kPage) {
+      const u64 pa = guest_pa(*g, ipa + off);
+      if (Status st = host_.map(pa, kPage, pa, host_prot(sw_shared_borrowed()), host_mc_); !st) return st;
+      if (Status st = set_guest_state(*g, ipa + off, pa, sw_shared_owned()); !st) return st;
+    }
+    return {};
+  }
+
+  /// The reverse of guest_share_host.
+  [[nodiscard]] Status guest_unshare_host(ComponentId id, u64 ipa, u64 n) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if (!g->alive) return fail(Error::eperm);
+    u64 size = 0;
+    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = check_guest_owned(*g, ipa, size, PageState::shared_owned); !st) return st;
+    for (u64 off = 0; off < size; off += kPage)
+      if (host_state(guest_pa(*g, ipa + off)) != PageState::shared_borrowed) return fail(Error::eperm);
+    if (g->mc.size() < g->table.max_pages_needed(ipa, size)) return fail(Error::enomem);
+    if (Status st = fill(host_mc_, host_pages_for_guest_range(*g, ipa, size)); !st) return st;
+    for (u64 off = 0; off < size; off += kPage) {
+      const u64 pa = guest_pa(*g, ipa + off);
+      if (Status st = host_.set_owner(pa, kPage, id, sw_owned(), host_mc_); !st) return st;
+      if (Status st = set_guest_state(*g, ipa + off, pa, sw_owned()); !st) return st;
+    }
+    return {};
+  }
+
+  /// Host owned -> lent (its entry annotated with the borrower and state 11: the host loses
+  /// access but keeps ownership); guest none -> borrowed (mapped with `perm`, state 11).
+  [[nodiscard]] Status host_lend_guest(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm) {
+    Guest* g = nullptr;
+    u64 size = 0;
+    if (Status st = check_guest_target(pa, n, id, ipa, perm, &g, &size); !st) return st;
+    if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
+    if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
+    if (Status st = host_.set_owner(pa, size, id, sw_lent(), host_mc_); !st) return st;
+    if (Status st = g->table.map(ipa, size, pa, Prot{perm, arch::MemType::normal_wb, sw_borrowed()}, g->mc); !st)
+      return st;
+    for (u64 i = 0; i < n; ++i) {
+      PageMeta& m = meta(pa + i * kPage);
+      m.guest = id;
+      m.guest_ipa = ipa + i * kPage;
+      m.flags &= static_cast<u8>(~kMetaRelinquished);
+    }
+    return {};
+  }
+
+  /// The guest gives up pages lent to it: its mappings go, the host's annotation stays, so
+  /// neither can reach the page until the host reclaims it.
+  [[nodiscard]] Status guest_relinquish(ComponentId id, u64 ipa, u64 n) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    u64 size = 0;
+    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = check_guest_owned(*g, ipa, size, PageState::borrowed); !st) return st;
+    for (u64 off = 0; off < size; off += kPage) meta(guest_pa(*g, ipa + off)).flags |= kMetaRelinquished;
+    return g->table.unmap(ipa, size, g->mc);
+  }
+
+  /// The host takes back pages it lent once the borrower relinquished them. EBUSY if a page
+  /// has not been relinquished; EPERM if it is not lent.
+  [[nodiscard]] Status host_reclaim_lent(u64 pa, u64 n) {
+    u64 size = 0;
+    if (Status st = check_memory(pa, n, &size); !st) return st;
+    if (Status st = scan(host_, pa, size, [](u64 e, u64, u64) -> Status {
+          return state_of(e) == PageState::lent ? Status{} : fail(Error::eperm);
+        });
+        !st)
+      return st;
+    for (u64 i = 0; i < n; ++i)
+      if ((meta(pa + i * kPage).flags & kMetaRelinquished) == 0) return fail(Error::ebusy);
+    if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
+    if (Status st = host_.unmap(pa, size, host_mc_); !st) return st;
+    for (u64 i = 0; i < n; ++i) meta(pa + i * kPage) = PageMeta{};
+    return {};
+  }
+
+  /// Tears a guest down: it runs no more, and what it borrowed is relinquished. Its own pages
+  /// and what was shared with it stay until reclaim_guest().
+  [[nodiscard]] Status teardown_guest(ComponentId id) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if (!g->alive) return fail(Error::eperm);
+    g->alive = false;
+    // Relinquish what it borrowed, a batch of leaves at a time (a table cannot change while
+    // it is walked). Borrowed leaves were mapped whole by host_lend_guest, so unmapping one
+    // whole needs no table page.
+    while (true) {
+      constexpr unsigned kBatch = 32;
+      u64 at[kBatch], len[kBatch];
+      unsigned found = 0;
+      Status st = scan(g->table, 0, u64{1} << g->table.ia_bits(), [&](u64 e, u64 a, u64 b) -> Status {
+        if (found == kBatch || !arch::DescValid::get(e) || state_of(e) != PageState::borrowed) return {};
+        at[found] = a;
+        len[found++] = b - a;
+        return {};
+      });
+      if (!st) return st;
+      if (found == 0) return {};
+      for (unsigned i = 0; i < found; ++i) {
+        for (u64 x = at[i]; x < at[i] + len[i]; x += kPage) meta(guest_pa(*g, x)).flags |= kMetaRelinquished;
+        if (Status s2 = g->table.unmap(at[i], len[i], g->mc); !s2) return s2;
+      }
+    }
+  }
+
+  /// After teardown: scrubs every page the guest owned (zeroed through the fixmap; cleaned to
+  /// the point of coherency without FWB) and gives it to the host; pages shared with the guest
+  /// return to the host (their share count drops); borrowed pages stay lent until the host
+  /// reclaims them; then the guest's table is freed. EPERM for a live guest.
+  [[nodiscard]] Status reclaim_guest(ComponentId id) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if (g->alive) return fail(Error::eperm);
+    // Every page whose host entry names this guest as owner (donated to it).
+    for (const Region& r : machine_.memory) {
+      for (u64 pa = r.base; pa < r.end(); pa += kPage) {
+        PageMeta& m = meta(pa);
+        if (m.guest != id) continue;
+        if (host_state(pa) == PageState::lent) continue;  // lent: the host reclaims it
+        if (host_annotation_owner(pa) != id && host_state(pa) != PageState::shared_borrowed) continue;
+        scrub(pa);
+        if (Status st = fill(host_mc_, host_.max_pages_needed(pa, kPage)); !st) return st;
+        if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
+        m.guest = 0;
+        m.guest_ipa = 0;
+      }
+    }
+    // Pages shared with it: drop the counts.
+    Status st = scan(g->table, 0, u64{1} << g->table.ia_bits(), [&](u64 e, u64 a, u64 b) -> Status {
+      if (!arch::DescValid::get(e) || state_of(e) != PageState::shared_borrowed) return {};
+      for (u64 x = a; x < b; x += kPage) {
+        const u64 pa = guest_pa(*g, x);
+        PageMeta& m = meta(pa);
+        if (m.guest_shares == 0) continue;
+        if (--m.guest_shares == 0) {
+          if (Status s2 = fill(host_mc_, host_.max_pages_needed(pa, kPage)); !s2) return s2;
+          if (Status s2 = host_.map(pa, kPage, pa, host_prot(sw_owned()), host_mc_); !s2) return s2;
+        }
+      }
+      return {};
+    });
+    if (!st) return st;
+    g->mc.drain(*plat_);
+    g->table.destroy();
+    g->id = 0;
+    g->used = false;
+    g->alive = false;
+    return {};
+  }
+
+  /// A forced reclaim, keyed by physical address: takes one page from a live guest that owns
+  /// it. The page is scrubbed and given to the host; the guest's address keeps a poisoned
+  /// annotation, so its later access faults, its share of that address is EHWPOISON, and a
+  /// later share or donation to it is EPERM, until the guest is torn down. EPERM if the page is
+  /// not owned by a live guest.
+  [[nodiscard]] Status host_force_reclaim(u64 pa) {
+    u64 size = 0;
+    if (Status st = check_memory(pa, 1, &size); !st) return st;
+    PageMeta& m = meta(pa);
+    Guest* g = find_guest(m.guest);
+    if (g == nullptr || !g->alive || host_annotation_owner(pa) != m.guest || host_state(pa) != PageState::none)
+      return fail(Error::eperm);
+    if (g->mc.size() < g->table.max_pages_needed(m.guest_ipa, kPage)) return fail(Error::enomem);
+    if (Status st = fill(host_mc_, host_.max_pages_needed(pa, kPage)); !st) return st;
+    if (Status st = g->table.annotate(m.guest_ipa, kPage, arch::InvalidDesc(annotation_poisoned()), g->mc); !st)
+      return st;
+    scrub(pa);
+    if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
+    m = PageMeta{};
+    return {};
+  }
+
+  /// The state of the page a guest maps at `ipa`.
+  [[nodiscard]] PageState guest_state(ComponentId id, u64 ipa) const {
+    const Guest* g = guest(id);
+    if (g == nullptr) return PageState::none;
+    const Result<pgtable::Leaf> l = g->table.lookup(ipa);
+    if (!l || l->entry == 0) return PageState::none;
+    return state_of(l->entry);
+  }
+
   // ---- accessors --------------------------------------------------------------------------
   [[nodiscard]] const S2& host_table() const { return host_; }
   [[nodiscard]] const S1& hyp_table() const { return hyp_; }
@@ -382,6 +692,84 @@ class MemProtect {
     }
   }
 
+
+  [[nodiscard]] Guest* find_guest(ComponentId id) {
+    if (id < kFirstGuestId) return nullptr;
+    for (Guest& g : guests_)
+      if (g.used && g.id == id) return &g;
+    return nullptr;
+  }
+
+  // Checks shared by the transitions into a guest: memory range, live guest, permissions,
+  // the guest's addresses empty (a poisoned one is EPERM), and its memcache.
+  [[nodiscard]] Status check_guest_target(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm, Guest** out,
+                                          u64* size) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if ((perm & ~pgtable::kPermRWX) != 0 || perm == pgtable::kPermNone) return fail(Error::einval);
+    if (Status st = check_memory(pa, n, size); !st) return st;
+    if (!g->alive) return fail(Error::eperm);
+    u64 ipa_size = 0;
+    if (Status st = check_ipa(*g, ipa, n, &ipa_size); !st) return st;
+    if (Status st = scan(g->table, ipa, *size, [](u64 e, u64, u64) -> Status {
+          return e == 0 ? Status{} : fail(Error::eperm);
+        });
+        !st)
+      return st;
+    if (g->mc.size() < g->table.max_pages_needed(ipa, *size)) return fail(Error::enomem);
+    *out = g;
+    return {};
+  }
+  [[nodiscard]] Status check_ipa(const Guest& g, u64 ipa, u64 n, u64* size) const {
+    if (n == 0 || (ipa & (kPage - 1)) != 0 || n > (u64{1} << g.table.ia_bits()) / kPage) return fail(Error::einval);
+    *size = n * kPage;
+    if (ipa + *size > (u64{1} << g.table.ia_bits()) || ipa + *size < ipa) return fail(Error::erange);
+    return {};
+  }
+  // Every page of the guest's [ipa, +size) is valid in state `s` (poisoned: EHWPOISON).
+  [[nodiscard]] Status check_guest_owned(const Guest& g, u64 ipa, u64 size, PageState s) const {
+    return scan(g.table, ipa, size, [s](u64 e, u64, u64) -> Status {
+      if (is_poisoned(e)) return fail(Error::ehwpoison);
+      if (!arch::DescValid::get(e) || state_of(e) != s) return fail(Error::eperm);
+      return {};
+    });
+  }
+  // The physical page a guest maps at `ipa` (valid leaf assumed).
+  [[nodiscard]] u64 guest_pa(const Guest& g, u64 ipa) const {
+    const Result<pgtable::Leaf> l = g.table.lookup(ipa);
+    if (!l || !arch::DescValid::get(l->entry)) return ~u64{0};
+    return (l->entry & arch::leaf_address_mask(G, l->level)) + (ipa - l->base);
+  }
+  // An upper bound of the host table pages that page-by-page changes to the host pages behind
+  // the guest's [ipa, +size) can take: the engine's bound for each contiguous piece.
+  [[nodiscard]] u32 host_pages_for_guest_range(const Guest& g, u64 ipa, u64 size) const {
+    u64 pages = 0;
+    (void)scan(g.table, ipa, size, [&](u64 e, u64 a, u64 b) -> Status {
+      if (arch::DescValid::get(e)) pages += host_.max_pages_needed(guest_pa(g, a), b - a);
+      return {};
+    });
+    return pages > 0xffff'ffffu ? 0xffff'ffffu : static_cast<u32>(pages);
+  }
+
+  // Changes the state bits of the guest's page at `ipa` keeping its permissions.
+  [[nodiscard]] Status set_guest_state(Guest& g, u64 ipa, u64 pa, u8 sw) {
+    const Result<pgtable::Leaf> l = g.table.lookup(ipa);
+    if (!l) return fail(l.error());
+    Prot p = pgtable::Stage2::decode(l->entry, g.table.fwb());
+    p.sw = sw;
+    return g.table.map(ipa, kPage, pa, p, g.mc);
+  }
+  // Zeroes a page through the hypervisor's private mapping slot, and without FWB cleans it to
+  // the point of coherency so no stale line survives for the next owner.
+  void scrub(u64 pa) {
+    void* p = plat_->fixmap_map(pa);
+    if (p != nullptr) {
+      __builtin_memset(p, 0, kPage);
+      if (!cpu_.fwb) plat_->cache_op(arch::CacheOp::dc_civac, pa, kPage);
+      plat_->fixmap_unmap();
+    }
+  }
+
   [[nodiscard]] u64 meta_index(u64 pa) const {
     u64 idx = 0;
     for (const Region& r : machine_.memory) {
@@ -391,6 +779,7 @@ class MemProtect {
     return 0;
   }
   [[nodiscard]] PageMeta& meta(u64 pa) { return meta_[meta_index(pa)]; }
+  [[nodiscard]] const PageMeta& meta(u64 pa) const { return meta_[meta_index(pa)]; }
 
   // Visits the host's entries over [addr, addr+size) (each leaf or invalid entry once, with the
   // part of the range it covers); stops at the first error `f` returns.
@@ -451,6 +840,7 @@ class MemProtect {
   arch::Stage1Config hyp_cfg_{};
   pgtable::Memcache host_mc_{};
   pgtable::Memcache hyp_mc_{};
+  Guest guests_[kMaxGuests]{};
   bool finalized_ = false;
 };
 

@@ -1,0 +1,182 @@
+// Transitions between the host and guests, from every state, asserting the result and the
+// state at the host, the hypervisor and the guest, and what the MMU lets each do.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "env.hpp"
+
+namespace ptguard::test {
+namespace {
+
+using ::testing::IsEmpty;
+constexpr u64 kPg = OwnEnv::kPage;
+constexpr ComponentId kG1 = 2, kG2 = 3;
+
+struct GuestEnv : OwnEnv {
+  GuestEnv() {
+    EXPECT_TRUE(mp.create_guest(kG1, 1));
+    EXPECT_TRUE(mp.create_guest(kG2, 2));
+    EXPECT_TRUE(mp.guest(kG1)->mc.topup(*plat, 32));
+    EXPECT_TRUE(mp.guest(kG2)->mc.topup(*plat, 32));
+  }
+  sim::Translation guest_access(ComponentId id, u64 ipa, sim::Access a = sim::Access::read) const {
+    const auto* g = mp.guest(id);
+    const auto& c = mp.host_config();
+    return sim::translate_stage2(mem, sim::Stage2Regs{c.vtcr, make_vttbr(g->table.root_pa(), g->table.vmid()), c.fwb},
+                                 ipa, a);
+  }
+  void write_byte(u64 pa, u8 v) { ASSERT_TRUE(mem.write(pa, &v, 1)); }
+  u8 read_byte(u64 pa) const {
+    u8 v = 0xee;
+    EXPECT_TRUE(mem.read(pa, &v, 1));
+    return v;
+  }
+};
+
+TEST(Guests, CreationRules) {
+  GuestEnv e;
+  EXPECT_EQ(e.mp.create_guest(kG1, 9).error(), Error::eexist);
+  EXPECT_EQ(e.mp.create_guest(kHypId, 9).error(), Error::einval);
+  EXPECT_EQ(e.mp.create_guest(kHostId, 9).error(), Error::einval);
+  EXPECT_TRUE(e.mp.create_guest(kMaxGuestId, 9)) << "the owner field's limit is allowed";
+}
+
+TEST(Guests, ShareWithSeveralGuestsIsCounted) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem, ipa = 0x1000'0000;
+  ASSERT_TRUE(e.mp.host_share_guest(pa, 2, kG1, ipa, pgtable::kPermRW));
+  ASSERT_TRUE(e.mp.host_share_guest(pa, 2, kG2, ipa + 0x10'0000, pgtable::kPermR));
+  EXPECT_EQ(e.mp.page_meta(pa).guest_shares, 2u);
+  EXPECT_EQ(e.mp.host_state(pa), PageState::shared_owned);
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa), PageState::shared_borrowed);
+  EXPECT_TRUE(e.guest_access(kG1, ipa + kPg, sim::Access::write).ok());
+  EXPECT_EQ(e.guest_access(kG2, ipa + 0x10'0000, sim::Access::write).fault, sim::FaultKind::permission);
+  EXPECT_EQ(e.guest_access(kG1, ipa, sim::Access::read).output_address, pa);
+  // A page shared with guests cannot go to the hypervisor or the secure world.
+  EXPECT_EQ(e.mp.host_share_hyp(pa, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_share_ffa(pa, 1).error(), Error::eperm);
+  // The same guest address twice: EPERM.
+  EXPECT_EQ(e.mp.host_share_guest(pa + 4 * kPg, 1, kG1, ipa, pgtable::kPermRW).error(), Error::eperm);
+  ASSERT_TRUE(e.mp.host_unshare_guest(kG1, ipa, 2));
+  EXPECT_EQ(e.mp.page_meta(pa).guest_shares, 1u);
+  EXPECT_EQ(e.mp.host_state(pa), PageState::shared_owned);
+  EXPECT_EQ(e.mp.host_unshare_guest(kG1, ipa, 1).error(), Error::enoent);
+  ASSERT_TRUE(e.mp.host_unshare_guest(kG2, ipa + 0x10'0000, 2));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  EXPECT_EQ(e.mp.page_meta(pa).guest_shares, 0u);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TEST(Guests, SharesOfHypOrFfaPagesAndBadArgumentsAreRefused) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem;
+  ASSERT_TRUE(e.mp.host_share_hyp(pa, 1));
+  EXPECT_EQ(e.mp.host_share_guest(pa, 1, kG1, 0, pgtable::kPermRW).error(), Error::eperm);
+  ASSERT_TRUE(e.mp.host_share_ffa(pa + kPg, 1));
+  EXPECT_EQ(e.mp.host_share_guest(pa + kPg, 1, kG1, 0, pgtable::kPermRW).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_share_guest(OwnEnv::kGic, 1, kG1, 0, pgtable::kPermRW).error(), Error::eperm) << "MMIO";
+  EXPECT_EQ(e.mp.host_donate_guest(0x7000'0000'0000, 1, kG1, 0).error(), Error::eperm) << "no memory there";
+  EXPECT_EQ(e.mp.host_share_guest(pa + 2 * kPg, 1, kG1, 0, pgtable::kPermNone).error(), Error::einval);
+  EXPECT_EQ(e.mp.host_share_guest(pa + 2 * kPg, 1, 77, 0, pgtable::kPermRW).error(), Error::einval) << "no such guest";
+}
+
+TEST(Guests, ATooSmallMemcacheFailsWithNothingChanged) {
+  GuestEnv e;
+  e.mp.guest(kG1)->mc.drain(*e.plat);
+  const u64 pa = OwnEnv::kMem;
+  EXPECT_EQ(e.mp.host_share_guest(pa, 1, kG1, 0x4000'0000, pgtable::kPermRW).error(), Error::enomem);
+  EXPECT_EQ(e.mp.host_donate_guest(pa, 1, kG1, 0x4000'0000).error(), Error::enomem);
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  EXPECT_EQ(e.mp.page_meta(pa).guest_shares, 0u);
+  EXPECT_EQ(e.mp.guest_state(kG1, 0x4000'0000), PageState::none);
+}
+
+TEST(Guests, DonateThenGuestSharesBackAndUnshares) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + (u64{2} << 20), ipa = 0x8000'0000;
+  ASSERT_TRUE(e.mp.host_donate_guest(pa, 4, kG1, ipa));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::none);
+  EXPECT_EQ(e.mp.host_annotation_owner(pa), kG1);
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa), PageState::owned);
+  EXPECT_EQ(e.mp.host_handle_fault(pa).error(), Error::eperm);
+  EXPECT_TRUE(e.guest_access(kG1, ipa + kPg, sim::Access::exec).ok());
+  ASSERT_TRUE(e.mp.guest_share_host(kG1, ipa + kPg, 1));
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa + kPg), PageState::shared_owned);
+  EXPECT_EQ(e.mp.host_state(pa + kPg), PageState::shared_borrowed);
+  EXPECT_TRUE(e.host_access(pa + kPg, sim::Access::write).ok());
+  EXPECT_EQ(e.host_access(pa).fault, sim::FaultKind::translation) << "the rest stays the guest's";
+  EXPECT_TRUE(e.guest_access(kG1, ipa + kPg, sim::Access::write).ok()) << "guest permissions kept";
+  EXPECT_EQ(e.mp.guest_share_host(kG1, ipa + kPg, 1).error(), Error::eperm);
+  ASSERT_TRUE(e.mp.guest_unshare_host(kG1, ipa + kPg, 1));
+  EXPECT_EQ(e.mp.host_state(pa + kPg), PageState::none);
+  EXPECT_EQ(e.mp.host_annotation_owner(pa + kPg), kG1);
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa + kPg), PageState::owned);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TEST(Guests, LendRelinquishReclaim) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + 32 * kPg, ipa = 0x9000'0000;
+  ASSERT_TRUE(e.mp.host_lend_guest(pa, 2, kG1, ipa, pgtable::kPermRW));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::lent);
+  EXPECT_EQ(e.mp.host_annotation_owner(pa), kG1) << "the borrower's id";
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa), PageState::borrowed);
+  EXPECT_EQ(e.mp.host_handle_fault(pa).error(), Error::eperm) << "the owner lost access";
+  EXPECT_TRUE(e.guest_access(kG1, ipa, sim::Access::write).ok());
+  EXPECT_EQ(e.mp.host_reclaim_lent(pa, 2).error(), Error::ebusy) << "not relinquished";
+  ASSERT_TRUE(e.mp.guest_relinquish(kG1, ipa, 2));
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa), PageState::none);
+  EXPECT_EQ(e.guest_access(kG1, ipa).fault, sim::FaultKind::translation);
+  EXPECT_EQ(e.mp.host_handle_fault(pa).error(), Error::eperm) << "neither can reach it";
+  ASSERT_TRUE(e.mp.host_reclaim_lent(pa, 2));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  ASSERT_TRUE(e.mp.host_handle_fault(pa));
+  EXPECT_EQ(e.mp.host_reclaim_lent(pa, 1).error(), Error::eperm);
+}
+
+TEST(Guests, TeardownRelinquishesAndReclaimScrubs) {
+  GuestEnv e;
+  const u64 owned = OwnEnv::kMem + (u64{4} << 20), shared = owned + (u64{2} << 20), lent = shared + 16 * kPg;
+  ASSERT_TRUE(e.mp.host_donate_guest(owned, 2, kG1, 0x1000'0000));
+  e.write_byte(owned + 5, 0x5a);
+  ASSERT_TRUE(e.mp.host_share_guest(shared, 1, kG1, 0x2000'0000, pgtable::kPermRW));
+  ASSERT_TRUE(e.mp.host_lend_guest(lent, 1, kG1, 0x3000'0000, pgtable::kPermRW));
+  EXPECT_EQ(e.mp.reclaim_guest(kG1).error(), Error::eperm) << "live guest";
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  EXPECT_EQ(e.mp.guest_state(kG1, 0x3000'0000), PageState::none) << "relinquished";
+  EXPECT_EQ(e.mp.host_share_guest(OwnEnv::kMem, 1, kG1, 0, pgtable::kPermRW).error(), Error::eperm);
+  ASSERT_TRUE(e.mp.reclaim_guest(kG1));
+  EXPECT_EQ(e.read_byte(owned + 5), 0) << "scrubbed";
+  EXPECT_EQ(e.mp.host_state(owned), PageState::owned);
+  EXPECT_EQ(e.mp.host_state(shared), PageState::owned);
+  EXPECT_EQ(e.mp.page_meta(shared).guest_shares, 0u);
+  EXPECT_EQ(e.mp.host_state(lent), PageState::lent) << "the host reclaims lent pages itself";
+  ASSERT_TRUE(e.mp.host_reclaim_lent(lent, 1));
+  EXPECT_EQ(e.mp.guest(kG1), nullptr);
+  ASSERT_TRUE(e.mp.host_handle_fault(owned));
+  EXPECT_EQ(e.plat->fixmap_pa(), std::nullopt) << "the fixmap slot is released";
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+TEST(Guests, ForcedReclaimPoisonsTheGuestAddress) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + (u64{8} << 20), ipa = 0x5000'0000;
+  ASSERT_TRUE(e.mp.host_donate_guest(pa, 2, kG1, ipa));
+  e.write_byte(pa + 9, 0x77);
+  EXPECT_EQ(e.mp.host_force_reclaim(OwnEnv::kMem).error(), Error::eperm) << "not a guest's page";
+  ASSERT_TRUE(e.mp.host_force_reclaim(pa));
+  EXPECT_EQ(e.read_byte(pa + 9), 0);
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa), PageState::poisoned);
+  EXPECT_EQ(e.guest_access(kG1, ipa).fault, sim::FaultKind::translation);
+  EXPECT_TRUE(e.guest_access(kG1, ipa + kPg).ok()) << "only that page";
+  EXPECT_EQ(e.mp.guest_share_host(kG1, ipa, 1).error(), Error::ehwpoison);
+  EXPECT_EQ(e.mp.host_share_guest(OwnEnv::kMem, 1, kG1, ipa, pgtable::kPermRW).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_donate_guest(OwnEnv::kMem, 1, kG1, ipa).error(), Error::eperm);
+  ASSERT_TRUE(e.mp.host_handle_fault(pa));
+}
+
+}  // namespace
+}  // namespace ptguard::test
