@@ -180,3 +180,31 @@ TEST(Guests, ForcedReclaimPoisonsTheGuestAddress) {
 
 }  // namespace
 }  // namespace ptguard::test
+
+namespace ptguard::test {
+namespace {
+
+TEST(Guests, PermissionChangesOnSharedPagesKeepTheState) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + 128 * kPg, ipa = 0x6000'0000;
+  ASSERT_TRUE(e.mp.host_share_guest(pa, 2, kG1, ipa, pgtable::kPermR));
+  EXPECT_EQ(e.guest_access(kG1, ipa, sim::Access::write).fault, sim::FaultKind::permission);
+  ASSERT_TRUE(e.mp.guest_relax_perms(kG1, ipa, pgtable::kPermW));
+  EXPECT_TRUE(e.guest_access(kG1, ipa, sim::Access::write).ok());
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa), PageState::shared_borrowed);
+  ASSERT_TRUE(e.mp.guest_wrprotect(kG1, ipa, 2));
+  EXPECT_EQ(e.guest_access(kG1, ipa, sim::Access::write).fault, sim::FaultKind::permission);
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa), PageState::shared_borrowed);
+  EXPECT_TRUE(*e.mp.guest_test_clear_young(kG1, ipa, 2, true));
+  EXPECT_FALSE(*e.mp.guest_test_clear_young(kG1, ipa, 2, false));
+  ASSERT_TRUE(e.mp.guest_mkyoung(kG1, ipa + kPg));
+  EXPECT_TRUE(*e.mp.guest_test_clear_young(kG1, ipa + kPg, 1, false));
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa + kPg), PageState::shared_borrowed);
+  // Only on pages shared with the guest: its own pages are not the host's to change.
+  ASSERT_TRUE(e.mp.host_donate_guest(pa + 8 * kPg, 1, kG1, ipa + 0x10'0000));
+  EXPECT_EQ(e.mp.guest_wrprotect(kG1, ipa + 0x10'0000, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.guest_relax_perms(kG1, ipa + 0x10'0000, pgtable::kPermW).error(), Error::eperm);
+}
+
+}  // namespace
+}  // namespace ptguard::test

@@ -575,6 +575,42 @@ class MemProtect {
     return {};
   }
 
+
+  // ---- permissions of pages shared with a guest (through the engine; software bits kept) ----
+
+  /// Adds permissions to the guest's mapping of a page the host shares with it. EPERM unless
+  /// the page at `ipa` is shared-borrowed by the guest; errors of Table::relax_perms.
+  [[nodiscard]] Status guest_relax_perms(ComponentId id, u64 ipa, pgtable::Perm perm) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if (guest_state(id, ipa) != PageState::shared_borrowed) return fail(Error::eperm);
+    return g->table.relax_perms(ipa, Prot{perm, arch::MemType::normal_wb, 0});
+  }
+  /// Removes write permission from pages the host shares with the guest.
+  [[nodiscard]] Status guest_wrprotect(ComponentId id, u64 ipa, u64 n) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    u64 size = 0;
+    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = check_guest_owned(*g, ipa, size, PageState::shared_borrowed); !st) return st;
+    return g->table.wrprotect(ipa, size, g->mc);
+  }
+  /// Whether the guest accessed pages the host shares with it; with `clear`, marks them old.
+  [[nodiscard]] Result<bool> guest_test_clear_young(ComponentId id, u64 ipa, u64 n, bool clear) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    u64 size = 0;
+    if (Status st = check_ipa(*g, ipa, n, &size); !st) return fail(st.error());
+    if (Status st = check_guest_owned(*g, ipa, size, PageState::shared_borrowed); !st) return fail(st.error());
+    return g->table.test_and_clear_young(ipa, size, clear);
+  }
+  [[nodiscard]] Status guest_mkyoung(ComponentId id, u64 ipa) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if (guest_state(id, ipa) != PageState::shared_borrowed) return fail(Error::eperm);
+    return g->table.mkyoung(ipa);
+  }
+
   /// The state of the page a guest maps at `ipa`.
   [[nodiscard]] PageState guest_state(ComponentId id, u64 ipa) const {
     const Guest* g = guest(id);
