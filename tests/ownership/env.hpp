@@ -60,3 +60,17 @@ struct OwnEnv {
 };
 
 }  // namespace ptguard::test
+
+namespace ptguard::test {
+
+/// Asserts the ownership layer's invariants hold (gtest failure with the first violation).
+template <typename MP>
+::testing::AssertionResult invariants_hold(const MP& mp) {
+  std::vector<u32> scratch(memory_pages(mp.machine(), MP::kPage));
+  typename MP::Violation v;
+  if (mp.check_invariants(scratch, &v)) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << v.what << " at pa 0x" << std::hex << v.pa << " (component " << std::dec
+                                       << v.who << ")";
+}
+
+}  // namespace ptguard::test

@@ -67,6 +67,7 @@ TEST(Guests, ShareWithSeveralGuestsIsCounted) {
   EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
   EXPECT_EQ(e.mp.page_meta(pa).guest_shares, 0u);
   EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_TRUE(invariants_hold(e.mp));
 }
 
 TEST(Guests, SharesOfHypOrFfaPagesAndBadArgumentsAreRefused) {
@@ -114,6 +115,7 @@ TEST(Guests, DonateThenGuestSharesBackAndUnshares) {
   EXPECT_EQ(e.mp.host_annotation_owner(pa + kPg), kG1);
   EXPECT_EQ(e.mp.guest_state(kG1, ipa + kPg), PageState::owned);
   EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_TRUE(invariants_hold(e.mp));
 }
 
 TEST(Guests, LendRelinquishReclaim) {
@@ -158,6 +160,7 @@ TEST(Guests, TeardownRelinquishesAndReclaimScrubs) {
   ASSERT_TRUE(e.mp.host_handle_fault(owned));
   EXPECT_EQ(e.plat->fixmap_pa(), std::nullopt) << "the fixmap slot is released";
   EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_TRUE(invariants_hold(e.mp));
 }
 
 TEST(Guests, ForcedReclaimPoisonsTheGuestAddress) {
@@ -176,6 +179,7 @@ TEST(Guests, ForcedReclaimPoisonsTheGuestAddress) {
   EXPECT_EQ(e.mp.host_share_guest(OwnEnv::kMem, 1, kG1, ipa, pgtable::kPermRW).error(), Error::eperm);
   EXPECT_EQ(e.mp.host_donate_guest(OwnEnv::kMem, 1, kG1, ipa).error(), Error::eperm);
   ASSERT_TRUE(e.mp.host_handle_fault(pa));
+  EXPECT_TRUE(invariants_hold(e.mp));
 }
 
 }  // namespace
@@ -204,6 +208,7 @@ TEST(Guests, PermissionChangesOnSharedPagesKeepTheState) {
   ASSERT_TRUE(e.mp.host_donate_guest(pa + 8 * kPg, 1, kG1, ipa + 0x10'0000));
   EXPECT_EQ(e.mp.guest_wrprotect(kG1, ipa + 0x10'0000, 1).error(), Error::eperm);
   EXPECT_EQ(e.mp.guest_relax_perms(kG1, ipa + 0x10'0000, pgtable::kPermW).error(), Error::eperm);
+  EXPECT_TRUE(invariants_hold(e.mp));
 }
 
 }  // namespace

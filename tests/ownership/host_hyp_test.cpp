@@ -24,6 +24,7 @@ TEST(HostFault, MapsTheLargestBlockInsideTheRegion) {
   EXPECT_EQ(e.mp.host_handle_fault(a + kPg).error(), Error::eagain);
   EXPECT_EQ(e.mp.host_handle_fault(0x7000'0000'0000).error(), Error::einval);
   EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_TRUE(invariants_hold(e.mp));
 }
 
 TEST(HostFault, MmioIsReadWriteDeviceAndTheHypervisorsMmioIsNotTheHosts) {
@@ -89,6 +90,7 @@ TEST(HostHyp, ShareUnshareFromEveryState) {
   EXPECT_EQ(e.hyp_access(pa).fault, sim::FaultKind::translation);
   EXPECT_EQ(e.mp.host_unshare_hyp(pa, 1).error(), Error::eperm) << "not shared";
   EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_TRUE(invariants_hold(e.mp));
 }
 
 TEST(HostHyp, SharingAPageInsideAHostBlockKeepsTheBlocksOtherPages) {
@@ -117,6 +119,7 @@ TEST(HostHyp, DonateAndGiveBack) {
   EXPECT_EQ(e.mp.hyp_state(pa), PageState::none);
   ASSERT_TRUE(e.mp.host_handle_fault(pa));
   EXPECT_TRUE(e.host_access(pa, sim::Access::write).ok());
+  EXPECT_TRUE(invariants_hold(e.mp));
 }
 
 TEST(HostHyp, NotMemoryIsEpermAndMixedRangesAreEinval) {
@@ -154,6 +157,35 @@ TEST(Setup, PrivateEl2MappingsOnlyBeforeFinalise) {
   // The carve-out is the hypervisor's from the start.
   EXPECT_EQ(e.mp.host_annotation_owner(OwnEnv::kCarve), kHypId);
   EXPECT_TRUE(e.hyp_access(OwnEnv::kCarve + kPg, sim::Access::write).ok());
+}
+
+}  // namespace
+}  // namespace ptguard::test
+
+namespace ptguard::test {
+namespace {
+
+// The checker must be able to fail: break an invariant behind the layer's back.
+TEST(Invariants, TheCheckerCatchesATableChangedBehindItsBack) {
+  OwnEnv e;
+  const u64 pa = OwnEnv::kMem + 512 * kPg;
+  ASSERT_TRUE(e.mp.host_share_hyp(pa, 1));
+  EXPECT_TRUE(invariants_hold(e.mp));
+  // Clear the hypervisor's mapping directly in memory: the host still says shared.
+  // Find the descriptor with the engine's walker.
+  struct V {
+    static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+    u64* p = nullptr;
+    Status leaf(pgtable::VisitCtx& x) {
+      p = x.ptep;
+      return {};
+    }
+  } v;
+  ASSERT_TRUE(e.mp.hyp_table().walk(e.mp.hyp_va(pa), e.mp.hyp_va(pa) + kPg, v));
+  *v.p = 0;
+  const auto r = invariants_hold(e.mp);
+  EXPECT_FALSE(r);
+  EXPECT_THAT(r.message(), ::testing::HasSubstr("not shared with exactly one"));
 }
 
 }  // namespace

@@ -620,6 +620,118 @@ class MemProtect {
     return state_of(l->entry);
   }
 
+
+  // ---- invariants ------------------------------------------------------------------------
+
+  /// The first broken invariant found: what, at which physical page, and at which component.
+  struct Violation {
+    const char* what = nullptr;
+    u64 pa = 0;
+    ComponentId who = 0;
+  };
+
+  /// Walks every table and checks the global invariants. `scratch` needs one u32 per page of
+  /// memory (memory_pages()). Returns false and fills `*out` at the first violation:
+  ///  - every memory page has exactly one owner, and the host's table annotates every page the
+  ///    host neither owns nor borrows, and every page it lent, with the right id and state;
+  ///  - shared-owned on one side matches shared-borrowed on the other (the hypervisor, guests
+  ///    as many as counted, or the secure world as recorded), and pins only on pages shared
+  ///    with the hypervisor;
+  ///  - a lent page is invalid at its owner and mapped by at most its borrower (by none once
+  ///    relinquished);
+  ///  - the hypervisor maps nothing it neither owns nor borrows; no guest maps a page that is
+  ///    not its own, shared with it or lent to it.
+  [[nodiscard]] bool check_invariants(std::span<u32> scratch, Violation* out) const {
+    if (scratch.size() < meta_.size()) return bad(out, "scratch smaller than the page array", 0, 0);
+    // 1. Count, per page, the guest mappings that borrow it shared (sw 10), and check each
+    //    guest leaf against the host's view.
+    for (u32& c : scratch) c = 0;
+    for (const Guest& g : guests_) {
+      if (!g.used) continue;
+      bool ok = true;
+      Violation v{};
+      (void)scan(g.table, 0, u64{1} << g.table.ia_bits(), [&](u64 e, u64 a, u64 b) -> Status {
+        if (!arch::DescValid::get(e)) return {};
+        for (u64 x = a; x < b && ok; x += kPage) {
+          const u64 pa = guest_pa(g, x);
+          if (!is_memory(pa)) { ok = false; v = {"a guest maps something that is not memory", pa, g.id}; break; }
+          const PageState hs = host_state(pa);
+          switch (state_of(e)) {
+            case PageState::owned:
+              if (!(hs == PageState::none && host_annotation_owner(pa) == g.id)) v = {"guest-owned page not annotated with its guest at the host", pa, g.id};
+              break;
+            case PageState::shared_owned:
+              if (hs != PageState::shared_borrowed || meta(pa).guest != g.id) v = {"guest shared-owned page not shared-borrowed by the host", pa, g.id};
+              break;
+            case PageState::shared_borrowed:
+              if (hs != PageState::shared_owned || meta(pa).guest_shares == 0) v = {"guest shared-borrowed page not shared-owned by the host", pa, g.id};
+              ++scratch[meta_index(pa)];
+              break;
+            case PageState::borrowed:
+              if (hs != PageState::lent || host_annotation_owner(pa) != g.id) v = {"borrowed page not lent to this guest", pa, g.id};
+              else if ((meta(pa).flags & kMetaRelinquished) != 0) v = {"relinquished page still mapped by its borrower", pa, g.id};
+              break;
+            default: break;
+          }
+          if (v.what != nullptr) ok = false;
+        }
+        return ok ? Status{} : fail(Error::einval);
+      });
+      if (!ok) return bad(out, v.what, v.pa, v.who);
+    }
+    // 2. Every page of memory, from the host's side.
+    for (const Region& r : machine_.memory) {
+      for (u64 pa = r.base; pa < r.end(); pa += kPage) {
+        const PageMeta& m = meta(pa);
+        const PageState hs = host_state(pa);
+        const PageState ys = hyp_state(pa);
+        const u32 guest_shares = scratch[meta_index(pa)];
+        if (guest_shares != m.guest_shares) return bad(out, "guest share count does not match the guests' tables", pa, kHostId);
+        if (m.hyp_pins != 0 && !(hs == PageState::shared_owned && ys == PageState::shared_borrowed))
+          return bad(out, "pinned page not shared with the hypervisor", pa, kHypId);
+        switch (hs) {
+          case PageState::owned:
+            if (ys != PageState::none) return bad(out, "host-owned page mapped by the hypervisor", pa, kHypId);
+            if (m.guest_shares != 0 || (m.flags & kMetaFfa) != 0) return bad(out, "owned page recorded as shared", pa, kHostId);
+            break;
+          case PageState::shared_owned: {
+            const bool hyp = ys == PageState::shared_borrowed;
+            const bool ffa = (m.flags & kMetaFfa) != 0;
+            const bool guests = m.guest_shares != 0;
+            if (int{hyp} + int{ffa} + int{guests} != 1) return bad(out, "shared-owned page not shared with exactly one kind of borrower", pa, kHostId);
+            break;
+          }
+          case PageState::shared_borrowed: {
+            const Guest* g = guest(m.guest);
+            if (g == nullptr || guest_state(g->id, m.guest_ipa) != PageState::shared_owned)
+              return bad(out, "host shared-borrowed page not shared-owned by its guest", pa, m.guest);
+            break;
+          }
+          case PageState::lent:
+            if (meta(pa).guest != host_annotation_owner(pa)) return bad(out, "lent page's borrower not recorded", pa, kHostId);
+            break;
+          case PageState::none: {
+            const ComponentId owner = host_annotation_owner(pa);
+            if (owner == kHypId) {
+              if (ys != PageState::owned && !in_carveout(pa)) return bad(out, "hypervisor-owned page not mapped by the hypervisor", pa, kHypId);
+            } else if (owner >= kFirstGuestId) {
+              const Guest* g = guest(owner);
+              if (g == nullptr) return bad(out, "page annotated with a guest that does not exist", pa, owner);
+              if (m.guest != owner) return bad(out, "guest-owned page not recorded in the page array", pa, owner);
+            } else {
+              return bad(out, "host annotation with no owner", pa, kHostId);
+            }
+            if (ys != PageState::none && owner != kHypId) return bad(out, "the hypervisor maps a page it neither owns nor borrows", pa, kHypId);
+            break;
+          }
+          default: return bad(out, "host entry in an impossible state", pa, kHostId);
+        }
+        if (ys == PageState::shared_borrowed && hs != PageState::shared_owned) return bad(out, "hypervisor borrows a page the host has not shared", pa, kHypId);
+      }
+    }
+    return true;
+  }
+
   // ---- accessors --------------------------------------------------------------------------
   [[nodiscard]] const S2& host_table() const { return host_; }
   [[nodiscard]] const S1& hyp_table() const { return hyp_; }
@@ -728,6 +840,13 @@ class MemProtect {
     }
   }
 
+
+
+  static bool bad(Violation* out, const char* what, u64 pa, ComponentId who) {
+    if (out != nullptr) *out = Violation{what, pa, who};
+    return false;
+  }
+  [[nodiscard]] bool in_carveout(u64 pa) const { return machine_.hyp_carveout.contains(pa); }
 
   [[nodiscard]] Guest* find_guest(ComponentId id) {
     if (id < kFirstGuestId) return nullptr;
