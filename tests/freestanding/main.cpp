@@ -138,6 +138,24 @@ void exercise_ownership() {
   g_sink = mp.host_share_ffa(pa, 1).has_value();
   g_sink = mp.host_unshare_ffa(pa, 1).has_value();
   g_sink = static_cast<u64>(mp.host_state(pa));
+  if (!mp.create_guest(2, 1)) return;
+  if (!mp.guest(2)->mc.topup(plat, 4)) return;
+  g_sink = mp.host_share_guest(pa, 1, 2, 0, pgtable::kPermRW).has_value();
+  g_sink = mp.host_unshare_guest(2, 0, 1).has_value();
+  g_sink = mp.host_donate_guest(pa, 1, 2, 0).has_value();
+  g_sink = mp.guest_share_host(2, 0, 1).has_value();
+  g_sink = mp.guest_unshare_host(2, 0, 1).has_value();
+  g_sink = mp.host_force_reclaim(pa).has_value();
+  g_sink = mp.host_lend_guest(pa + 0x1000, 1, 2, 0x1000, pgtable::kPermRW).has_value();
+  g_sink = mp.guest_relinquish(2, 0x1000, 1).has_value();
+  g_sink = mp.host_reclaim_lent(pa + 0x1000, 1).has_value();
+  g_sink = mp.guest_wrprotect(2, 0, 1).has_value();
+  g_sink = mp.guest_relax_perms(2, 0, pgtable::kPermW).has_value();
+  g_sink = mp.teardown_guest(2).has_value();
+  g_sink = mp.reclaim_guest(2).has_value();
+  static u32 scratch[0x400];
+  typename decltype(mp)::Violation v;
+  g_sink = mp.check_invariants(scratch, &v);
 }
 }  // namespace
 
