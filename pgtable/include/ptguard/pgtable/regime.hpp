@@ -60,6 +60,7 @@ struct Stage2 {
   /// flag and the software bits. Anything else (output address, memory type, shareability,
   /// block size) is a new translation.
   static constexpr u64 kPermMask = arch::S2Ap::kMask | arch::S2Xn::kMask;
+  static constexpr u64 kExecMask = arch::S2Xn::kMask;
   static constexpr u64 kInPlaceMask = kPermMask | arch::S2Af::kMask | arch::DescSw::kMask;
 
   /// Whether going from `old_leaf` to `new_leaf` removes a permission (then the TLB must be
@@ -112,6 +113,7 @@ struct Stage1El2 {
 
   /// At EL2 only the software bits may change on a live mapping (Linux refuses the rest).
   static constexpr u64 kPermMask = arch::S1Ap::kMask | arch::S1Xn::kMask;
+  static constexpr u64 kExecMask = arch::S1Xn::kMask;
   static constexpr u64 kInPlaceMask = arch::DescSw::kMask;
 
   [[nodiscard]] static constexpr bool reduces_perms(u64 old_leaf, u64 new_leaf) {

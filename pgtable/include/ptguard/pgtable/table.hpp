@@ -104,6 +104,8 @@ class Table {
     vmid_ = o.vmid_;
     opt_ = o.opt_;
     o.root_pa_ = kNoRoot;
+    forget_slot();
+    o.forget_slot();
     return *this;
   }
   Table(const Table&) = delete;
@@ -244,6 +246,7 @@ class Table {
   /// Removes every table, no TLB maintenance (the table must no longer be live), and frees the
   /// root. The Table is empty afterwards; any further call fails with EINVAL.
   void destroy() {
+    forget_slot();
     if (root_pa_ == kNoRoot) return;
     const u64 per_page = arch::entries_per_table(G);
     for (u64 i = 0; i < root_entries(); ++i) {
@@ -405,6 +408,7 @@ class Table {
   template <typename V>
   [[nodiscard]] Status walk(u64 addr, u64 end, V& v) const {
     if (root_pa_ == kNoRoot) return fail(Error::einval);
+    forget_slot();  // a caller's visitor may change the table
     P* plat = plat_;
     return walk_root<G>([plat](u64 pa) { return plat->phys_to_virt(pa); }, root_pa_, start_level_, addr, end, v);
   }
@@ -528,8 +532,10 @@ class Table {
     const u64 lsize = arch::level_size(G, level);
     const bool full = a == base && b == base + lsize;
     const bool table = is_table(old, level);
-    const bool valid = !table && arch::DescValid::get(old);
-    if (valid && !is_valid_leaf(old, level)) return refuse(Error::einval);  // a reserved encoding
+    // A reserved encoding (a block where none may be, 0b01 at the last level) is what the MMU
+    // takes it for: an entry that faults. The engine never writes one; one found is replaced
+    // like any other invalid entry.
+    const bool valid = !table && is_valid_leaf(old, level);
     switch (c.kind) {
       case Content::Kind::leaf: {
         const u64 pa = c.pa + (a - c.ia);
@@ -605,6 +611,7 @@ class Table {
     const int level = parent_level + 1;
     if (level == arch::kLastLevel) return 1;
     if (c.kind == Content::Kind::split && !c.to_pages) return 1;  // one level down only
+    if (children_all_leaves(c, parent_level, parent_base, a, b)) return 1;
     const u64 cs = arch::level_size(G, level);
     u32 pages = 1;
     for (u64 cb = a & ~(cs - 1); cb < b; cb += cs) {
@@ -642,17 +649,14 @@ class Table {
         if (d.act == Act::zap) x.descend = false;
         return {};
       }
-      // The last level needs no pages; only refusals matter. An empty entry refuses nothing,
-      // and invalid/clear/split contents refuse only a reserved encoding (bits[1:0] = 0b01).
+      // The last level needs no pages; only refusals matter, and only a mapping can be refused
+      // there (a different translation: EEXIST). An empty entry refuses nothing.
       Status leaf_run(u64* table, u64 idx, u64 n, u64 addr, u64 table_pa) {
         constexpr u64 kPg = kPageSize;
+        if (c->kind != Content::Kind::leaf) return {};
         for (u64 i = 0; i < n; ++i, addr += kPg) {
           const u64 old = table[idx + i];
           if (old == 0) continue;
-          if (c->kind != Content::Kind::leaf) {
-            if ((old & 0b11) == 0b01) return fail(Error::einval);
-            continue;
-          }
           VisitCtx x{table + idx + i, old, addr, addr + kPg, addr, table_pa, arch::kLastLevel, true};
           if (Status st = visit(x); !st) return st;
         }
@@ -664,6 +668,7 @@ class Table {
   }
 
   [[nodiscard]] Status apply(const Content& c, u64 addr, u64 size, Memcache* mc) {
+    forget_slot();
     const Result<u32> need = count_pages(c, addr, size);
     if (!need) return fail(need.error());
     if (*need > 0 && (mc == nullptr || mc->size() < *need)) return fail(Error::enomem);
@@ -691,7 +696,49 @@ class Table {
         constexpr u64 kPg = kPageSize;
         const Content& cc = *c;
         u32 counted = 0;
-        for (u64 i = 0; i < n; ++i, addr += kPg) {
+        u64 i = 0;  // entries done
+        // The hot cases with everything in locals and no out-of-line call in the loop (no cache
+        // maintenance, cacheable walks); the first entry they do not cover ends them, and the
+        // general loop below goes on from there.
+        if (!t->walk_cmo_ && !cc.clean_d && !cc.inval_i) {
+          u64* const e = table + idx;
+          P& plat = *t->plat_;
+          if (cc.kind == Content::Kind::leaf) {
+            const u64 attrs = cc.value;
+            u64 pa = cc.pa + (addr - cc.ia);
+            for (; i < n && e[i] == 0; ++i, pa += kPg) plat.write_desc(e + i, make_leaf(arch::kLastLevel, pa, attrs));
+            counted = static_cast<u32>(i);
+          } else if (cc.kind == Content::Kind::invalid && cc.value != 0) {
+            const u64 v = cc.value;
+            for (; i < n && e[i] == 0; ++i) plat.write_desc(e + i, v);
+            counted = static_cast<u32>(i);
+          } else if (cc.kind == Content::Kind::clear_bits) {
+            const u64 m = cc.value;
+            const bool reduces = (m & (Regime::kPermMask & ~Regime::kExecMask)) != 0;
+            constexpr u32 kKeep = OpState::kMaxTlbi;
+            u64 changed_at[kKeep];
+            u32 changed = 0;
+            for (; i < n; ++i) {
+              const u64 old = e[i];
+              const u64 nv = old & ~m;
+              if ((old & 0b11) != 0b11 || nv == old) continue;  // only valid pages change
+              plat.write_desc(e + i, nv);
+              if (changed < kKeep) changed_at[changed] = addr + i * kPg;
+              ++changed;
+            }
+            if (changed != 0) wrote = true;
+            if (reduces) {
+              if (changed > kKeep) {
+                if (s->policy != TlbPolicy::defer) s->tlbi_all = true;
+              } else {
+                for (u32 j = 0; j < changed; ++j) t->queue_tlbi(*s, changed_at[j], arch::kLastLevel, true);
+              }
+            }
+            return {};
+          }
+          addr += i * kPg;
+        }
+        for (; i < n; ++i, addr += kPg) {
           u64* ptep = table + idx + i;
           const u64 old = *ptep;
           if (cc.kind == Content::Kind::leaf && old == 0) {
@@ -718,7 +765,7 @@ class Table {
           VisitCtx x{ptep, old, addr, addr + kPg, addr, table_pa, arch::kLastLevel, true};
           if (Status st = t->apply_entry(cc, *mc, *s, x, wrote, fresh_end, fresh_level); !st) return st;
         }
-        for (u32 i = 0; i < counted; ++i) t->plat_->get_page(table_pa);
+        for (u32 j = 0; j < counted; ++j) t->plat_->get_page(table_pa);
         if (counted != 0) wrote = true;
         return {};
       }
@@ -773,7 +820,14 @@ class Table {
       case Act::split: {
         const Result<u64> page = mc.pop(*plat_);
         if (!page) return fail(page.error());  // cannot happen: counted
-        fill_table(*page, x.old, x.level, x.base);
+        const bool direct = d.act == Act::new_table && x.old == 0 &&
+                            children_all_leaves(c, x.level, x.base, x.addr, x.end);
+        if (direct) {
+          fill_leaves(c, *page, x.level + 1, x.base);
+          x.descend = false;
+        } else {
+          fill_table(*page, x.old, x.level, x.base);
+        }
         const u64 desc = arch::TableDesc::make(G, *page).raw();
         if (d.act == Act::split) {
           break_entry(x, false);
@@ -795,6 +849,36 @@ class Table {
   void write(u64* ptep, u64 value) {
     plat_->write_desc(ptep, value);
     if (walk_cmo_) plat_->cache_op(arch::CacheOp::dc_cvac, plat_->virt_to_phys(ptep), sizeof(u64));
+  }
+
+  // Whether every entry of a fresh table below the entry at `parent_level` covering
+  // `parent_base` can hold `c`'s mapping as a leaf: the range covers the whole entry, the next
+  // level holds leaves, the output address is aligned to them and the force-page policy allows
+  // blocks there. Then the table needs no table below it, and can be filled in one loop.
+  [[nodiscard]] bool children_all_leaves(const Content& c, int parent_level, u64 parent_base, u64 a, u64 b) const {
+    if (c.kind != Content::Kind::leaf) return false;
+    const int level = parent_level + 1;
+    const u64 cs = arch::level_size(G, level);
+    if (a != parent_base || b - a != arch::level_size(G, parent_level) || !arch::leaf_allowed(G, level)) return false;
+    if (((c.pa + (a - c.ia)) & (cs - 1)) != 0) return false;
+    if (level == arch::kLastLevel || opt_.force_page.fn == nullptr) return true;
+    for (u64 cb = a; cb < b; cb += cs)
+      if (opt_.force_page(cb, cb + cs, c.prot, false)) return false;
+    return true;
+  }
+
+  // Fills a fresh (zeroed) table at `level` with `c`'s leaves for the whole range it covers.
+  void fill_leaves(const Content& c, u64 page, int level, u64 base) {
+    u64* t = plat_->phys_to_virt(page);
+    const u64 cs = arch::level_size(G, level);
+    u64 pa = c.pa + (base - c.ia);
+    constexpr u64 n = arch::entries_per_table(G);
+    for (u64 i = 0; i < n; ++i, pa += cs) {
+      const u64 leaf = make_leaf(level, pa, c.value);
+      cmo_new(c, leaf, level);
+      write(t + i, leaf);
+    }
+    for (u64 i = 0; i < n; ++i) plat_->get_page(page);
   }
 
   // Writes `nv` over the entry, keeping its table's count (+1 for empty -> non-empty, -1 back).
@@ -964,14 +1048,25 @@ class Table {
     u64* ptep;
     u64 table_pa;
   };
-  // The last-level entry for `addr` if tables lead all the way down to it, else nullptr.
+  void forget_slot() const { cached_span_ = ~u64{0}; }
+  // The last-level entry for `addr` if tables lead all the way down to it, else nullptr. The
+  // last table found is remembered (fault handlers map neighbouring pages one at a time);
+  // every operation that can free a table forgets it.
   [[nodiscard]] PageSlot last_level_slot(u64 addr) const {
+    constexpr unsigned kSpan = arch::level_shift(G, arch::kLastLevel - 1);
+    if ((addr >> kSpan) == cached_span_) {
+      return PageSlot{plat_->phys_to_virt(cached_table_) + arch::level_index(G, arch::kLastLevel, addr), cached_table_};
+    }
     int level = start_level_;
     const unsigned shift = arch::level_shift(G, level);
     u64 table_pa = root_pa_ + ((addr >> shift) >> arch::bits_per_level(G)) * kPageSize;
     while (true) {
       u64* ptep = plat_->phys_to_virt(table_pa) + arch::level_index(G, level, addr);
-      if (level == arch::kLastLevel) return PageSlot{ptep, table_pa};
+      if (level == arch::kLastLevel) {
+        cached_span_ = addr >> kSpan;
+        cached_table_ = table_pa;
+        return PageSlot{ptep, table_pa};
+      }
       const u64 e = *ptep;
       if (!is_table(e, level)) return PageSlot{nullptr, 0};
       table_pa = arch::TableDesc(e).next_table(G);
@@ -1004,6 +1099,9 @@ class Table {
   bool walk_cmo_ = false;
   u16 vmid_ = 0;
   TableOptions opt_{};
+  // The last-level table last_level_slot() found, and the input range it covers (>> span).
+  mutable u64 cached_span_ = ~u64{0};
+  mutable u64 cached_table_ = 0;
 };
 
 template <arch::Granule G, Platform P, typename Layout = NoSwLayout>

@@ -60,6 +60,17 @@ template <arch::Granule G, typename ToVirt, typename V>
   u64 idx = (addr >> shift) & kEntryMask;
   if constexpr ((V::visits() & kVisitLeafRun) != 0) {
     if (level == arch::kLastLevel) return v.leaf_run(table, idx, (end - addr) >> shift, addr, table_pa);
+  } else if constexpr ((V::visits() & kVisitLeaf) != 0) {
+    // The last level holds no tables: one leaf visit per entry, nothing to classify or re-read.
+    if (level == arch::kLastLevel) {
+      constexpr u64 kPage = arch::page_size(G);
+      for (u64* ptep = table + idx; addr < end; ++ptep, addr += kPage) {
+        VisitCtx ctx{ptep, *ptep, addr, addr + kPage, addr, table_pa, arch::kLastLevel, true};
+        Status st = v.leaf(ctx);
+        if (!st) return st;
+      }
+      return {};
+    }
   }
   u64* ptep = table + idx;
   while (addr < end) {
