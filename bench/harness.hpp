@@ -98,5 +98,6 @@ inline void report(benchmark::State& state, const Timing& t, Unit unit, double u
 void register_limit_benchmarks();
 void register_stage2_benchmarks();
 void register_hyp_benchmarks();
+void register_ownership_benchmarks();
 
 }  // namespace ptguard::bench

@@ -51,6 +51,11 @@ constexpr RowSpec kRows[] = {
     {"stage2_set_owner_1g_blocks", "block", 0, 0},
     {"hyp_map_256m_pages", "page", 5, 12},
     {"hyp_map_256m_page_calls", "page", 25, 0},
+    {"share_hyp_1g_page_calls", "page", 100, 0},
+    {"share_hyp_1g_range", "page", 15, 0},
+    {"unshare_hyp_1g_range", "page", 15, 0},
+    {"donate_guest_1g", "page", 15, 0},
+    {"host_fault_1g", "call", 40, 0},
     {"limit_1g_pages", "page", 0, 0},
     {"arch_build_1g_page_descriptors", "page", 0, 0},
 };
@@ -210,6 +215,7 @@ int main(int argc, char** argv) {
   ptguard::bench::register_limit_benchmarks();
   ptguard::bench::register_stage2_benchmarks();
   ptguard::bench::register_hyp_benchmarks();
+  ptguard::bench::register_ownership_benchmarks();
 
   Shared shared;
   const auto console_opts = isatty(STDOUT_FILENO) ? benchmark::ConsoleReporter::OO_ColorTabular

@@ -940,6 +940,11 @@ class MemProtect {
   // part of the range it covers); stops at the first error `f` returns.
   template <typename Table, typename F>
   [[nodiscard]] static Status scan(const Table& t, u64 addr, u64 size, F&& f) {
+    if (size == kPage) {  // one page (hypercalls often are): the engine's lookup answers fast
+      const Result<pgtable::Leaf> l = t.lookup(addr);
+      if (!l) return fail(l.error());
+      return f(l->entry, addr, addr + kPage);
+    }
     struct V {
       static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
       F* f;

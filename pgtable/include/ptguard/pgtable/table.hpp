@@ -174,6 +174,12 @@ class Table {
   /// down; ERANGE beyond the input-address size.
   [[nodiscard]] Result<Leaf> lookup(u64 addr) const {
     if (ia_bits_ < 64 && addr >> ia_bits_) return fail(Error::erange);
+    // A last-level table found just before (by the fault handler's path) answers at once.
+    constexpr unsigned kSpan = arch::level_shift(G, arch::kLastLevel - 1);
+    if ((addr >> kSpan) == cached_span_) {
+      const u64 e = plat_->phys_to_virt(cached_table_)[arch::level_index(G, arch::kLastLevel, addr)];
+      return Leaf{e, arch::kLastLevel, addr & ~(kPageSize - 1), kPageSize};
+    }
     struct V {
       static constexpr unsigned visits() { return kVisitLeaf; }
       Leaf out{};
@@ -183,7 +189,7 @@ class Table {
       }
     } v;
     const u64 a = addr & ~(kPageSize - 1);
-    Status st = walk(a, a + kPageSize, v);
+    Status st = walk_inner(a, a + kPageSize, v);
     if (!st) return fail(st.error());
     return v.out;
   }
@@ -213,14 +219,23 @@ class Table {
     // The fault handler's case, one page where the tables already exist and the entry is
     // empty: nothing can be refused and no page is needed, so skip the counting pass.
     if (size == kPageSize) {
-      if (const PageSlot slot = last_level_slot(addr); slot.ptep != nullptr && *slot.ptep == 0) {
+      if (const PageSlot slot = last_level_slot(addr); slot.ptep != nullptr) {
+        const u64 old = *slot.ptep;
         const u64 leaf = make_leaf(arch::kLastLevel, pa, *attrs);
-        cmo_new(c, leaf, arch::kLastLevel);
-        write(slot.ptep, leaf);
-        plat_->get_page(slot.table_pa);
-        plat_->barrier(arch::Barrier::dsb_ishst);
-        if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
-        return {};
+        if (old == 0) {
+          cmo_new(c, leaf, arch::kLastLevel);
+          write(slot.ptep, leaf);
+          plat_->get_page(slot.table_pa);
+          plat_->barrier(arch::Barrier::dsb_ishst);
+          if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+          return {};
+        }
+        // The same translation with other permissions or state bits: in place, as decide()
+        // would have it (a page needs no split).
+        if ((old & 0b11) == 0b11 && ((old ^ leaf) & ~Regime::kInPlaceMask) == 0) {
+          if (old == leaf) return {};
+          return update_in_place(slot.ptep, old, leaf, addr);
+        }
       }
     }
     return apply(c, addr, size, &mc);
@@ -375,7 +390,7 @@ class Table {
     OpState s;
     s.policy = tlb;
     V v{this, &s, clear};
-    Status st = walk(addr, addr + size, v);
+    Status st = walk_inner(addr, addr + size, v);
     finish(s, v.young && clear);
     if (!st) return fail(st.error());
     return v.young;
@@ -407,10 +422,8 @@ class Table {
   /// the table's counting rule if it changes entries; read-only visitors are always safe.
   template <typename V>
   [[nodiscard]] Status walk(u64 addr, u64 end, V& v) const {
-    if (root_pa_ == kNoRoot) return fail(Error::einval);
     forget_slot();  // a caller's visitor may change the table
-    P* plat = plat_;
-    return walk_root<G>([plat](u64 pa) { return plat->phys_to_virt(pa); }, root_pa_, start_level_, addr, end, v);
+    return walk_inner(addr, end, v);
   }
 
  private:
@@ -654,16 +667,20 @@ class Table {
       Status leaf_run(u64* table, u64 idx, u64 n, u64 addr, u64 table_pa) {
         constexpr u64 kPg = kPageSize;
         if (c->kind != Content::Kind::leaf) return {};
-        for (u64 i = 0; i < n; ++i, addr += kPg) {
+        u64 pa = c->pa + (addr - c->ia);
+        for (u64 i = 0; i < n; ++i, addr += kPg, pa += kPg) {
           const u64 old = table[idx + i];
           if (old == 0) continue;
+          // The same translation (a state or permission change): nothing to refuse.
+          if ((old & 0b11) == 0b11 && ((old ^ make_leaf(arch::kLastLevel, pa, c->value)) & ~Regime::kInPlaceMask) == 0)
+            continue;
           VisitCtx x{table + idx + i, old, addr, addr + kPg, addr, table_pa, arch::kLastLevel, true};
           if (Status st = visit(x); !st) return st;
         }
         return {};
       }
     } v{this, &c};
-    if (Status st = walk(addr, addr + size, v); !st) return fail(st.error());
+    if (Status st = walk_inner(addr, addr + size, v); !st) return fail(st.error());
     return v.pages;
   }
 
@@ -697,17 +714,33 @@ class Table {
         const Content& cc = *c;
         u32 counted = 0;
         u64 i = 0;  // entries done
-        // The hot cases with everything in locals and no out-of-line call in the loop (no cache
-        // maintenance, cacheable walks); the first entry they do not cover ends them, and the
-        // general loop below goes on from there.
-        if (!t->walk_cmo_ && !cc.clean_d && !cc.inval_i) {
+        // The hot cases with everything in locals and no out-of-line call in the loop (cacheable
+        // walks; new mappings only without cache maintenance); the first entry they do not
+        // cover ends them, and the general loop below goes on from there.
+        if (!t->walk_cmo_) {
           u64* const e = table + idx;
           P& plat = *t->plat_;
           if (cc.kind == Content::Kind::leaf) {
             const u64 attrs = cc.value;
             u64 pa = cc.pa + (addr - cc.ia);
-            for (; i < n && e[i] == 0; ++i, pa += kPg) plat.write_desc(e + i, make_leaf(arch::kLastLevel, pa, attrs));
-            counted = static_cast<u32>(i);
+            if (!cc.clean_d && !cc.inval_i) {  // new mappings that need no cache maintenance
+              for (; i < n && e[i] == 0; ++i, pa += kPg) plat.write_desc(e + i, make_leaf(arch::kLastLevel, pa, attrs));
+              counted = static_cast<u32>(i);
+            }
+            // Then valid pages keeping their translation (a state or permission change over a
+            // page-mapped range): in place.
+            if (i < n && (e[i] & 0b11) == 0b11) {
+              for (; i < n; ++i, pa += kPg) {
+                const u64 old = e[i];
+                const u64 nv = make_leaf(arch::kLastLevel, pa, attrs);
+                if ((old & 0b11) != 0b11 || ((old ^ nv) & ~Regime::kInPlaceMask) != 0) break;
+                if (old == nv) continue;
+                if (kStage2 && ((old & ~nv) & Regime::kExecMask) != 0) break;  // gains execute: general path
+                plat.write_desc(e + i, nv);
+                wrote = true;
+                if (Regime::reduces_perms(old, nv)) t->queue_tlbi(*s, addr + i * kPg, arch::kLastLevel, true);
+              }
+            }
           } else if (cc.kind == Content::Kind::invalid && cc.value != 0) {
             const u64 v = cc.value;
             for (; i < n && e[i] == 0; ++i) plat.write_desc(e + i, v);
@@ -773,7 +806,7 @@ class Table {
     OpState s;
     s.policy = c.tlb;
     V v{this, &c, mc, &s};
-    const Status st = walk(addr, addr + size, v);
+    const Status st = walk_inner(addr, addr + size, v);
     finish(s, v.wrote);
     return st;
   }
@@ -820,10 +853,16 @@ class Table {
       case Act::split: {
         const Result<u64> page = mc.pop(*plat_);
         if (!page) return fail(page.error());  // cannot happen: counted
-        const bool direct = d.act == Act::new_table && x.old == 0 &&
+        // Where every entry of the new table takes the operation's own leaf (the range covers
+        // it all, each child can be a leaf), the table is built with them before it goes live:
+        // no entry of it is visited, nothing written twice, no break-before-make inside it.
+        const bool direct = (x.old == 0 || d.act == Act::split) &&
                             children_all_leaves(c, x.level, x.base, x.addr, x.end);
         if (direct) {
-          fill_leaves(c, *page, x.level + 1, x.base);
+          // A split keeping the translation needs no cache maintenance; a new one does.
+          const bool same = d.act == Act::split && leaf_oa(x.old, x.level) == c.pa + (x.base - c.ia) &&
+                            ((x.old ^ c.value) & kLeafAttrMask & ~Regime::kInPlaceMask) == 0;
+          fill_leaves(c, *page, x.level + 1, x.base, !same);
           x.descend = false;
         } else {
           fill_table(*page, x.old, x.level, x.base);
@@ -868,14 +907,14 @@ class Table {
   }
 
   // Fills a fresh (zeroed) table at `level` with `c`'s leaves for the whole range it covers.
-  void fill_leaves(const Content& c, u64 page, int level, u64 base) {
+  void fill_leaves(const Content& c, u64 page, int level, u64 base, bool cmo = true) {
     u64* t = plat_->phys_to_virt(page);
     const u64 cs = arch::level_size(G, level);
     u64 pa = c.pa + (base - c.ia);
     constexpr u64 n = arch::entries_per_table(G);
     for (u64 i = 0; i < n; ++i, pa += cs) {
       const u64 leaf = make_leaf(level, pa, c.value);
-      cmo_new(c, leaf, level);
+      if (cmo) cmo_new(c, leaf, level);
       write(t + i, leaf);
     }
     for (u64 i = 0; i < n; ++i) plat_->get_page(page);
@@ -1044,11 +1083,30 @@ class Table {
     }
   }
 
+  // A valid page keeps its translation and gets `nv` (permissions, access flag, state bits):
+  // one write, the TLB invalidated if permissions shrank, the I-cache if it became executable.
+  [[nodiscard]] Status update_in_place(u64* ptep, u64 old, u64 nv, u64 addr) {
+    if (kStage2 && !Regime::decode(old, fwb_).executable() && Regime::decode(nv, fwb_).executable())
+      icache_for(nv, arch::kLastLevel);
+    write(ptep, nv);
+    OpState s;
+    if (Regime::reduces_perms(old, nv)) queue_tlbi(s, addr & ~(kPageSize - 1), arch::kLastLevel, false);
+    finish(s, true);
+    return {};
+  }
+
   struct PageSlot {
     u64* ptep;
     u64 table_pa;
   };
   void forget_slot() const { cached_span_ = ~u64{0}; }
+
+  template <typename V>
+  [[nodiscard]] Status walk_inner(u64 addr, u64 end, V& v) const {
+    if (root_pa_ == kNoRoot) return fail(Error::einval);
+    P* plat = plat_;
+    return walk_root<G>([plat](u64 pa) { return plat->phys_to_virt(pa); }, root_pa_, start_level_, addr, end, v);
+  }
   // The last-level entry for `addr` if tables lead all the way down to it, else nullptr. The
   // last table found is remembered (fault handlers map neighbouring pages one at a time);
   // every operation that can free a table forgets it.
@@ -1085,7 +1143,7 @@ class Table {
       }
     } v{level};
     const u64 a = addr & ~(kPageSize - 1);
-    (void)walk(a, a + kPageSize, v);
+    (void)walk_inner(a, a + kPageSize, v);
     return v.out;
   }
 

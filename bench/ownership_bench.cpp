@@ -1,0 +1,156 @@
+// Ownership-layer benchmarks (the ownership issue's set), with the engine benchmarks' platform,
+// timing and counters. The machine: 4 GiB of host memory at 4 GiB (so the host's faults give
+// 1 GiB blocks), no carve-out, the hypervisor mapping physical memory at PA + 2^46. The GiB
+// the benchmarks work on starts at 4 GiB. Everything that builds the starting state (the host's
+// blocks faulted in, pages donated) is untimed.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness.hpp"
+#include "ptguard/ownership/mem_protect.hpp"
+
+namespace ptguard::bench {
+namespace {
+
+using MP = ownership::MemProtect<arch::Granule::k4K, BenchPlatform, 4>;
+using ownership::PageState;
+
+constexpr u64 kMem = kPaBase;      // the GiB the benchmarks use
+constexpr u64 kMemSize = 4 * kGiB;  // all host memory
+constexpr ownership::ComponentId kGuest = 2;
+
+/// A fresh machine: platform, page array and MemProtect, finalised.
+struct Machine {
+  std::unique_ptr<BenchPlatform> plat = std::make_unique<BenchPlatform>(kArenaPa, 3 * kArenaPages);
+  std::vector<ownership::Region> memory{{kMem, kMemSize}};
+  std::vector<ownership::PageMeta> meta;
+  std::unique_ptr<MP> mp = std::make_unique<MP>();
+
+  Machine() {
+    const ownership::MachineDesc m{memory, {}, ownership::Region{0, 0}, u64{1} << 46};
+    meta.resize(ownership::memory_pages(m, kPage));
+    if (!mp->init(*plat, m, meta, arch::CpuFeatures::modern())) std::abort();
+    mp->finalize();
+  }
+  /// The host touches the GiB: one fault maps it as a 1 GiB block.
+  bool fault_in_gib() { return mp->host_handle_fault(kMem).has_value() && mp->host_table().lookup(kMem)->level == 1; }
+};
+
+template <typename Setup, typename Op, typename Check>
+void run(benchmark::State& state, Unit unit, double units, Setup&& setup, Op&& op, Check&& check) {
+  Timing tm;
+  u64 table_bytes = 0;
+  for (auto _ : state) {
+    Machine m;  // untimed: built before the timed region
+    if (!setup(m)) {
+      state.SkipWithError("setup failed");
+      break;
+    }
+    const Status st = timed(state, tm, m.plat.get(), [&] { return op(m); });
+    if (!st) {
+      state.SkipWithError(ptguard::name(st.error()));
+      break;
+    }
+    if (tm.iters == 1) {
+      if (const std::string e = check(m); !e.empty()) {
+        state.SkipWithError(e.c_str());
+        break;
+      }
+    }
+    table_bytes = u64{m.plat->pages_in_use() - m.mp->host_memcache().size() - m.mp->hyp_memcache().size()} * kPage;
+  }
+  report(state, tm, unit, units, static_cast<double>(table_bytes));
+}
+
+std::string expect_states(const Machine& m, PageState host, PageState hyp) {
+  for (u64 pa : {kMem, kMem + kGiB / 2 + 5 * kPage, kMem + kGiB - kPage}) {
+    if (m.mp->host_state(pa) != host || m.mp->hyp_state(pa) != hyp)
+      return std::string("wrong state after the transition: host ") + ownership::name(m.mp->host_state(pa)) +
+             ", hypervisor " + ownership::name(m.mp->hyp_state(pa));
+  }
+  return {};
+}
+
+void share_hyp_1g_page_calls(benchmark::State& state) {
+  run(
+      state, Unit::page, kPagesPerGiB, [](Machine& m) { return m.fault_in_gib(); },
+      [](Machine& m) -> Status {
+        for (u64 i = 0; i < kPagesPerGiB; ++i)
+          if (Status st = m.mp->host_share_hyp(kMem + i * kPage, 1); !st) return st;
+        return {};
+      },
+      [](const Machine& m) { return expect_states(m, PageState::shared_owned, PageState::shared_borrowed); });
+}
+
+void share_hyp_1g_range(benchmark::State& state) {
+  run(
+      state, Unit::page, kPagesPerGiB, [](Machine& m) { return m.fault_in_gib(); },
+      [](Machine& m) { return m.mp->host_share_hyp(kMem, kPagesPerGiB); },
+      [](const Machine& m) { return expect_states(m, PageState::shared_owned, PageState::shared_borrowed); });
+}
+
+void unshare_hyp_1g_range(benchmark::State& state) {
+  run(
+      state, Unit::page, kPagesPerGiB,
+      [](Machine& m) { return m.fault_in_gib() && m.mp->host_share_hyp(kMem, kPagesPerGiB).has_value(); },
+      [](Machine& m) { return m.mp->host_unshare_hyp(kMem, kPagesPerGiB); },
+      [](const Machine& m) { return expect_states(m, PageState::owned, PageState::none); });
+}
+
+void donate_guest_1g(benchmark::State& state) {
+  run(
+      state, Unit::page, kPagesPerGiB,
+      [](Machine& m) {
+        if (!m.fault_in_gib() || !m.mp->create_guest(kGuest, kVmid)) return false;
+        auto* g = m.mp->guest(kGuest);
+        return g->mc.topup(*m.plat, g->table.max_pages_needed(kIaBase, kGiB)).has_value();
+      },
+      [](Machine& m) { return m.mp->host_donate_guest(kMem, kPagesPerGiB, kGuest, kIaBase); },
+      [](const Machine& m) -> std::string {
+        if (m.mp->guest_state(kGuest, kIaBase + kGiB - kPage) != PageState::owned ||
+            m.mp->host_annotation_owner(kMem + 7 * kPage) != kGuest)
+          return "the GiB is not the guest's";
+        return {};
+      });
+}
+
+// One hypervisor-owned page in every 2 MiB of the GiB, then a host fault on every other page:
+// each 2 MiB holds an annotation, so every fault maps one page.
+constexpr u64 kFaults = kPagesPerGiB - kGiB / (2 * kMiB);  // 261,632
+
+void host_fault_1g(benchmark::State& state) {
+  run(
+      state, Unit::call, kFaults,
+      [](Machine& m) {
+        for (u64 b = 0; b < kGiB; b += 2 * kMiB)
+          if (!m.mp->host_donate_hyp(kMem + b, 1)) return false;
+        return true;
+      },
+      [](Machine& m) -> Status {
+        for (u64 b = 0; b < kGiB; b += 2 * kMiB)
+          for (u64 p = kPage; p < 2 * kMiB; p += kPage)
+            if (Status st = m.mp->host_handle_fault(kMem + b + p); !st) return st;
+        return {};
+      },
+      [](const Machine& m) -> std::string {
+        if (m.mp->host_table().lookup(kMem + 3 * kPage)->level != arch::kLastLevel) return "faults did not map pages";
+        if (m.mp->host_state(kMem) != PageState::none) return "the hypervisor's page was mapped";
+        if (m.mp->host_state(kMem + kPage) != PageState::owned) return "a faulted page is not the host's";
+        return {};
+      });
+}
+
+}  // namespace
+
+void register_ownership_benchmarks() {
+  for (auto [name, fn] : {std::pair{"share_hyp_1g_page_calls", &share_hyp_1g_page_calls},
+                          std::pair{"share_hyp_1g_range", &share_hyp_1g_range},
+                          std::pair{"unshare_hyp_1g_range", &unshare_hyp_1g_range},
+                          std::pair{"donate_guest_1g", &donate_guest_1g},
+                          std::pair{"host_fault_1g", &host_fault_1g}}) {
+    benchmark::RegisterBenchmark(name, fn)->UseManualTime()->Unit(benchmark::kMillisecond);
+  }
+}
+
+}  // namespace ptguard::bench
