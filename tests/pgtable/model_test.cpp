@@ -1,0 +1,139 @@
+// Model-based property tests of the table engine (RapidCheck).
+//
+// Random sequences of map (with and without replace), unmap, set_owner, wrprotect,
+// relax_perms and split on random ranges (aligned and unaligned to blocks, inside and across
+// blocks, near the top of the IA space and across the pages of a concatenated root) are applied
+// to a table and, independently, to a plain model (page -> empty / annotation / mapping; see
+// invariants.hpp). After EVERY step World::step checks:
+//   - the result (error or success) is the model's;
+//   - a failed operation left the table byte for byte as it was (snapshot of every table
+//     page), wrote no descriptor, invalidated nothing, took no page from the memcache;
+//   - a successful map took exactly pages_needed_for_map() pages; no operation more than
+//     max_pages_needed();
+//   - an operation with nothing to change (map without replace, wrprotect, relax_perms)
+//     wrote nothing and invalidated nothing;
+//   - a full Table::walk, decoded bit by bit, equals the model;
+//   - the reference MMU agrees with the model at the range's edges, at every run boundary and
+//     at random addresses, for reads, writes and fetches (OA, permissions, memory type,
+//     shareability, software bits; Translation faults and lookup()'s annotation elsewhere);
+//   - structural invariants (refcounts, reachability, allocator accounting, no violations);
+//   - the event log of the operation passes the break-before-make checker.
+// At the end everything is unmapped: only the root may remain, then destroy() frees it.
+//
+// One test body per granule, each for stage 2 and stage-1 EL2.
+#include <gtest/gtest.h>
+#include <rapidcheck/gtest.h>
+
+#include "invariants.hpp"
+
+namespace ptguard::pgtest {
+namespace {
+
+using arch::Granule;
+using pgtable::Memcache;
+using sim::SimPlatform;
+
+struct RcRng final : Rng {
+  // Uniform whatever RapidCheck's current size (inRange scales with it otherwise).
+  u64 below(u64 n) override { return n <= 1 ? 0 : *rc::gen::resize(100, rc::gen::inRange<u64>(0, n)); }
+};
+
+rc::Gen<Op> op_gen(const Space& sp) {
+  return rc::gen::exec([sp] {
+    RcRng r;
+    return gen_op(r, sp);
+  });
+}
+
+std::string tail(const std::vector<std::string>& trace) {
+  std::string out = "operations:\n";
+  const std::size_t from = trace.size() > 40 ? trace.size() - 40 : 0;
+  for (std::size_t i = from; i < trace.size(); ++i) out += "  " + std::to_string(i) + ": " + trace[i] + "\n";
+  return out;
+}
+
+template <Granule G>
+std::vector<unsigned> ia_choices(int stage) {
+  if (stage == 1) return {39, 40, 48};
+  switch (G) {
+    case Granule::k4K: return {36, 40, 44, 48};
+    case Granule::k16K: return {36, 40, 47};
+    case Granule::k64K: return {36, 42, 46, 48};
+  }
+  return {40};
+}
+
+/// Unmaps the whole IA space, checks only the root is left, drains the memcache and destroys.
+template <typename W>
+void teardown(W& w, Memcache& mc) {
+  std::vector<std::string> errors;
+  Op all;
+  all.kind = OpKind::unmap;
+  all.addr = 0;
+  all.size = u64{1} << w.geo.ia_bits;
+  // Nothing to split: the range covers everything. No topup (max_pages_needed is huge here).
+  w.step(all, mc, errors);
+  if (!errors.empty()) RC_FAIL(tail(w.trace) + join(errors));
+  RC_ASSERT(w.model.empty());
+  const Reach r = reachable(*w.plat, w.geo);
+  if (r.pages.size() != w.geo.root_pages) {
+    RC_FAIL("after unmapping everything " + std::to_string(r.pages.size()) + " table pages remain, root has " +
+            std::to_string(w.geo.root_pages) + "\n" + tail(w.trace));
+  }
+  mc.drain(*w.plat);
+  RC_ASSERT(w.plat->allocator().stats().outstanding == u64{w.geo.root_pages});
+  w.t->destroy();
+  RC_ASSERT(w.plat->allocator().stats().outstanding == 0u);
+  RC_ASSERT(w.plat->violations().empty());
+}
+
+template <Granule G>
+void stage2_property() {
+  using T = pgtable::Stage2Table<G, SimPlatform>;
+  const unsigned ia = *rc::gen::elementOf(ia_choices<G>(2));
+  const bool fwb = *rc::gen::arbitrary<bool>();
+  pgtable::TableOptions opt;
+  if (G != Granule::k4K && *rc::gen::inRange(0, 4) == 0) opt.force_page = {pgtable::force_pages_always, nullptr};
+  World<T> w(ia, fwb, opt);
+  RC_ASSERT(w.t.has_value());
+  const Space sp = make_space(w.geo, *rc::gen::inRange(0, 3));
+  const auto n = *rc::gen::resize(100, rc::gen::inRange<std::size_t>(1, 31));
+  const auto ops = *rc::gen::container<std::vector<Op>>(n, op_gen(sp));
+  Memcache mc;
+  for (const Op& op : ops) {
+    RC_ASSERT(mc.topup(*w.plat, w.pages_for(op)));
+    std::vector<std::string> errors;
+    w.step(op, mc, errors);
+    if (!errors.empty()) RC_FAIL(tail(w.trace) + join(errors));
+  }
+  teardown(w, mc);
+}
+
+template <Granule G>
+void stage1_property() {
+  using T = pgtable::Stage1Table<G, SimPlatform>;
+  const unsigned ia = *rc::gen::elementOf(ia_choices<G>(1));
+  World<T> w(ia, false);
+  RC_ASSERT(w.t.has_value());
+  const Space sp = make_space(w.geo, *rc::gen::inRange(0, 2));
+  const auto n = *rc::gen::resize(100, rc::gen::inRange<std::size_t>(1, 31));
+  const auto ops = *rc::gen::container<std::vector<Op>>(n, op_gen(sp));
+  Memcache mc;
+  for (const Op& op : ops) {
+    RC_ASSERT(mc.topup(*w.plat, w.pages_for(op)));
+    std::vector<std::string> errors;
+    w.step(op, mc, errors);
+    if (!errors.empty()) RC_FAIL(tail(w.trace) + join(errors));
+  }
+  teardown(w, mc);
+}
+
+RC_GTEST_PROP(PgtableModel, Stage2Granule4K, ()) { stage2_property<Granule::k4K>(); }
+RC_GTEST_PROP(PgtableModel, Stage2Granule16K, ()) { stage2_property<Granule::k16K>(); }
+RC_GTEST_PROP(PgtableModel, Stage2Granule64K, ()) { stage2_property<Granule::k64K>(); }
+RC_GTEST_PROP(PgtableModel, Stage1Granule4K, ()) { stage1_property<Granule::k4K>(); }
+RC_GTEST_PROP(PgtableModel, Stage1Granule16K, ()) { stage1_property<Granule::k16K>(); }
+RC_GTEST_PROP(PgtableModel, Stage1Granule64K, ()) { stage1_property<Granule::k64K>(); }
+
+}  // namespace
+}  // namespace ptguard::pgtest
