@@ -278,6 +278,20 @@ TYPED_TEST(Ops, UnmapWithoutFwbCleansCacheableMemory) {
   EXPECT_EQ(e.plat->log().since(mark).count(CacheOp::dc_civac), 2u) << "device memory is not cleaned";
 }
 
+TYPED_TEST(Ops, CacheMaintenanceCanBeTurnedOffForATable) {
+  auto& e = this->env;
+  CpuFeatures cpu = CpuFeatures::modern();
+  cpu.fwb = false;
+  TableOptions opt;
+  opt.cache_maintenance = false;
+  auto t = e.stage2(40, cpu, opt);
+  e.fill();
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(this->kIpa, 2 * this->kPage, this->kPa, Prot{kPermRWX, MemType::normal_wb, 0}, e.mc));
+  ASSERT_TRUE(t.unmap(this->kIpa, 2 * this->kPage, e.mc));
+  EXPECT_EQ(e.plat->log().since(mark).count(sim::EventKind::cache), 0u);
+}
+
 // ---- set_owner ----------------------------------------------------------------------------
 
 TYPED_TEST(Ops, SetOwnerUsesBlockLevelAnnotationsAndRoundTrips) {

@@ -91,6 +91,10 @@ class MemProtect {
     pgtable::TableOptions hopt;
     hopt.force_page = pgtable::ForcePagePolicy{&host_force_page, nullptr};
     hopt.dic = cpu.dic;
+    // The host's memory is the host's own: it keeps its caches coherent itself, and mapping it
+    // into its identity stage-2 needs no maintenance (as in pKVM). Pages that change hands are
+    // scrubbed and cleaned by the transitions that move them.
+    hopt.cache_maintenance = false;
     Result<S2> host = S2::create_stage2(plat, *hcfg, 0, hopt);
     if (!host) return fail(host.error());
     host_ = static_cast<S2&&>(*host);

@@ -59,6 +59,10 @@ struct TableOptions {
   ForcePagePolicy force_page;
   /// CTR_EL0.DIC: the instruction cache needs no invalidation for new executable mappings.
   bool dic = false;
+  /// Data- and instruction-cache maintenance for new mappings (stage 2). A table whose
+  /// component keeps its own caches coherent for memory it already owns (the host's identity
+  /// stage-2: pKVM gives the host's table no cache-maintenance callbacks) turns it off.
+  bool cache_maintenance = true;
 };
 
 struct MapOptions {
@@ -464,8 +468,8 @@ class Table {
   [[nodiscard]] Content leaf_content(u64 addr, u64 pa, const Prot& prot, u64 attrs, bool replace) const {
     Content c{Content::Kind::leaf, attrs, addr, pa, prot, replace, false, TlbPolicy::invalidate};
     if constexpr (kStage2) {
-      c.clean_d = !fwb_ && arch::is_cacheable(prot.type);
-      c.inval_i = prot.executable() && !opt_.dic;
+      c.clean_d = opt_.cache_maintenance && !fwb_ && arch::is_cacheable(prot.type);
+      c.inval_i = opt_.cache_maintenance && prot.executable() && !opt_.dic;
     }
     return c;
   }
@@ -839,7 +843,7 @@ class Table {
       case Act::unmap:
         set(x, d.value);
         queue_tlbi(s, x.base, x.level, false);
-        if (kStage2 && !fwb_ && Regime::decode(x.old, fwb_).type == arch::MemType::normal_wb) {
+        if (kStage2 && !fwb_ && opt_.cache_maintenance && Regime::decode(x.old, fwb_).type == arch::MemType::normal_wb) {
           // Without FWB, clean the data to the point of coherency, once no translation can
           // dirty it again.
           flush(s);
@@ -975,7 +979,7 @@ class Table {
   void zap(const Content& c, VisitCtx& x, u64 nv) {
     const u64 child = arch::TableDesc(x.old).next_table(G);
     break_entry(x, true);
-    if (kStage2 && !fwb_ && !arch::DescValid::get(nv)) clean_subtree(child, x.level + 1);
+    if (kStage2 && !fwb_ && opt_.cache_maintenance && !arch::DescValid::get(nv)) clean_subtree(child, x.level + 1);
     free_subtree(child, x.level + 1);
     if (arch::DescValid::get(nv)) cmo_new(c, nv, x.level);
     if (nv != 0) write(x.ptep, nv);
@@ -1026,7 +1030,8 @@ class Table {
     if (c.inval_i) plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), size);
   }
   void icache_for(u64 leaf, int level) {
-    if (!opt_.dic) plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), arch::level_size(G, level));
+    if (!opt_.dic && opt_.cache_maintenance)
+      plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), arch::level_size(G, level));
   }
 
   void queue_tlbi(OpState& s, u64 addr, int level, bool deferrable) {
