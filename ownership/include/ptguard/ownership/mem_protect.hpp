@@ -203,8 +203,9 @@ class MemProtect {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size); !st) return st;
+    PageMeta* const pages = meta_run(pa);
     for (u64 i = 0; i < n; ++i)
-      if (meta(pa + i * kPage).hyp_pins != 0) return fail(Error::ebusy);
+      if (pages[i].hyp_pins != 0) return fail(Error::ebusy);
     if (Status st = fill_host_hyp(pa, size); !st) return st;
     return commit2(host_.map(pa, size, pa, host_prot(sw_owned()), host_mc_),
                    [&] { return hyp_.unmap(hyp_va(pa), size, hyp_mc_); });
@@ -216,9 +217,10 @@ class MemProtect {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size); !st) return st;
+    PageMeta* const pages = meta_run(pa);
     for (u64 i = 0; i < n; ++i)
-      if (meta(pa + i * kPage).hyp_pins == kMaxPins) return fail(Error::ebusy);
-    for (u64 i = 0; i < n; ++i) ++meta(pa + i * kPage).hyp_pins;
+      if (pages[i].hyp_pins == kMaxPins) return fail(Error::ebusy);
+    for (u64 i = 0; i < n; ++i) ++pages[i].hyp_pins;
     return {};
   }
   /// EPERM unless shared and pinned.
@@ -226,9 +228,10 @@ class MemProtect {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size); !st) return st;
+    PageMeta* const pages = meta_run(pa);
     for (u64 i = 0; i < n; ++i)
-      if (meta(pa + i * kPage).hyp_pins == 0) return fail(Error::eperm);
-    for (u64 i = 0; i < n; ++i) --meta(pa + i * kPage).hyp_pins;
+      if (pages[i].hyp_pins == 0) return fail(Error::eperm);
+    for (u64 i = 0; i < n; ++i) --pages[i].hyp_pins;
     return {};
   }
 
@@ -263,18 +266,20 @@ class MemProtect {
     if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
     if (Status st = host_.map(pa, size, pa, host_prot(sw_shared_owned()), host_mc_); !st) return st;
-    for (u64 i = 0; i < n; ++i) meta(pa + i * kPage).flags |= kMetaFfa;
+    PageMeta* const pages = meta_run(pa);
+    for (u64 i = 0; i < n; ++i) pages[i].flags |= kMetaFfa;
     return {};
   }
   [[nodiscard]] Status host_unshare_ffa(u64 pa, u64 n) {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host(pa, size, HostNeed::shared_owned); !st) return st;
+    PageMeta* const pages = meta_run(pa);
     for (u64 i = 0; i < n; ++i)
-      if ((meta(pa + i * kPage).flags & kMetaFfa) == 0) return fail(Error::eperm);
+      if ((pages[i].flags & kMetaFfa) == 0) return fail(Error::eperm);
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
     if (Status st = host_.map(pa, size, pa, host_prot(sw_owned()), host_mc_); !st) return st;
-    for (u64 i = 0; i < n; ++i) meta(pa + i * kPage).flags &= static_cast<u8>(~kMetaFfa);
+    for (u64 i = 0; i < n; ++i) pages[i].flags &= static_cast<u8>(~kMetaFfa);
     return {};
   }
 
@@ -333,7 +338,8 @@ class MemProtect {
     if (Status st = g->table.map(ipa, size, pa, Prot{perm, arch::MemType::normal_wb, sw_shared_borrowed()}, g->mc);
         !st)
       return st;
-    for (u64 i = 0; i < n; ++i) ++meta(pa + i * kPage).guest_shares;
+    PageMeta* const pages = meta_run(pa);
+    for (u64 i = 0; i < n; ++i) ++pages[i].guest_shares;
     return {};
   }
 
@@ -382,8 +388,9 @@ class MemProtect {
     if (Status st = g->table.map(ipa, size, pa, Prot{pgtable::kPermRWX, arch::MemType::normal_wb, sw_owned()}, g->mc);
         !st)
       return st;
+    PageMeta* const pages = meta_run(pa);
     for (u64 i = 0; i < n; ++i) {
-      PageMeta& m = meta(pa + i * kPage);
+      PageMeta& m = pages[i];
       m.guest = id;
       m.guest_ipa = ipa + i * kPage;
     }
@@ -444,8 +451,9 @@ class MemProtect {
     if (Status st = host_.set_owner(pa, size, id, sw_lent(), host_mc_); !st) return st;
     if (Status st = g->table.map(ipa, size, pa, Prot{perm, arch::MemType::normal_wb, sw_borrowed()}, g->mc); !st)
       return st;
+    PageMeta* const pages = meta_run(pa);
     for (u64 i = 0; i < n; ++i) {
-      PageMeta& m = meta(pa + i * kPage);
+      PageMeta& m = pages[i];
       m.guest = id;
       m.guest_ipa = ipa + i * kPage;
       m.flags &= static_cast<u8>(~kMetaRelinquished);
@@ -475,11 +483,12 @@ class MemProtect {
         });
         !st)
       return st;
+    PageMeta* const pages = meta_run(pa);
     for (u64 i = 0; i < n; ++i)
-      if ((meta(pa + i * kPage).flags & kMetaRelinquished) == 0) return fail(Error::ebusy);
+      if ((pages[i].flags & kMetaRelinquished) == 0) return fail(Error::ebusy);
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
     if (Status st = host_.unmap(pa, size, host_mc_); !st) return st;
-    for (u64 i = 0; i < n; ++i) meta(pa + i * kPage) = PageMeta{};
+    for (u64 i = 0; i < n; ++i) pages[i] = PageMeta{};
     return {};
   }
 
@@ -938,6 +947,10 @@ class MemProtect {
     return 0;
   }
   [[nodiscard]] PageMeta& meta(u64 pa) { return meta_[meta_index(pa)]; }
+  // The page array from `pa` on; a range that check_memory() accepted lies in one region, so
+  // its pages' entries are consecutive.
+  [[nodiscard]] PageMeta* meta_run(u64 pa) { return &meta_[meta_index(pa)]; }
+  [[nodiscard]] const PageMeta* meta_run(u64 pa) const { return &meta_[meta_index(pa)]; }
   [[nodiscard]] const PageMeta& meta(u64 pa) const { return meta_[meta_index(pa)]; }
 
   // Visits the host's entries over [addr, addr+size) (each leaf or invalid entry once, with the
@@ -988,7 +1001,7 @@ class MemProtect {
     if (Status st = check_host(pa, size, HostNeed::shared_owned); !st) return st;
     if (Status st = check_hyp_state(pa, size, PageState::shared_borrowed); !st) return st;
     for (u64 off = 0; off < size; off += kPage) {
-      const PageMeta& m = meta_[meta_index(pa + off)];
+      const PageMeta& m = meta_run(pa)[off / kPage];
       if ((m.flags & kMetaFfa) != 0 || m.guest_shares != 0) return fail(Error::eperm);
     }
     return {};
