@@ -53,7 +53,7 @@ TEST(HostFault, RegionEdgesThatAreNotBlockOrPageAligned) {
   ASSERT_TRUE(mem.add_region(0x8000'0000, u64{8} << 20));
   sim::SimPlatform plat(mem, 0x4000'0000, u64{64} << 20, kPg);
   // Memory from 0x8000_0800 (not page-aligned) to 0x8030_0000 (not 2 MiB-aligned).
-  const std::vector<Region> regions{{0x8000'0000 + 0x1000, 0x30'0000 - 0x1000}};
+  const std::vector<Region> regions{{0x8000'0000 + 0x800, 0x30'0000 - 0x800}};
   const MachineDesc m{regions, {}, Region{0, 0}, OwnEnv::kHypOffset};
   std::vector<PageMeta> meta(memory_pages(m, kPg));
   OwnEnv::MP mp;
@@ -61,8 +61,15 @@ TEST(HostFault, RegionEdgesThatAreNotBlockOrPageAligned) {
   // In the middle of the second 2 MiB: the whole block fits.
   ASSERT_TRUE(mp.host_handle_fault(0x8020'0000 + 0x5000));
   EXPECT_EQ(mp.host_table().lookup(0x8020'0000)->level, 3) << "the region ends before the block does";
-  ASSERT_TRUE(mp.host_handle_fault(0x8000'1000));
-  EXPECT_EQ(mp.host_table().lookup(0x8000'1000)->level, 3);
+  // In the first page, which the region only partly covers: that page, and only it.
+  ASSERT_TRUE(mp.host_handle_fault(0x8000'0900));
+  EXPECT_EQ(mp.host_table().lookup(0x8000'0000)->level, 3);
+  EXPECT_NE(mp.host_table().lookup(0x8000'0000)->entry, 0u);
+  EXPECT_EQ(mp.host_table().lookup(0x8000'1000)->entry, 0u);
+  // Before the region's first byte the address is no memory at all.
+  EXPECT_EQ(mp.host_handle_fault(0x8000'0100).error(), Error::einval);
+  // No transition takes the partly covered page: its range is not inside the region.
+  EXPECT_EQ(mp.host_share_hyp(0x8000'0000, 1).error(), Error::einval);
 }
 
 TEST(HostHyp, ShareUnshareFromEveryState) {

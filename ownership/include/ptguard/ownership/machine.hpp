@@ -19,6 +19,15 @@ struct Region {
     return a >= base && n <= size && a - base <= size - n;
   }
   [[nodiscard]] constexpr u64 end() const { return base + size; }
+  /// The pages the region touches, [first_page(p), end_page(p)) for page size p: a region's
+  /// edges need not be page-aligned (firmware memory maps are not always), and a page it only
+  /// partly covers is still memory the host may fault in.
+  [[nodiscard]] constexpr u64 first_page(u64 page) const { return base & ~(page - 1); }
+  [[nodiscard]] constexpr u64 end_page(u64 page) const { return (end() + page - 1) & ~(page - 1); }
+  [[nodiscard]] constexpr u64 pages(u64 page) const { return (end_page(page) - first_page(page)) / page; }
+  [[nodiscard]] constexpr bool touches_page(u64 pa, u64 page) const {
+    return pa >= first_page(page) && pa < end_page(page);
+  }
 };
 
 struct MmioRegion {
@@ -28,7 +37,10 @@ struct MmioRegion {
   [[nodiscard]] constexpr Region region() const { return Region{base, size}; }
 };
 
-/// The input to setting up. Memory regions must be sorted, disjoint, and not overlap MMIO.
+/// The input to setting up. Memory regions must be sorted, must not share a page with each
+/// other, and must not overlap MMIO. Their edges need not be page-aligned: a partly covered page
+/// is memory the host may fault in (Linux had to learn this), but no transition takes it (a
+/// transition's range must lie inside one region).
 struct MachineDesc {
   std::span<const Region> memory;
   std::span<const MmioRegion> mmio;
@@ -52,7 +64,7 @@ inline constexpr u8 kMetaRelinquished = 1u << 1;  ///< a lent page its borrower 
 /// Pages of memory a description holds (the size of the PageMeta array it needs).
 [[nodiscard]] constexpr u64 memory_pages(const MachineDesc& m, u64 page_size) {
   u64 n = 0;
-  for (const Region& r : m.memory) n += r.size / page_size;
+  for (const Region& r : m.memory) n += r.pages(page_size);
   return n;
 }
 

@@ -78,8 +78,8 @@ class MemProtect {
     cpu_ = cpu;
     u64 prev_end = 0;
     for (const Region& r : machine.memory) {
-      if (r.size == 0 || ((r.base | r.size) & (kPage - 1)) != 0 || r.base < prev_end) return fail(Error::einval);
-      prev_end = r.base + r.size;
+      if (r.size == 0 || r.end() < r.base || r.first_page(kPage) < prev_end) return fail(Error::einval);
+      prev_end = r.end_page(kPage);
       for (const MmioRegion& m : machine.mmio)
         if (m.base < r.end() && r.base < m.base + m.size) return fail(Error::einval);
     }
@@ -469,6 +469,8 @@ class MemProtect {
     u64 size = 0;
     if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
     if (Status st = check_guest_owned(*g, ipa, size, PageState::borrowed); !st) return st;
+    if (g->mc.size() < g->table.max_pages_needed(ipa, size)) return fail(Error::enomem);
+    // Note the pages before their mappings go (the mappings say which they are).
     for (u64 off = 0; off < size; off += kPage) meta(guest_pa(*g, ipa + off)).flags |= kMetaRelinquished;
     return g->table.unmap(ipa, size, g->mc);
   }
@@ -529,15 +531,20 @@ class MemProtect {
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (g->alive) return fail(Error::eperm);
+    // All the host-table pages the page-by-page changes below can take, filled before the
+    // first change (a bound over every region of memory), so nothing fails half-way.
+    u64 bound = 0;
+    for (const Region& r : machine_.memory)
+      bound += host_.max_pages_needed(r.first_page(kPage), r.pages(kPage) * kPage);
+    if (Status st = fill(host_mc_, bound > 0xffff'ffffu ? 0xffff'ffffu : static_cast<u32>(bound)); !st) return st;
     // Every page whose host entry names this guest as owner (donated to it).
     for (const Region& r : machine_.memory) {
-      for (u64 pa = r.base; pa < r.end(); pa += kPage) {
+      for (u64 pa = r.first_page(kPage); pa < r.end_page(kPage); pa += kPage) {
         PageMeta& m = meta(pa);
         if (m.guest != id) continue;
         if (host_state(pa) == PageState::lent) continue;  // lent: the host reclaims it
         if (host_annotation_owner(pa) != id && host_state(pa) != PageState::shared_borrowed) continue;
         scrub(pa);
-        if (Status st = fill(host_mc_, host_.max_pages_needed(pa, kPage)); !st) return st;
         if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
         m.guest = 0;
         m.guest_ipa = 0;
@@ -550,10 +557,10 @@ class MemProtect {
         const u64 pa = guest_pa(*g, x);
         PageMeta& m = meta(pa);
         if (m.guest_shares == 0) continue;
-        if (--m.guest_shares == 0) {
-          if (Status s2 = fill(host_mc_, host_.max_pages_needed(pa, kPage)); !s2) return s2;
+        if (m.guest_shares == 1) {
           if (Status s2 = host_.map(pa, kPage, pa, host_prot(sw_owned()), host_mc_); !s2) return s2;
         }
+        --m.guest_shares;
       }
       return {};
     });
@@ -694,7 +701,7 @@ class MemProtect {
     }
     // 2. Every page of memory, from the host's side.
     for (const Region& r : machine_.memory) {
-      for (u64 pa = r.base; pa < r.end(); pa += kPage) {
+      for (u64 pa = r.first_page(kPage); pa < r.end_page(kPage); pa += kPage) {
         const PageMeta& m = meta(pa);
         const PageState hs = host_state(pa);
         const PageState ys = hyp_state(pa);
@@ -804,9 +811,10 @@ class MemProtect {
     return second();
   }
 
+  // Whether `pa` is in a page of memory (a page a region only partly covers counts).
   [[nodiscard]] bool is_memory(u64 pa) const {
     for (const Region& r : machine_.memory)
-      if (r.contains(pa)) return true;
+      if (r.touches_page(pa, kPage)) return true;
     return false;
   }
   [[nodiscard]] bool is_host_mmio(u64 pa) const {
@@ -941,8 +949,8 @@ class MemProtect {
   [[nodiscard]] u64 meta_index(u64 pa) const {
     u64 idx = 0;
     for (const Region& r : machine_.memory) {
-      if (r.contains(pa)) return idx + (pa - r.base) / kPage;
-      idx += r.size / kPage;
+      if (r.touches_page(pa, kPage)) return idx + (pa - r.first_page(kPage)) / kPage;
+      idx += r.pages(kPage);
     }
     return 0;
   }
