@@ -178,7 +178,10 @@ class MemProtect {
         break;
       }
     }
-    if (Status st = fill(host_mc_, host_.max_pages_needed(base, size)); !st) return st;
+    // An empty last-level entry needs no new table; anything higher may.
+    if (leaf->level != arch::kLastLevel) {
+      if (Status st = fill(host_mc_, host_.max_pages_needed(base, size)); !st) return st;
+    }
     return host_.map(base, size, base, mmio ? kHostMmio : kHostMem, host_mc_);
   }
 
