@@ -1,131 +1,119 @@
-// ptguard demo: what `make demo` runs. Until the engine and the ownership layer land, it shows
-// the architecture layer at work: the registers built for a CPU, and descriptors built with
-// arch/ and decoded field by field.
+// ptguard demo: what `make demo` runs. A simulated machine (4 GiB of RAM at 0x4000_0000, an
+// interrupt controller and a UART as MMIO, a 64 MiB hypervisor carve-out) boots its host,
+// shares with the hypervisor and the secure world, runs two guests, tries illegal transitions,
+// tears a guest down, and ends with the ownership map as a table and as an SVG picture. It is a
+// scenario (docs/scenarios.md) run by the same engine as `ptguard run`.
 #include <fmt/format.h>
 
+#include <fstream>
+#include <iostream>
+
 #include "commands.hpp"
-#include "decode.hpp"
-#include "ptguard/arch/memattr.hpp"
-#include "ptguard/arch/regs.hpp"
-#include "ptguard/sim/phys_mem.hpp"
-#include "ptguard/sim/ref_mmu.hpp"
+#include "ownership_map.hpp"
+#include "scenario.hpp"
 
 namespace ptguard::tools {
 
 namespace {
 
-void show(const char* what, u64 raw, const DecodeContext& ctx) {
-  const Decoded d = decode_descriptor(raw, ctx);
-  fmt::print("\n{}\n  {:#018x}: {}\n", what, raw, d.summary);
-  for (const DecodedField& f : d.fields)
-    if (f.value != 0 || f.name == "output address") fmt::print("    {:<24} {:#x}  {}\n", f.name, f.value, f.meaning);
-  for (const std::string& p : d.problems) fmt::print("    ! {}\n", p);
-}
+constexpr const char* kDemo = R"(
+ram      0x4000_0000 4G
+mmio     0x0800_0000 64K gic
+mmio     0x0900_0000 4K  uart hyp        # the hypervisor's console
+carveout 0x4000_0000 64M                 # the hypervisor's memory; its table pages come from here
+boot
 
-// A three-level stage-2 table written descriptor by descriptor into simulated memory, then
-// asked of the reference MMU: what the hardware would do with each access.
-void translate_by_hand() {
-  using namespace arch;
-  sim::PhysMem mem;
-  if (!mem.add_region(0x4000'0000, u64{64} << 20)) return;
-  const auto cfg = make_stage2_config(Granule::k4K, 32, CpuFeatures::modern());  // start level 2
-  const u64 root = 0x4000'0000, l3 = 0x4000'4000;
-  const auto leaf = [](u64 pa, bool write) {
-    return S2Leaf::page<Granule::k4K>(pa)
-        .with_memattr(s2_memattr(MemType::normal_wb, true))
-        .with_read(true)
-        .with_write(write)
-        .with_sh(Shareability::inner)
-        .with_af(true)
-        .with_xn(S2XnKind::xn)
-        .raw();
-  };
-  // IPA 0x0020_0000 is the first 2 MiB region (level-2 index 1) -> a level-3 table.
-  bool ok = mem.write64(root + 8 * 1, TableDesc::make(Granule::k4K, l3).raw());
-  ok = ok && mem.write64(l3 + 8 * 0, leaf(0x4100'0000, true));   // RW page
-  ok = ok && mem.write64(l3 + 8 * 1, leaf(0x4100'1000, false));  // read-only page
-  ok = ok && mem.write64(l3 + 8 * 2, InvalidDesc::annotation(2, 0).raw());  // owned by id 2
-  if (!ok) return;
-  const sim::Stage2Regs regs{cfg->vtcr, make_vttbr(root, 1), true, false};
-  fmt::print("\nThe reference MMU on a stage-2 table written by hand (4K, 32-bit IPA, start level {}):\n",
-             cfg->geometry.start_level);
-  struct Probe {
-    u64 ipa;
-    sim::Access access;
-  };
-  const Probe probes[] = {{0x20'0010, sim::Access::write}, {0x20'1008, sim::Access::read},
-                          {0x20'1008, sim::Access::write}, {0x20'2000, sim::Access::read},
-                          {0x20'0000, sim::Access::exec},  {0x1'0000'0000, sim::Access::read}};
-  for (const Probe& p : probes) {
-    const sim::Translation t = sim::translate_stage2(mem, regs, p.ipa, p.access);
-    fmt::print("  {:<5} IPA {:#012x}: {}\n", sim::name(p.access), p.ipa, sim::to_string(t));
-  }
-}
+echo == The host boots: each first touch faults at stage 2 and maps the largest block that fits
+access host read  0x4800_0000               expect ok level 2   # a 2M block: the 1G around it holds the carve-out
+access host write 0x8000_1000               expect ok level 1   # a whole 1G block
+access host write 0x0800_0000               expect ok           # the interrupt controller, as Device memory
+access host read  0x0900_0000               expect fault translation   # the UART is the hypervisor's: refused
+access host read  0x4000_0000               expect fault translation   # so is the carve-out
 
-void run_demo() {
-  using namespace arch;
-  const CpuFeatures cpu = CpuFeatures::modern();  // 48-bit PA, 16-bit VMIDs, hardware AF, FWB
-  fmt::print("ptguard demo: the architecture layer\n\n");
-  fmt::print("Stage-2 roots for a 40-bit IPA space (Linux's rule: fewest levels, <= 16 concatenated tables):\n");
-  for (Granule g : kAllGranules) {
-    const auto cfg = make_stage2_config(g, 40, cpu);
-    if (!cfg) continue;
-    fmt::print("  {:>3} granule: start level {}, {:>2} root table(s) ({} KiB, aligned to its size), VTCR_EL2 {:#x}\n",
-               granule_name(g), cfg->geometry.start_level, cfg->geometry.root_tables,
-               cfg->geometry.root_bytes() / 1024, cfg->vtcr);
-  }
-  const auto s1 = make_stage1_config(Granule::k4K, 48, cpu);
-  fmt::print("Stage-1 EL2, 48-bit VA, 4K: start level {}, TCR_EL2 {:#x}, MAIR_EL2 {:#x}\n", s1->start_level,
-             s1->tcr, s1->mair);
+echo == The host shares pages with the hypervisor, which pins one
+host-share-hyp   0x8100_0000 4 pages        expect ok
+hyp-pin-shared   0x8100_0000                expect ok
+access hyp write 0x8100_0000                expect ok
+host-unshare-hyp 0x8100_0000 4 pages        expect EBUSY        # pinned: refused
+hyp-unpin-shared 0x8100_0000                expect ok
+host-unshare-hyp 0x8100_2000 2 pages        expect ok
+host-donate-hyp  0x8200_0000 2M             expect ok           # the hypervisor's for good
+access host read 0x8200_0000                expect fault translation
+host-share-ffa   0x8300_0000                expect ok           # and a page for the secure world
 
-  DecodeContext s2ctx;
-  s2ctx.stage = 2;
-  s2ctx.level = 3;
-  show("A host stage-2 page shared with the hypervisor (software bit SW0 set):",
-       S2Leaf::page<Granule::k4K>(0x4000'0000)
-           .with_memattr(s2_memattr(MemType::normal_wb, true))
-           .with_read(true)
-           .with_write(true)
-           .with_sh(Shareability::inner)
-           .with_af(true)
-           .with_sw(0b01)
-           .raw(),
-       s2ctx);
-  s2ctx.level = 2;
-  show("A 2 MiB stage-2 block of MMIO:",
-       S2Leaf::block<Granule::k4K, 2>(0x0800'0000)
-           .with_memattr(s2_memattr(MemType::device_ngnre, true))
-           .with_read(true)
-           .with_write(true)
-           .with_af(true)
-           .with_xn(S2XnKind::xn)
-           .raw(),
-       s2ctx);
-  s2ctx.level = 3;
-  show("An invalid host stage-2 entry annotated: owned by guest 7, state bits kept:",
-       InvalidDesc::annotation(7, 0b11).raw(), s2ctx);
-  DecodeContext s1ctx;
-  s1ctx.stage = 1;
-  s1ctx.level = 3;
-  show("The hypervisor's stage-1 mapping of its UART:",
-       S1Leaf::page<Granule::k4K>(0x0900'0000)
-           .with_attr_index(attr_index(MemType::device_ngnre))
-           .with_ap(S1ApEl2::rw)
-           .with_af(true)
-           .with_xn(true)
-           .raw(),
-       s1ctx);
-  s2ctx.level = 0;
-  show("What the MMU rejects: a block descriptor at level 0 of a 4K table:", 0x0000'0000'4000'07d9ull, s2ctx);
-  translate_by_hand();
-  fmt::print("\nTry: ptguard decode 0x0040000040000743 --stage 1 --level 3\n");
-}
+echo == Two guests: one gets memory of its own, the other a shared buffer
+create-guest guest:2
+create-guest guest:3
+host-donate-guest 0x9000_0000 16M to guest:2 at 0x0       expect ok
+guest-share-host  guest:2 at 0x1000                       expect ok   # the guest shares a page back
+access host read  0x9000_1000                             expect ok
+access host read  0x9000_2000                             expect fault translation
+host-share-guest  0xa000_0000 64K to guest:3 at 0x8000_0000 rw expect ok
+host-share-guest  0xa000_0000 64K to guest:2 at 0x4000_0000 r  expect ok   # the same buffer, read-only
+access guest:3 write 0x8000_0000                          expect ok pa 0xa000_0000
+access guest:2 write 0x4000_0000                          expect fault permission level 3
+host-lend-guest   0xb000_0000 2 pages to guest:3 at 0x9000_0000 rw expect ok
+access host read  0xb000_0000                             expect fault translation   # lent: not the host's to touch
+page 0xa000_0000 64K host=shared-owned guest:2=shared-borrowed guest:3=shared-borrowed shares=2
+
+echo == Illegal transitions are refused and change nothing
+host-share-hyp    0x9000_0000                              expect EPERM   # guest:2's page
+host-donate-guest 0x0800_0000 to guest:3 at 0x1_0000_0000  expect EPERM   # MMIO is not memory
+host-share-hyp    0x4000_0000                              expect EPERM   # the carve-out
+host-share-hyp    0x1_3fff_f000 2 pages                    expect EINVAL  # runs off the end of RAM
+host-reclaim-lent 0xb000_0000                              expect EBUSY   # not relinquished yet
+guest-share-host  guest:3 at 0x8000_0000                   expect EPERM   # not the guest's to share
+reclaim-guest     guest:3                                  expect EPERM   # still running
+
+echo == guest:2 loses a page to a forced reclaim, then is torn down and reclaimed
+host-force-reclaim 0x9000_2000                expect ok
+page guest:2 0x2000 poisoned
+guest-share-host   guest:2 at 0x2000          expect EHWPOISON
+teardown-guest     guest:2                    expect ok
+reclaim-guest      guest:2                    expect ok   # its pages scrubbed and the host's again
+
+echo == guest:3 gives one lent page back; the host takes it; the hypervisor pins its page again
+guest-relinquish   guest:3 at 0x9000_1000     expect ok
+host-reclaim-lent  0xb000_1000                expect ok
+hyp-pin-shared     0x8100_0000                expect ok
+invariants
+)";
 
 }  // namespace
 
+int run_demo(const std::string& svg_path, bool trace) {
+  fmt::print("ptguard demo: page ownership on a simulated Armv8-A machine\n");
+  fmt::print("(each line: the operation, its result, what changed; this is a scenario file, see docs/scenarios.md)\n");
+  Scenario s;
+  if (!s.parse(kDemo, "demo", std::cerr)) return 2;
+  ScenarioOptions opts;
+  opts.line_numbers = false;
+  opts.trace = trace;
+  opts.summary = false;
+  const ScenarioResult r = s.run(opts, std::cout, std::cerr);
+  if (s.world() == nullptr) return 2;
+  const OwnershipMap m = build_map(*s.world());
+  fmt::print("\n== The ownership map ({} ranges)\n{}", m.rows.size(), map_text(m));
+  std::ofstream f(svg_path);
+  f << map_svg(m, "ptguard demo: who owns what, and who maps it");
+  f.close();
+  if (!f) {
+    fmt::print(stderr, "ptguard demo: cannot write '{}'\n", svg_path);
+    return 2;
+  }
+  fmt::print("\n{} operations, {} checks, {} failed. The ownership map as a picture: {}\n", r.statements,
+             r.expectations, r.failures, svg_path);
+  return r.exit_code;
+}
+
 void add_demo_command(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("demo", "Show ptguard at work on a simulated machine");
-  cmd->callback([] { run_demo(); });
+  auto svg = std::make_shared<std::string>("ptguard-ownership-map.svg");
+  auto trace = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand("demo", "Show page ownership at work on a simulated machine");
+  cmd->footer("Example:\n  ptguard demo --svg /tmp/map.svg");
+  cmd->add_option("--svg", *svg, "where to write the ownership map picture")->capture_default_str();
+  cmd->add_flag("--trace", *trace, "print the event log of every step");
+  cmd->callback([svg, trace] { set_exit_code(run_demo(*svg, *trace)); });
 }
 
 }  // namespace ptguard::tools

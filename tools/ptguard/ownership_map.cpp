@@ -1,0 +1,382 @@
+#include "ownership_map.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "ptguard/pgtable/walker.hpp"
+
+namespace ptguard::tools {
+
+using namespace ptguard::ownership;
+
+bool MapRow::same_as(const MapRow& o) const {
+  return memory == o.memory && region == o.region && owner == o.owner && host == o.host && hyp == o.hyp &&
+         ffa == o.ffa && guests == o.guests && pins == o.pins && shares == o.shares;
+}
+
+namespace {
+
+struct Seg {
+  u64 base, end, entry;
+};
+
+// Collects the leaves (valid or not) of [addr, end) of a table.
+struct LeafCollector {
+  static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+  std::vector<Seg>* out;
+  bool valid_only;
+  u64 delta;  // subtracted from input addresses
+  Status leaf(pgtable::VisitCtx& x) {
+    if (valid_only && !arch::DescValid::get(x.old)) return {};
+    if (!out->empty() && out->back().end == x.addr - delta && out->back().entry == x.old &&
+        !arch::DescValid::get(x.old)) {
+      out->back().end = x.end - delta;
+      return {};
+    }
+    out->push_back(Seg{x.addr - delta, x.end - delta, x.old});
+    return {};
+  }
+};
+
+// A guest's valid leaves as physical ranges, sorted by physical address.
+struct GuestSeg {
+  u64 pa, end;
+  PageState state;
+};
+
+// Walks a sorted segment list alongside an increasing address.
+template <typename S, typename Begin, typename End>
+const S* cursor_at(const std::vector<S>& v, std::size_t& i, u64 a, Begin b, End e) {
+  while (i < v.size() && e(v[i]) <= a) ++i;
+  if (i < v.size() && b(v[i]) <= a) return &v[i];
+  return nullptr;
+}
+
+}  // namespace
+
+OwnershipMap build_map(const World& w) {
+  OwnershipMap m;
+  const World::MP& mp = w.mp();
+  constexpr u64 kPage = World::kPage;
+  m.guests = w.guests();
+  std::vector<std::vector<GuestSeg>> gsegs(m.guests.size());
+  for (std::size_t i = 0; i < m.guests.size(); ++i) {
+    const World::MP::Guest* g = mp.guest(m.guests[i]);
+    m.guest_alive.push_back(g != nullptr && g->alive);
+    if (g == nullptr || !g->table.valid()) continue;
+    std::vector<Seg> segs;
+    LeafCollector c{&segs, true, 0};
+    (void)g->table.walk(0, u64{1} << g->table.ia_bits(), c);
+    for (const Seg& s : segs) {
+      const Result<pgtable::Leaf> l = g->table.lookup(s.base);
+      if (!l) continue;
+      const u64 oa = s.entry & arch::leaf_address_mask(World::kGranule, l->level);
+      const u64 pa = oa + (s.base - l->base);
+      gsegs[i].push_back(GuestSeg{pa, pa + (s.end - s.base), state_of(s.entry)});
+    }
+    std::sort(gsegs[i].begin(), gsegs[i].end(), [](const GuestSeg& a, const GuestSeg& b) { return a.pa < b.pa; });
+  }
+
+  struct Area {
+    u64 base, size;
+    bool memory;
+    std::string name;
+  };
+  std::vector<Area> areas;
+  for (const Region& r : w.spec().memory) areas.push_back({r.base, r.size, true, "ram"});
+  for (const MmioSpec& s : w.spec().mmio) areas.push_back({s.base, s.size, false, s.name.empty() ? "mmio" : s.name});
+  std::sort(areas.begin(), areas.end(), [](const Area& a, const Area& b) { return a.base < b.base; });
+
+  for (const Area& area : areas) {
+    std::vector<Seg> host, hyp;
+    LeafCollector hc{&host, false, 0};
+    (void)mp.host_table().walk(area.base, area.base + area.size, hc);
+    const u64 off = w.spec().hyp_va_offset;
+    LeafCollector yc{&hyp, false, off};
+    (void)mp.hyp_table().walk(area.base + off, area.base + area.size + off, yc);
+    std::size_t hi = 0, yi = 0;
+    std::vector<std::size_t> gi(m.guests.size(), 0);
+    MapRow cur;
+    bool have = false;
+    for (u64 pa = area.base; pa < area.base + area.size; pa += kPage) {
+      MapRow r;
+      r.base = pa;
+      r.size = kPage;
+      r.memory = area.memory;
+      r.region = area.name;
+      const auto sb = [](const Seg& s) { return s.base; };
+      const auto se = [](const Seg& s) { return s.end; };
+      const Seg* h = cursor_at(host, hi, pa, sb, se);
+      const u64 he = h != nullptr ? h->entry : 0;
+      ComponentId annot = kHostId;
+      if (he == 0) {
+        const bool mine = area.memory || (w.mmio_at(pa) != nullptr && !w.mmio_at(pa)->hyp);
+        r.host = mine ? PageState::owned : PageState::none;
+      } else {
+        r.host = state_of(he);
+        if (!arch::DescValid::get(he)) annot = arch::InvalidDesc(he).owner();
+      }
+      const Seg* y = cursor_at(hyp, yi, pa, sb, se);
+      r.hyp = (y == nullptr || y->entry == 0) ? PageState::none : state_of(y->entry);
+      if (area.memory) {
+        const PageMeta& pm = mp.page_meta(pa);
+        r.ffa = (pm.flags & kMetaFfa) != 0;
+        r.pins = pm.hyp_pins;
+        r.shares = pm.guest_shares;
+        if (r.host == PageState::shared_borrowed) annot = pm.guest;
+      }
+      r.owner = (r.host == PageState::none || r.host == PageState::shared_borrowed) ? annot : kHostId;
+      r.guests.resize(m.guests.size(), PageState::none);
+      for (std::size_t i = 0; i < m.guests.size(); ++i) {
+        const GuestSeg* g = cursor_at(
+            gsegs[i], gi[i], pa, [](const GuestSeg& s) { return s.pa; }, [](const GuestSeg& s) { return s.end; });
+        if (g != nullptr) r.guests[i] = g->state;
+      }
+      m.any_ffa = m.any_ffa || r.ffa;
+      if (have && cur.same_as(r)) {
+        cur.size += kPage;
+      } else {
+        if (have) m.rows.push_back(std::move(cur));
+        cur = std::move(r);
+        have = true;
+      }
+    }
+    if (have) m.rows.push_back(std::move(cur));
+  }
+  return m;
+}
+
+OwnershipMap clip_map(const OwnershipMap& m, u64 base, u64 size) {
+  OwnershipMap out = m;
+  out.rows.clear();
+  const u64 end = base + size;
+  for (const MapRow& r : m.rows) {
+    if (r.end() <= base || r.base >= end) continue;
+    MapRow c = r;
+    c.base = std::max(r.base, base);
+    c.size = std::min(r.end(), end) - c.base;
+    out.rows.push_back(std::move(c));
+  }
+  return out;
+}
+
+std::string size_name(u64 b) {
+  constexpr u64 K = 1024, M = K * K, G = M * K, T = G * K;
+  if (b != 0 && b % T == 0) return fmt::format("{}T", b / T);
+  if (b != 0 && b % G == 0) return fmt::format("{}G", b / G);
+  if (b != 0 && b % M == 0) return fmt::format("{}M", b / M);
+  if (b != 0 && b % K == 0) return fmt::format("{}K", b / K);
+  return fmt::format("{:#x}", b);
+}
+
+namespace {
+const char* short_state(PageState s) { return s == PageState::none ? "-" : name(s); }
+}  // namespace
+
+std::string map_text(const OwnershipMap& m) {
+  std::string out;
+  std::string hdr = fmt::format("{:<23} {:>8}  {:<6} {:<9} {:<16} {:<16}", "range", "size", "region", "owner",
+                                "host", "hyp");
+  if (m.any_ffa) hdr += fmt::format(" {:<16}", "secure");
+  for (std::size_t i = 0; i < m.guests.size(); ++i) {
+    std::string n = component_name(m.guests[i]);
+    if (!m.guest_alive[i]) n += "(dead)";
+    hdr += fmt::format(" {:<16}", n);
+  }
+  hdr += " counts";
+  out += hdr + "\n";
+  for (const MapRow& r : m.rows) {
+    std::string line = fmt::format("{:#011x}-{:#011x} {:>8}  {:<6} {:<9} {:<16} {:<16}", r.base, r.end(),
+                                   size_name(r.size), r.region, component_name(r.owner), short_state(r.host),
+                                   short_state(r.hyp));
+    if (m.any_ffa) line += fmt::format(" {:<16}", r.ffa ? "shared-borrowed" : "-");
+    for (PageState g : r.guests) line += fmt::format(" {:<16}", short_state(g));
+    std::string counts;
+    if (r.pins != 0) counts += fmt::format(" pins={}", r.pins);
+    if (r.shares != 0) counts += fmt::format(" shares={}", r.shares);
+    line += counts;
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+namespace {
+
+std::string owner_colour(ComponentId id) {
+  static const char* const kGuestColours[] = {"#59a14f", "#f28e2b", "#b07aa1", "#edc948",
+                                              "#9c755f", "#ff9da7", "#76b7b2", "#8cd17d"};
+  if (id == kHostId) return "#4e79a7";
+  if (id == kHypId) return "#e15759";
+  return kGuestColours[(id - kFirstGuestId) % 8];
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+// One cell: the page state at a component, in the owner's colour.
+std::string cell(double x, double y, double w, double h, PageState s, const std::string& colour,
+                 const std::string& tip) {
+  std::string o;
+  const std::string t = fmt::format("<title>{}</title>", xml_escape(tip));
+  switch (s) {
+    case PageState::owned:
+      o = fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="{}">{}</rect>)~", x, y, w, h, colour, t);
+      break;
+    case PageState::shared_owned:
+      o = fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="{}">{}</rect>)~", x, y, w, h, colour, t);
+      o += fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="url(#hatch)"/>)~", x, y, w, h);
+      break;
+    case PageState::shared_borrowed:
+      o = fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="{}" fill-opacity="0.4">{}</rect>)~", x,
+                      y, w, h, colour, t);
+      o += fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="url(#hatch-dark)"/>)~", x, y, w, h);
+      break;
+    case PageState::borrowed:
+      o = fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="{}" fill-opacity="0.4">{}</rect>)~", x,
+                      y, w, h, colour, t);
+      o += fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="url(#dots)"/>)~", x, y, w, h);
+      break;
+    case PageState::lent:
+      o = fmt::format(
+          R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="white" stroke="{}" stroke-width="2" stroke-dasharray="4 2">{}</rect>)~",
+          x + 1, y + 1, std::max(w - 2, 0.5), h - 2, colour, t);
+      break;
+    case PageState::poisoned:
+      o = fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="black">{}</rect>)~", x, y, w, h, t);
+      break;
+    case PageState::none: break;
+  }
+  return o;
+}
+
+}  // namespace
+
+std::string map_svg(const OwnershipMap& m, const std::string& title) {
+  // The axis is not linear: every range gets a width that grows with the logarithm of its
+  // size, so a 4K page next to 4G of RAM stays visible.
+  constexpr double kLeft = 110, kTrack = 1100, kBand = 34, kGap = 8, kTop = 50;
+  std::vector<double> weight;
+  double total = 0;
+  for (const MapRow& r : m.rows) {
+    const double wgt = 1.0 + std::log2(static_cast<double>(std::max<u64>(r.size, World::kPage) / World::kPage));
+    weight.push_back(wgt);
+    total += wgt;
+  }
+  struct Band {
+    std::string name;
+    int kind;  // 0 host, 1 hyp, 2 secure, 3 guest
+    std::size_t guest = 0;
+  };
+  std::vector<Band> bands{{"host", 0}, {"hyp", 1}};
+  if (m.any_ffa) bands.push_back({"secure world", 2});
+  for (std::size_t i = 0; i < m.guests.size(); ++i)
+    bands.push_back({component_name(m.guests[i]) + (m.guest_alive[i] ? "" : " (dead)"), 3, i});
+  const double bands_h = static_cast<double>(bands.size()) * (kBand + kGap);
+  const double axis_y = kTop + bands_h;
+  const double legend_y = axis_y + 110;
+  const double height = legend_y + 90;
+  const double width = kLeft + kTrack + 40;
+
+  std::string o;
+  o += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+  o += fmt::format(
+      R"~(<svg xmlns="http://www.w3.org/2000/svg" width="{:.0f}" height="{:.0f}" viewBox="0 0 {:.0f} {:.0f}" font-family="sans-serif" font-size="12">)~",
+      width, height, width, height);
+  o += "\n<defs>\n"
+       R"~(<pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="2" height="6" fill="white" fill-opacity="0.7"/></pattern>)~"
+       "\n"
+       R"~(<pattern id="hatch-dark" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(-45)"><rect width="1.5" height="6" fill="black" fill-opacity="0.45"/></pattern>)~"
+       "\n"
+       R"~(<pattern id="dots" width="5" height="5" patternUnits="userSpaceOnUse"><circle cx="2.5" cy="2.5" r="1.2" fill="black" fill-opacity="0.6"/></pattern>)~"
+       "\n</defs>\n";
+  o += R"~(<rect width="100%" height="100%" fill="white"/>)~";
+  o += "\n";
+  o += fmt::format(R"~(<text x="{}" y="24" font-size="16" font-weight="bold">{}</text>)~", kLeft, xml_escape(title));
+  o += "\n";
+  for (std::size_t b = 0; b < bands.size(); ++b) {
+    const double y = kTop + static_cast<double>(b) * (kBand + kGap);
+    o += fmt::format(R"~(<text x="{}" y="{:.1f}" text-anchor="end">{}</text>)~", kLeft - 8, y + kBand / 2 + 4,
+                     xml_escape(bands[b].name));
+    o += fmt::format(R"~(<rect x="{}" y="{}" width="{}" height="{}" fill="#f2f2f2"/>)~", kLeft, y, kTrack, kBand);
+    o += "\n";
+  }
+  double x = kLeft, last_label = -100;
+  for (std::size_t i = 0; i < m.rows.size(); ++i) {
+    const MapRow& r = m.rows[i];
+    const double w = kTrack * weight[i] / total;
+    for (std::size_t b = 0; b < bands.size(); ++b) {
+      const double y = kTop + static_cast<double>(b) * (kBand + kGap);
+      PageState s = PageState::none;
+      switch (bands[b].kind) {
+        case 0: s = r.host; break;
+        case 1: s = r.hyp; break;
+        case 2: s = r.ffa ? PageState::shared_borrowed : PageState::none; break;
+        default: s = r.guests[bands[b].guest]; break;
+      }
+      if (s == PageState::none) continue;
+      std::string tip = fmt::format("{:#x}-{:#x} ({}, {}): {} {}, owner {}", r.base, r.end(), size_name(r.size),
+                                    r.region, bands[b].name, name(s), component_name(r.owner));
+      if (r.pins != 0) tip += fmt::format(", pins {}", r.pins);
+      if (r.shares != 0) tip += fmt::format(", guest shares {}", r.shares);
+      o += cell(x, y, w, kBand, s, owner_colour(r.owner), tip);
+      o += "\n";
+    }
+    // Range boundaries: a tick on the axis, and the address where there is room.
+    o += fmt::format(R"~(<line x1="{:.2f}" y1="{}" x2="{:.2f}" y2="{}" stroke="#888" stroke-width="0.5"/>)~", x,
+                     kTop - 4, x, axis_y + 4);
+    if (x - last_label >= 13) {
+      o += fmt::format(
+          R"~(<text x="{:.2f}" y="{}" font-size="10" transform="rotate(60 {:.2f} {})">{:#x}</text>)~", x, axis_y + 10,
+          x, axis_y + 10, r.base);
+      last_label = x;
+    }
+    o += "\n";
+    x += w;
+  }
+  if (!m.rows.empty())
+    o += fmt::format(R"~(<text x="{:.2f}" y="{}" font-size="10" transform="rotate(60 {:.2f} {})">{:#x}</text>)~",
+                     x, axis_y + 10, x, axis_y + 10, m.rows.back().end());
+  o += fmt::format(
+      R"~(<text x="{}" y="{}" font-size="10" fill="#555">axis: physical address; each range's width grows with the logarithm of its size</text>)~",
+      kLeft, legend_y - 16);
+  o += "\n";
+  // Legend: owners, then states.
+  std::vector<ComponentId> owners{kHostId, kHypId};
+  for (ComponentId g : m.guests) owners.push_back(g);
+  double lx = kLeft;
+  o += fmt::format(R"~(<text x="{}" y="{}" font-weight="bold">owner</text>)~", lx - 60, legend_y + 12);
+  for (ComponentId id : owners) {
+    o += fmt::format(R"~(<rect x="{}" y="{}" width="14" height="14" fill="{}"/><text x="{}" y="{}">{}</text>)~", lx,
+                     legend_y, owner_colour(id), lx + 18, legend_y + 12, component_name(id));
+    lx += 90;
+  }
+  o += "\n";
+  const PageState states[] = {PageState::owned, PageState::shared_owned, PageState::shared_borrowed, PageState::lent,
+                              PageState::borrowed};
+  lx = kLeft;
+  const double sy = legend_y + 30;
+  o += fmt::format(R"~(<text x="{}" y="{}" font-weight="bold">state</text>)~", lx - 60, sy + 14);
+  for (PageState s : states) {
+    o += cell(lx, sy, 30, 18, s, owner_colour(kHostId), name(s));
+    o += fmt::format(R"~(<text x="{}" y="{}">{}</text>)~", lx + 36, sy + 14, name(s));
+    lx += 150;
+  }
+  o += "\n</svg>\n";
+  return o;
+}
+
+}  // namespace ptguard::tools
