@@ -974,9 +974,15 @@ class MemProtect {
       return f(l->entry, addr, addr + kPage);
     }
     struct V {
-      static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitLeafRun; }
       F* f;
       Status leaf(pgtable::VisitCtx& x) { return (*f)(x.old, x.addr, x.end); }
+      // Last-level tables a run at a time: no per-entry context to build.
+      Status leaf_run(u64* table, u64 idx, u64 n, u64 addr, u64) {
+        for (u64 i = 0; i < n; ++i, addr += kPage)
+          if (Status st = (*f)(table[idx + i], addr, addr + kPage); !st) return st;
+        return {};
+      }
     } v{&f};
     return t.walk(addr, addr + size, v);
   }
@@ -1011,10 +1017,9 @@ class MemProtect {
   [[nodiscard]] Status check_hyp_shared(u64 pa, u64 size) const {
     if (Status st = check_host(pa, size, HostNeed::shared_owned); !st) return st;
     if (Status st = check_hyp_state(pa, size, PageState::shared_borrowed); !st) return st;
-    for (u64 off = 0; off < size; off += kPage) {
-      const PageMeta& m = meta_run(pa)[off / kPage];
-      if ((m.flags & kMetaFfa) != 0 || m.guest_shares != 0) return fail(Error::eperm);
-    }
+    const PageMeta* const pages = meta_run(pa);
+    for (u64 i = 0; i < size / kPage; ++i)
+      if ((pages[i].flags & kMetaFfa) != 0 || pages[i].guest_shares != 0) return fail(Error::eperm);
     return {};
   }
 

@@ -912,14 +912,23 @@ class Table {
 
   // Fills a fresh (zeroed) table at `level` with `c`'s leaves for the whole range it covers.
   void fill_leaves(const Content& c, u64 page, int level, u64 base, bool cmo = true) {
-    u64* t = plat_->phys_to_virt(page);
+    u64* const t = plat_->phys_to_virt(page);
     const u64 cs = arch::level_size(G, level);
-    u64 pa = c.pa + (base - c.ia);
+    const u64 first = c.pa + (base - c.ia);
     constexpr u64 n = arch::entries_per_table(G);
-    for (u64 i = 0; i < n; ++i, pa += cs) {
-      const u64 leaf = make_leaf(level, pa, c.value);
-      if (cmo) cmo_new(c, leaf, level);
-      write(t + i, leaf);
+    if ((cmo && (c.clean_d || c.inval_i)) || walk_cmo_) {
+      u64 pa = first;
+      for (u64 i = 0; i < n; ++i, pa += cs) {
+        const u64 leaf = make_leaf(level, pa, c.value);
+        if (cmo) cmo_new(c, leaf, level);
+        write(t + i, leaf);
+      }
+    } else {
+      // The common case, nothing but stores: the leaf of entry i is the first one plus i
+      // blocks, since the output address is the only field that differs.
+      P& plat = *plat_;
+      const u64 leaf0 = make_leaf(level, first, c.value);
+      for (u64 i = 0; i < n; ++i) plat.write_desc(t + i, leaf0 + i * cs);
     }
     for (u64 i = 0; i < n; ++i) plat_->get_page(page);
   }
