@@ -403,11 +403,9 @@ class MemProtect {
   /// Guest owned -> shared-owned; host none (annotated with the guest) -> shared-borrowed
   /// (mapped RWX). EHWPOISON for a poisoned guest address; EPERM for any other wrong state.
   [[nodiscard]] Status guest_share_host(ComponentId id, u64 ipa, u64 n) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
-    if (!g->alive) return fail(Error::eperm);
+    Guest* g = nullptr;
     u64 size = 0;
-    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
     if (Status st = check_guest_owned(*g, ipa, size, PageState::owned); !st) return st;
     for (u64 off = 0; off < size; off += kPage) {
       const u64 pa = guest_pa(*g, ipa + off);
@@ -425,11 +423,9 @@ class MemProtect {
 
   /// The reverse of guest_share_host.
   [[nodiscard]] Status guest_unshare_host(ComponentId id, u64 ipa, u64 n) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
-    if (!g->alive) return fail(Error::eperm);
+    Guest* g = nullptr;
     u64 size = 0;
-    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
     if (Status st = check_guest_owned(*g, ipa, size, PageState::shared_owned); !st) return st;
     for (u64 off = 0; off < size; off += kPage)
       if (host_state(guest_pa(*g, ipa + off)) != PageState::shared_borrowed) return fail(Error::eperm);
@@ -877,6 +873,17 @@ class MemProtect {
     for (Guest& g : guests_)
       if (g.used && g.id == id) return &g;
     return nullptr;
+  }
+
+  // The live guest `id` and the size of its [ipa, +n pages). EINVAL for no such guest or a bad
+  // range (ERANGE past its input size), EPERM for a guest that was torn down.
+  [[nodiscard]] Status live_guest_range(ComponentId id, u64 ipa, u64 n, Guest** out, u64* size) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if (!g->alive) return fail(Error::eperm);
+    if (Status st = check_ipa(*g, ipa, n, size); !st) return st;
+    *out = g;
+    return {};
   }
 
   // Checks shared by the transitions into a guest: memory range, live guest, permissions,
