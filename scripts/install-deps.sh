@@ -10,7 +10,7 @@ base=(cmake ninja-build g++ make)
 case "$purpose" in
   demo)  pkgs=("${base[@]}" libfmt-dev libcli11-dev nlohmann-json3-dev) ;;
   test)  pkgs=("${base[@]}" libgtest-dev libgmock-dev librapidcheck-dev libfmt-dev libcli11-dev
-               nlohmann-json3-dev g++-aarch64-linux-gnu) ;;
+               nlohmann-json3-dev g++-aarch64-linux-gnu qemu-system-arm libxml2-utils) ;;
   bench) pkgs=("${base[@]}" libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev) ;;
   qemu)  pkgs=(g++-aarch64-linux-gnu qemu-system-arm) ;;
   build) pkgs=("${base[@]}") ;;
