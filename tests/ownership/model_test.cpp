@@ -182,13 +182,20 @@ struct Model {
   }
 
   // -- host -> guests
-  // The checks every transition into a guest makes, in the documented order.
-  Res into_guest(u64 pa, u64 n, ComponentId id, u64 ipa, Perm perm) {
+  // The guest a call names: EINVAL if there is none, EPERM once torn down (the documented
+  // order: the guest, its life, then the arguments, the states, the memcaches).
+  Res live(ComponentId id) {
     MGuest* g = guest(id);
     if (!g) return Error::einval;
+    if (!g->alive) return Error::eperm;
+    return {};
+  }
+  // The checks every transition into a guest makes, in the documented order.
+  Res into_guest(u64 pa, u64 n, ComponentId id, u64 ipa, Perm perm) {
+    if (Res r = live(id)) return r;
+    MGuest* g = guest(id);
     if (!valid_perm(perm)) return Error::einval;
     if (Res r = range(pa, n)) return r;
-    if (!g->alive) return Error::eperm;
     for (u64 i = 0; i < n; ++i)
       if (g->map.count(ipa + i * kPg)) return Error::eperm;
     return {};
@@ -211,8 +218,9 @@ struct Model {
     return {};
   }
   Res unshare_guest(ComponentId id, u64 ipa, u64 n) {
+    if (Res r = live(id)) return r;
+    if (n == 0) return Error::einval;
     MGuest* g = guest(id);
-    if (!g) return Error::einval;
     for (u64 i = 0; i < n; ++i) {
       auto it = g->map.find(ipa + i * kPg);
       if (it == g->map.end()) return Error::enoent;
@@ -266,8 +274,9 @@ struct Model {
     return {};
   }
   Res relinquish(ComponentId id, u64 ipa, u64 n) {
+    if (Res r = live(id)) return r;
+    if (n == 0) return Error::einval;
     MGuest* g = guest(id);
-    if (!g) return Error::einval;
     if (Res r = guest_has(*g, ipa, n, PS::borrowed)) return r;
     for (u64 i = 0; i < n; ++i) {
       auto it = g->map.find(ipa + i * kPg);
@@ -334,16 +343,17 @@ struct Model {
 
   // -- permissions of pages shared with a guest
   Res relax(ComponentId id, u64 ipa, Perm perm) {
+    if (Res r = live(id)) return r;
     MGuest* g = guest(id);
-    if (!g) return Error::einval;
+    if (Res r = guest_has(*g, ipa, 1, PS::shared_borrowed)) return r;
     auto it = g->map.find(ipa);
-    if (it == g->map.end() || it->second.state != PS::shared_borrowed) return Error::eperm;
     it->second.perm = static_cast<Perm>(it->second.perm | perm);
     return {};
   }
   Res wrprotect(ComponentId id, u64 ipa, u64 n) {
+    if (Res r = live(id)) return r;
+    if (n == 0) return Error::einval;
     MGuest* g = guest(id);
-    if (!g) return Error::einval;
     if (Res r = guest_has(*g, ipa, n, PS::shared_borrowed)) return r;
     for (u64 i = 0; i < n; ++i) {
       MEntry& en = g->map[ipa + i * kPg];
@@ -352,16 +362,17 @@ struct Model {
     return {};
   }
   Res mkyoung(ComponentId id, u64 ipa) {
+    if (Res r = live(id)) return r;
     MGuest* g = guest(id);
-    if (!g) return Error::einval;
+    if (Res r = guest_has(*g, ipa, 1, PS::shared_borrowed)) return r;
     auto it = g->map.find(ipa);
-    if (it == g->map.end() || it->second.state != PS::shared_borrowed) return Error::eperm;
     it->second.young = true;
     return {};
   }
   Res young(ComponentId id, u64 ipa, u64 n, bool clear, bool* any) {
+    if (Res r = live(id)) return r;
+    if (n == 0) return Error::einval;
     MGuest* g = guest(id);
-    if (!g) return Error::einval;
     if (Res r = guest_has(*g, ipa, n, PS::shared_borrowed)) return r;
     *any = false;
     for (u64 i = 0; i < n; ++i) {
@@ -573,7 +584,7 @@ struct Harness {
       case Op::share_ffa: return m.share_ffa(s.pa, s.n);
       case Op::unshare_ffa: return m.unshare_ffa(s.pa, s.n);
       case Op::share_guest: return m.share_guest(s.pa, s.n, s.id, s.ipa, s.perm);
-      case Op::unshare_guest: return s.n == 0 ? Res{Error::einval} : m.unshare_guest(s.id, s.ipa, s.n);
+      case Op::unshare_guest: return m.unshare_guest(s.id, s.ipa, s.n);
       case Op::donate_guest: return m.donate_or_lend(s.pa, s.n, s.id, s.ipa, pgtable::kPermRWX, false);
       case Op::lend_guest: return m.donate_or_lend(s.pa, s.n, s.id, s.ipa, s.perm, true);
       case Op::guest_share_host:
@@ -584,7 +595,6 @@ struct Harness {
         return m.guest_share_host(s.id, s.ipa, s.n, s.op == Op::guest_share_host);
       }
       case Op::relinquish:
-        if (m.guest(s.id) && s.n == 0) return Error::einval;
         return m.relinquish(s.id, s.ipa, s.n);
       case Op::reclaim_lent: return m.reclaim_lent(s.pa, s.n);
       case Op::create: return m.create(s.id);
@@ -594,11 +604,9 @@ struct Harness {
       case Op::fault: return m.fault(s.pa);
       case Op::relax: return m.relax(s.id, s.ipa, s.perm);
       case Op::wrprotect:
-        if (m.guest(s.id) && s.n == 0) return Error::einval;
         return m.wrprotect(s.id, s.ipa, s.n);
       case Op::mkyoung: return m.mkyoung(s.id, s.ipa);
       case Op::young:
-        if (m.guest(s.id) && s.n == 0) return Error::einval;
         return m.young(s.id, s.ipa, s.n, s.clear, young);
       case Op::kCount: break;
     }
