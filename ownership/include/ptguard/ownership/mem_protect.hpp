@@ -655,6 +655,10 @@ class MemProtect {
   ///    not its own, shared with it or lent to it.
   [[nodiscard]] bool check_invariants(std::span<u32> scratch, Violation* out) const {
     if (scratch.size() < meta_.size()) return bad(out, "scratch smaller than the page array", 0, 0);
+    // 0. Every table page lies where the host cannot reach it.
+    if (!tables_out_of_host_reach(host_, kHostId, out) || !tables_out_of_host_reach(hyp_, kHypId, out)) return false;
+    for (const Guest& g : guests_)
+      if (g.used && !tables_out_of_host_reach(g.table, g.id, out)) return false;
     // 1. Count, per page, the guest mappings that borrow it shared (sw 10), and check each
     //    guest leaf against the host's view.
     for (u32& c : scratch) c = 0;
@@ -854,6 +858,31 @@ class MemProtect {
   }
 
 
+
+  // Where a table page may lie: in the hypervisor's carve-out, or outside every memory region.
+  // Any other page of memory is one the host may own and fault in, and a table the host can
+  // write undoes every isolation promise (pKVM's tables come from the hypervisor's own pool).
+  // The platform chooses where table pages come from; the invariant checker holds it to this.
+  [[nodiscard]] bool table_page_out_of_host_reach(u64 pa) const { return in_carveout(pa) || !is_memory(pa); }
+  template <typename T>
+  [[nodiscard]] bool tables_out_of_host_reach(const T& t, ComponentId who, Violation* out) const {
+    static constexpr const char* kWhat = "a table page lies in memory the host may own (not in the carve-out)";
+    for (unsigned i = 0; i < t.root_pages(); ++i)
+      if (!table_page_out_of_host_reach(t.root_pa() + i * kPage)) return bad(out, kWhat, t.root_pa() + i * kPage, who);
+    struct V {
+      static constexpr unsigned visits() { return pgtable::kVisitTablePre; }
+      const MemProtect* self;
+      u64 found = 0;
+      Status table_pre(pgtable::VisitCtx& x) {
+        const u64 next = arch::TableDesc(x.old).next_table(G);
+        if (self->table_page_out_of_host_reach(next)) return {};
+        found = next;
+        return fail(Error::eperm);
+      }
+    } v{this};
+    if (!t.walk(0, u64{1} << t.ia_bits(), v)) return bad(out, kWhat, v.found, who);
+    return true;
+  }
 
   static bool bad(Violation* out, const char* what, u64 pa, ComponentId who) {
     if (out != nullptr) *out = Violation{what, pa, who};
