@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "model.hpp"
+#include "ptguard/sim/access_check.hpp"
 
 namespace ptguard::test {
 namespace {
@@ -778,6 +779,41 @@ RC_GTEST_PROP(OwnershipModel, RandomTransitionSequencesMatchTheModel, ()) {
     const std::string err = h.step(s);
     if (!err.empty()) RC_FAIL("step " + std::to_string(i) + " " + s.str() + ": " + err);
   }
+  // At the end, the reference MMU over every page of the machine (the steps checked only the
+  // pages they touched).
+  if (const auto p = sim::check_access_against_states(h.e.mem, h.e.mp)) RC_FAIL("whole-machine access check: " + *p);
+}
+
+// The whole-machine check passes on a busy machine and names a table entry that lets a
+// component reach what its state denies.
+TEST(AccessCheck, ReportsAnEntryThatBreaksIsolation) {
+  SmallEnv e;
+  e.add_guest(2);
+  const u64 pa = SmallEnv::kBlock1;
+  ASSERT_TRUE(e.mp.host_handle_fault(pa));
+  ASSERT_TRUE(e.mp.host_share_hyp(pa, 2));
+  ASSERT_TRUE(e.mp.host_donate_guest(pa + 4 * kPg, 2, 2, 0x10'0000));
+  ASSERT_TRUE(e.mp.host_lend_guest(pa + 8 * kPg, 1, 2, 0x20'0000, pgtable::kPermR));
+  ASSERT_TRUE(e.mp.host_share_guest(pa + 12 * kPg, 1, 2, 0x30'0000, pgtable::kPermRW));
+  EXPECT_EQ(sim::check_access_against_states(e.mem, e.mp), std::nullopt);
+  // The hypervisor's entry for the first shared page rewritten to point at the donated page
+  // (what a wrong output address in a transition would leave): the hypervisor would reach a
+  // guest's page while its state says it borrows the shared one.
+  const u64 va = e.mp.hyp_va(pa), donated = pa + 4 * kPg;
+  struct V {
+    static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+    u64 va, oa;
+    Status leaf(pgtable::VisitCtx& x) {
+      if (x.addr == va && x.level == arch::kLastLevel)
+        *x.ptep = (x.old & ~arch::leaf_address_mask(Granule::k4K, arch::kLastLevel)) | oa;
+      return {};
+    }
+  } v{va, donated};
+  ASSERT_TRUE(e.mp.hyp_table().walk(va, va + kPg, v));
+  const auto p = sim::check_access_against_states(e.mem, e.mp);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_NE(p->find("hypervisor 1 at pa 0x"), std::string::npos) << *p;
+  EXPECT_NE(p->find("maps the wrong page"), std::string::npos) << *p;
 }
 
 }  // namespace

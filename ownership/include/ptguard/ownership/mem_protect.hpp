@@ -307,6 +307,8 @@ class MemProtect {
   /// The guest with `id`, or nullptr.
   [[nodiscard]] Guest* guest(ComponentId id) { return find_guest(id); }
   [[nodiscard]] const Guest* guest(ComponentId id) const { return const_cast<MemProtect*>(this)->find_guest(id); }
+  /// Every guest slot (a slot is in use when `used`; `id` names its guest).
+  [[nodiscard]] std::span<const Guest> guests() const { return guests_; }
 
   /// Host owned, or shared-owned with guests only -> shared-owned (the share counted); guest
   /// none -> shared-borrowed with `perm`. The same page may be shared with several guests.
