@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   ptguard::tools::add_dump_command(app);
   ptguard::tools::add_translate_command(app);
   ptguard::tools::add_map_command(app);
-  // ptguard::tools::add_export_command(app);
+  ptguard::tools::add_export_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
