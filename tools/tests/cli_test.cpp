@@ -312,6 +312,14 @@ TEST(Map, TextSvgAndZoom) {
   EXPECT_EQ(r.rc, 0);
   EXPECT_FALSE(r.out.empty());
   EXPECT_TRUE(xmllint_ok(big));
+  r = cli("map --after tools/tests/data/dump.ptg --range 0x5200_0000+4K --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["ranges"].size(), 1u);
+  EXPECT_EQ(j["ranges"][0]["host"], "lent");
+  EXPECT_EQ(j["ranges"][0]["owner"], "host");
+  EXPECT_EQ(j["ranges"][0]["guests"]["guest:3"], "borrowed");
+  EXPECT_EQ(j["ranges"][0]["guests"]["guest:2"], "none");
   EXPECT_EQ(cli("map --range 5-3").rc, 2);
   EXPECT_EQ(cli("map --range 0x10").rc, 2);
   EXPECT_EQ(cli("map --range 0x1000+0").rc, 2);
