@@ -1,4 +1,4 @@
-// ptguard map [--after FILE] [--svg OUT] [--text] [--range A-B|A+SIZE]
+// ptguard map [--after FILE] [--svg OUT] [--text] [--json] [--range A-B|A+SIZE]
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>

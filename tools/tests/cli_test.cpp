@@ -156,6 +156,30 @@ TEST(Cli, BadUsageIsExit2) {
   EXPECT_EQ(cli("export --after examples/lend.ptg").rc, 2);  // missing --out
 }
 
+// ---- long scenarios: progress on a terminal only -------------------------------------------------
+
+TEST(Run, ProgressOnATerminalOnly) {
+  std::string text;
+  for (int i = 0; i < 20'000; ++i)
+    text += fmt::format("host-share-hyp {0:#x}\nhost-unshare-hyp {0:#x}\n", 0x4800'0000u + (i % 512) * 0x1000u);
+  const fs::path f = scratch("long.ptg");
+  std::ofstream(f) << text;
+  // Not a terminal: nothing on standard error.
+  Ran r = cli("run -q " + f.string());
+  EXPECT_EQ(r.rc, 0);
+  EXPECT_TRUE(r.err.empty()) << r.err.substr(0, 200);
+  EXPECT_NE(r.out.find("40000 operations, 0 checks, 0 failed"), std::string::npos) << r.out;
+  // On a terminal (script(1) gives the command one): progress lines, then the summary.
+  ASSERT_EQ(shell("command -v script >/dev/null 2>&1"), 0) << "script(1) (bsdutils) is missing";
+  const fs::path log = scratch("tty.txt");
+  ASSERT_EQ(shell("script -qec \"'" + std::string(PTGUARD_CLI) + "' run -q " + f.string() + "\" '" + log.string() +
+                  "' >/dev/null 2>&1"),
+            0);
+  const std::string tty = slurp(log);
+  EXPECT_NE(tty.find("16384/40000 operations (40%)"), std::string::npos) << tty.substr(0, 400);
+  EXPECT_NE(tty.find("40000 operations, 0 checks, 0 failed"), std::string::npos);
+}
+
 // ---- dump ---------------------------------------------------------------------------------------
 
 TEST(Dump, DefaultMachineAndErrors) {
