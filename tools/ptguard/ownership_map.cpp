@@ -297,7 +297,7 @@ std::string map_svg(const OwnershipMap& m, const std::string& title) {
   const double strip_y = kTop + bands_h;               // the region strip (ram, gic, uart)
   const double axis_y = strip_y + kStrip + 4;
   const double legend_y = axis_y + 110;
-  const double height = legend_y + 90;
+  const double height = legend_y + 110;
   const double width = kLeft + kTrack + 90;
 
   std::string o;
@@ -368,7 +368,18 @@ std::string map_svg(const OwnershipMap& m, const std::string& title) {
         case 2: s = r.ffa ? PageState::shared_borrowed : PageState::none; break;
         default: s = r.guests[bands[b].guest]; break;
       }
-      if (s == PageState::none) continue;
+      if (s == PageState::none) {
+        // The host's table names another owner here (an annotated invalid entry): a bar in the
+        // owner's colour along the bottom of the host's band.
+        if (bands[b].kind == 0 && r.owner != kHostId) {
+          o += fmt::format(
+              R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="6" fill="{}"><title>{}</title></rect>)~", x,
+              y + kBand - 6, w, owner_colour(r.owner),
+              xml_escape(fmt::format("{:#x}-{:#x} ({}, {}): host none, annotated: owner {}", r.base, r.end(),
+                                     size_name(r.size), r.region, component_name(r.owner))));
+        }
+        continue;
+      }
       std::string tip = fmt::format("{:#x}-{:#x} ({}, {}): {} {}, owner {}", r.base, r.end(), size_name(r.size),
                                     r.region, bands[b].name, name(s), component_name(r.owner));
       if (r.pins != 0) tip += fmt::format(", pins {}", r.pins);
@@ -431,6 +442,9 @@ std::string map_svg(const OwnershipMap& m, const std::string& title) {
   }
   o += fmt::format(R"~(<circle cx="{}" cy="{}" r="3.5" fill="black"/><text x="{}" y="{}">pinned by hyp</text>)~", lx + 8,
                    sy + 9, lx + 18, sy + 14);
+  const double ay = sy + 30;
+  o += fmt::format(R"~(<rect x="{}" y="{}" width="30" height="6" fill="{}"/><text x="{}" y="{}">annotated: the host's table names the owner (colour)</text>)~",
+                   kLeft, ay + 6, owner_colour(kHypId), kLeft + 36, ay + 12);
   o += "\n</svg>\n";
   return o;
 }
