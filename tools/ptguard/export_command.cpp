@@ -1,4 +1,4 @@
-// ptguard export --after FILE --out DIR [--table-base PA]
+// ptguard export --after FILE --out DIR [--table-base PA[+SIZE]]
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -20,25 +20,38 @@ int run(const ExportOptions& opt) {
   ScenarioOptions so;
   if (!opt.table_base.empty()) {
     std::string why;
-    const std::optional<u64> base = parse_address(opt.table_base, "export", &why);
-    if (!base) {
-      fmt::print(stderr, "{}\n", why);
+    u64 base = 0, size = 0;
+    if (opt.table_base.find('+') != std::string::npos || opt.table_base.find('-') != std::string::npos) {
+      const std::optional<std::pair<u64, u64>> r = parse_range(opt.table_base, &why);
+      if (!r) {
+        fmt::print(stderr, "ptguard export: --table-base {}\n", why);
+        return 2;
+      }
+      base = r->first;
+      size = r->second;
+    } else {
+      const std::optional<u64> b = parse_address(opt.table_base, "export", &why);
+      if (!b) {
+        fmt::print(stderr, "{}\n", why);
+        return 2;
+      }
+      base = *b;
+    }
+    if (base % World::kPage != 0 || size % World::kPage != 0) {
+      fmt::print(stderr, "ptguard export: --table-base {}: base and size must be whole 4K pages\n", opt.table_base);
       return 2;
     }
-    if (*base % World::kPage != 0) {
-      fmt::print(stderr, "ptguard export: --table-base {:#x} is not page-aligned (4K)\n", *base);
-      return 2;
-    }
-    so.table_pool_base = *base;
+    so.table_pool_base = base;
+    if (size != 0) so.table_pool_size = size;
   }
   Loaded l = load_after(opt.after, "export", so);
   if (l.exit_code == 2) return 2;
   const World& w = l.world();
   const ownership::Region pool = w.spec().pool.size != 0 ? w.spec().pool : w.spec().carveout;
-  if (!(pool.base >= w.spec().carveout.base && pool.end() <= w.spec().carveout.end()))
+  if (w.is_memory(pool.base) && !(pool.base >= w.spec().carveout.base && pool.end() <= w.spec().carveout.end()))
     fmt::print(stderr,
-               "ptguard export: note: table pages at {:#x}-{:#x} lie outside the hypervisor's carve-out "
-               "({:#x}-{:#x}): the host owns that memory and could map its own tables\n",
+               "ptguard export: warning: table pages at {:#x}-{:#x} lie in ram outside the hypervisor's carve-out "
+               "({:#x}-{:#x}): memory the host may own and map (the invariant checker refuses this)\n",
                pool.base, pool.end(), w.spec().carveout.base, w.spec().carveout.end());
   const Export e = export_tables(w);
   std::error_code ec;
@@ -72,7 +85,8 @@ void add_export_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("export", "Every translation table as raw memory images, with the registers to load them");
   cmd->footer(
       "Examples:\n  ptguard export --after examples/lend.ptg --out /tmp/tables\n"
-      "  ptguard export --after examples/guest_share.ptg --out /tmp/tables --table-base 0x42000000\n"
+      "  ptguard export --after examples/lend.ptg --out /tmp/tables --table-base 0x42000000+16M\n"
+      "  ptguard export --after examples/lend.ptg --out /tmp/tables --table-base 0x2_0000_0000\n"
       "Writes DIR/tables-<base>.bin (one per contiguous run of table pages, little-endian, as in\n"
       "memory) and DIR/tables.json: for each table its stage, granule, root, VMID and TCR_EL2 and\n"
       "MAIR_EL2 (stage 1) or VTCR_EL2, VTTBR_EL2 and HCR_EL2.FWB (stage 2). Format: docs/cli.md.\n"
@@ -80,8 +94,9 @@ void add_export_command(CLI::App& app) {
   cmd->add_option("--after", opt->after, "run this scenario file first (- for standard input)");
   cmd->add_option("--out", opt->out, "the directory to write (created if missing)")->required();
   cmd->add_option("--table-base", opt->table_base,
-                  "take table pages from here (a page-aligned PA in the machine's RAM; the pool keeps its size: "
-                  "its `pool` line's, or the carve-out's)");
+                  "take table pages from PA, PA+SIZE or PA-END: inside the carve-out, or outside every ram and "
+                  "mmio region (memory only the hypervisor has); SIZE defaults to the pool's (its `pool` line's, "
+                  "or the carve-out's)");
   cmd->callback([opt] { set_exit_code(run(*opt)); });
 }
 

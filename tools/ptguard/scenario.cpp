@@ -922,7 +922,9 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
   const auto boot = [&](const Statement& s, bool finalize) -> bool {
     if (!described) spec = opts.default_machine;
     if (opts.table_pool_base) {
-      const u64 size = spec.pool.size != 0 ? spec.pool.size : spec.carveout.size;
+      const u64 size = opts.table_pool_size ? *opts.table_pool_size
+                       : spec.pool.size != 0  ? spec.pool.size
+                                              : spec.carveout.size;
       spec.pool = Region{*opts.table_pool_base, size};
     }
     std::string why;

@@ -29,8 +29,11 @@ struct ScenarioOptions {
   /// The machine when the scenario describes none (and no `ram` line).
   MachineSpec default_machine = MachineSpec::small();
   /// Table pages come from [base, base + the pool's size) instead of where the scenario says
-  /// (`ptguard export --table-base`); the pool's size is its `pool` line's, or the carve-out's.
+  /// (`ptguard export --table-base`); the pool's size is table_pool_size, or its `pool` line's, or
+  /// the carve-out's.
   std::optional<u64> table_pool_base;
+  /// With table_pool_base: the pool's size instead.
+  std::optional<u64> table_pool_size;
 };
 
 /// A number as scenarios write it: decimal or 0x hex, '_' separators, an optional size suffix

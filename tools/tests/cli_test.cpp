@@ -447,22 +447,46 @@ TEST(Export, ImagesReadBackGiveTheSameTranslations) {
 }
 
 TEST(Export, TableBaseMovesTheTablePages) {
-  const fs::path dir = scratch("export-base");
-  fs::remove_all(dir);
-  const Ran r = cli("export --after tools/tests/data/dump.ptg --out " + dir.string() + " --table-base 0x4200_0000");
+  const auto images_within = [](const fs::path& dir, u64 lo, u64 hi) {
+    const nlohmann::json j = nlohmann::json::parse(slurp(dir / "tables.json"));
+    EXPECT_FALSE(j["images"].empty());
+    for (const auto& img : j["images"]) {
+      const u64 base = hexval(img["base"]);
+      EXPECT_GE(base, lo);
+      EXPECT_LE(base + img["size"].get<u64>(), hi);
+    }
+  };
+  // Inside the carve-out (0x4000_0000 + 64M): the scenario's `invariants` line holds.
+  fs::path dir = scratch("export-carveout");
+  Ran r = cli("export --after tools/tests/data/dump.ptg --out " + dir.string() + " --table-base 0x4200_0000+16M");
   ASSERT_EQ(r.rc, 0) << r.err;
-  const nlohmann::json j = nlohmann::json::parse(slurp(dir / "tables.json"));
-  for (const auto& img : j["images"]) {
-    const u64 base = hexval(img["base"]);
-    EXPECT_GE(base, 0x4200'0000u);
-    EXPECT_LE(base + img["size"].get<u64>(), 0x4600'0000u);
-  }
-  EXPECT_NE(r.err.find("outside the hypervisor's carve-out"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  images_within(dir, 0x4200'0000, 0x4300'0000);
   ScenarioOptions so;
   so.table_pool_base = 0x4200'0000;
+  so.table_pool_size = 16u << 20;
   expect_same_translations("tools/tests/data/dump.ptg", dir, so);
-  EXPECT_EQ(cli("export --out " + dir.string() + " --table-base 0x1000_0000").rc, 2);  // not RAM
-  EXPECT_EQ(cli("export --out " + dir.string() + " --table-base 0x4200_0800").rc, 2);  // unaligned
+  // Outside every region of the machine (RAM ends at 0x1_4000_0000): memory only the
+  // hypervisor has, backed on its own; the invariants hold too.
+  dir = scratch("export-outside");
+  r = cli("export --after tools/tests/data/dump.ptg --out " + dir.string() + " --table-base 0x2_0000_0000");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  images_within(dir, 0x2'0000'0000, 0x2'0400'0000);  // the carve-out's size, 64M
+  so.table_pool_base = 0x2'0000'0000;
+  so.table_pool_size.reset();
+  expect_same_translations("tools/tests/data/dump.ptg", dir, so);
+  // In RAM the host may own: done, with a warning (the default machine: no invariants line).
+  dir = scratch("export-hostram");
+  r = cli("export --out " + dir.string() + " --table-base 0x4400_0000+16M");
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("outside the hypervisor's carve-out"), std::string::npos) << r.err;
+  images_within(dir, 0x4400'0000, 0x4500'0000);
+  // Bad input.
+  EXPECT_EQ(cli("export --out " + dir.string() + " --table-base 0x7f00_0000+32M").rc, 2);  // straddles RAM's end
+  EXPECT_EQ(cli("export --out " + dir.string() + " --table-base 0x0800_0000+64K").rc, 2);  // the GIC
+  EXPECT_EQ(cli("export --out " + dir.string() + " --table-base 0x4200_0800").rc, 2);      // unaligned
+  EXPECT_EQ(cli("export --out " + dir.string() + " --table-base 0x4200_0000+6K").rc, 2);   // part of a page
   EXPECT_EQ(cli("export --out " + dir.string() + " --table-base zz").rc, 2);
   EXPECT_EQ(cli("export --out /proc/nope").rc, 2);
 }
