@@ -10,7 +10,8 @@ namespace ptguard::tools {
 
 Loaded load_after(const std::string& path, const std::string& command, const ScenarioOptions& base) {
   Loaded l;
-  std::string text, shown = "<no scenario>";
+  // Without a scenario: the default machine, booted.
+  std::string text = "boot\n", shown = "<default machine>";
   if (!path.empty() && !read_scenario_file(path, &text, &shown, std::cerr)) {
     l.exit_code = 2;
     return l;
