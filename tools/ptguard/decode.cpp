@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "ptguard/arch/memattr.hpp"
+#include "ptguard/ownership/state.hpp"
 
 namespace ptguard::tools {
 
@@ -146,10 +147,24 @@ void decode_leaf(u64 raw, const DecodeContext& ctx, Decoded& d, bool reserved = 
     if (raw & Bit<11>::kMask) d.problems.push_back("bit 11 is RES0 at stage 2");
   }
   d.fields.push_back(field<DescSw>("software bits", raw, sw_meaning(DescSw::get(raw))));
+  if (!reserved)
+    d.fields.push_back(field<Field<56, 55>>("page state (SW1:SW0)", raw,
+                                            fmt::format("ownership layer: {}", ownership::name(ownership::state_of(raw)))));
   d.fields.push_back(field<Field<62, 59>>("PBHA / ignored", raw, ""));
+  // Bit 16 of a block is nT (FEAT_BBM), not part of the address.
   if (!page && !reserved && (raw & bit_range(level_shift(g, ctx.level) - 1, 12)) & ~Bit<16>::kMask)
     d.problems.push_back("output-address bits below the block size are RES0");
+  if (page && g == Granule::k16K && (raw & bit_range(13, 12)))
+    d.problems.push_back("bits 13:12 of a 16K page descriptor are RES0 (without FEAT_LPA2)");
+  if (page && g == Granule::k64K && (raw & bit_range(15, 12)))
+    d.problems.push_back("bits 15:12 of a 64K page descriptor are OA[51:48], RES0 without FEAT_LPA");
   if (raw & bit_range(49, 48)) d.problems.push_back("bits 49:48 are RES0 without FEAT_LPA2");
+}
+
+std::string owner_name(u64 id) {
+  if (id == ownership::kHostId) return "host";
+  if (id == ownership::kHypId) return "hyp";
+  return fmt::format("guest:{}", id);
 }
 
 void decode_invalid(u64 raw, Decoded& d) {
@@ -158,11 +173,19 @@ void decode_invalid(u64 raw, Decoded& d) {
     d.summary = "invalid (empty): not mapped, owned by the table's owner";
     return;
   }
-  d.summary = fmt::format("invalid, annotated: owner {}{}{}", inv.owner(),
-                          inv.is_locked() ? ", locked (break-before-make in progress)" : "",
-                          inv.is_poisoned() ? ", poisoned" : "");
-  d.fields.push_back(field<InvOwner>("owner id", raw, "owner, or borrower of a lent page"));
+  const ownership::PageState st = ownership::state_of(raw);
+  const std::string who = owner_name(inv.owner());
+  std::string meaning;
+  if (inv.is_poisoned()) meaning = "poisoned: the page was taken back from a live guest";
+  else if (inv.is_locked()) meaning = "locked: break-before-make in progress";
+  else if (st == ownership::PageState::lent) meaning = fmt::format("lent: this table's owner lent the page to {}", who);
+  else meaning = fmt::format("owned by {}", who);
+  d.summary = fmt::format("invalid, annotated: {}", meaning);
+  d.fields.push_back(field<InvOwner>("owner id", raw,
+                                     fmt::format("{} ({})", who, st == ownership::PageState::lent ? "the borrower" : "the owner")));
   d.fields.push_back(field<DescSw>("software bits", raw, sw_meaning(inv.sw())));
+  d.fields.push_back(field<Field<56, 55>>("page state (SW1:SW0)", raw,
+                                          fmt::format("ownership layer: {}", ownership::name(st))));
   d.fields.push_back(field<InvLocked>("locked", raw, yes_no(inv.is_locked(), "break-before-make in progress", "-")));
   d.fields.push_back(field<InvPoisoned>("poisoned", raw, yes_no(inv.is_poisoned(), "page taken back from a live guest", "-")));
   if (inv.reserved_bits())
@@ -189,6 +212,7 @@ Decoded decode_descriptor(u64 raw, const DecodeContext& ctx) {
     case DescKind::page: decode_leaf(raw, ctx, d); break;
     case DescKind::reserved:
       decode_leaf(raw, ctx, d, true);
+      d.problems.clear();  // a reserved encoding has no attributes to check
       d.summary = fmt::format("reserved: bits[1:0] = 0b01 at level {} ({} granule) - the MMU takes a translation fault",
                               ctx.level, granule_name(ctx.granule));
       d.problems.insert(d.problems.begin(),

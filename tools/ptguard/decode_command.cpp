@@ -22,12 +22,19 @@ struct DecodeOptions {
 
 void print_decoded(u64 raw, const Decoded& d, bool json) {
   if (json) {
-    nlohmann::json j;
+    nlohmann::ordered_json j;
     j["raw"] = fmt::format("{:#018x}", raw);
     j["kind"] = kind_name(d.kind);
     j["summary"] = d.summary;
-    for (const DecodedField& f : d.fields)
-      j["fields"].push_back({{"name", f.name}, {"bits", f.bits}, {"value", f.value}, {"meaning", f.meaning}});
+    j["fields"] = nlohmann::ordered_json::array();
+    for (const DecodedField& f : d.fields) {
+      nlohmann::ordered_json x;
+      x["name"] = f.name;
+      x["bits"] = f.bits;
+      x["value"] = f.value;
+      x["meaning"] = f.meaning;
+      j["fields"].push_back(std::move(x));
+    }
     j["problems"] = d.problems;
     fmt::print("{}\n", j.dump(2));
     return;
@@ -45,6 +52,13 @@ void set_exit_code(int code) { g_exit_code = code; }
 void add_decode_command(CLI::App& app) {
   auto opt = std::make_shared<DecodeOptions>();
   CLI::App* cmd = app.add_subcommand("decode", "Name every field of a raw descriptor");
+  cmd->footer(
+      "Examples:\n  ptguard decode 0x00000000480007d9 --level 2\n"
+      "  ptguard decode 0x0040000040000743 --stage 1 --json\n"
+      "  ptguard decode 0x0180000000030000      # an owner annotation: lent to guest:3\n"
+      "Fields are named as in the Arm ARM; problems (reserved encodings, RES0/RES1 bits, W^X) are\n"
+      "listed with '!'. Stage 2 assumes HCR_EL2.FWB = 1 unless --no-fwb; stage 1 reads MemAttr\n"
+      "through the library's MAIR_EL2. Exit: 0 ok, 2 bad usage or input.");
   cmd->add_option("VALUE", opt->value, "the descriptor, e.g. 0x40000000000747")->required();
   cmd->add_option("--stage", opt->stage, "1 (stage-1 EL2) or 2 (stage-2)")->check(CLI::IsMember({1, 2}));
   cmd->add_option("--level", opt->level, "lookup level 0-3")->check(CLI::Range(0, 3));

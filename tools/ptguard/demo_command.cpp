@@ -110,7 +110,7 @@ void add_demo_command(CLI::App& app) {
   auto svg = std::make_shared<std::string>("ptguard-ownership-map.svg");
   auto trace = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand("demo", "Show page ownership at work on a simulated machine");
-  cmd->footer("Example:\n  ptguard demo --svg /tmp/map.svg");
+  cmd->footer("Example:\n  ptguard demo --svg /tmp/map.svg\nExit: 0 every step did what it expected, 1 one did not.");
   cmd->add_option("--svg", *svg, "where to write the ownership map picture")->capture_default_str();
   cmd->add_flag("--trace", *trace, "print the event log of every step");
   cmd->callback([svg, trace] { set_exit_code(run_demo(*svg, *trace)); });

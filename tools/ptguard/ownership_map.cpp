@@ -267,15 +267,23 @@ std::string cell(double x, double y, double w, double h, PageState s, const std:
 
 std::string map_svg(const OwnershipMap& m, const std::string& title) {
   // The axis is not linear: every range gets a width that grows with the logarithm of its
-  // size, so a 4K page next to 4G of RAM stays visible.
-  constexpr double kLeft = 110, kTrack = 1100, kBand = 34, kGap = 8, kTop = 50;
+  // size, so a 4K page next to 4G of RAM stays visible. Where addresses jump (between MMIO
+  // and RAM, say) the bands break: a white gap and a break mark on the axis.
+  constexpr double kLeft = 110, kTrack = 1100, kBand = 34, kGap = 8, kTop = 50, kBreak = 12, kStrip = 16;
   std::vector<double> weight;
+  std::vector<bool> breaks_before;
   double total = 0;
-  for (const MapRow& r : m.rows) {
-    const double wgt = 1.0 + std::log2(static_cast<double>(std::max<u64>(r.size, World::kPage) / World::kPage));
+  std::size_t nbreaks = 0;
+  for (std::size_t i = 0; i < m.rows.size(); ++i) {
+    const MapRow& r = m.rows[i];
+    const double wgt = 2.0 + std::log2(static_cast<double>(std::max<u64>(r.size, World::kPage) / World::kPage));
     weight.push_back(wgt);
     total += wgt;
+    const bool br = i > 0 && m.rows[i - 1].end() != r.base;
+    breaks_before.push_back(br);
+    nbreaks += br ? 1 : 0;
   }
+  const double track = kTrack - static_cast<double>(nbreaks) * kBreak;
   struct Band {
     std::string name;
     int kind;  // 0 host, 1 hyp, 2 secure, 3 guest
@@ -286,10 +294,11 @@ std::string map_svg(const OwnershipMap& m, const std::string& title) {
   for (std::size_t i = 0; i < m.guests.size(); ++i)
     bands.push_back({component_name(m.guests[i]) + (m.guest_alive[i] ? "" : " (dead)"), 3, i});
   const double bands_h = static_cast<double>(bands.size()) * (kBand + kGap);
-  const double axis_y = kTop + bands_h;
+  const double strip_y = kTop + bands_h;               // the region strip (ram, gic, uart)
+  const double axis_y = strip_y + kStrip + 4;
   const double legend_y = axis_y + 110;
-  const double height = legend_y + 90;
-  const double width = kLeft + kTrack + 40;
+  const double height = legend_y + 110;
+  const double width = kLeft + kTrack + 90;
 
   std::string o;
   o += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
@@ -311,15 +320,47 @@ std::string map_svg(const OwnershipMap& m, const std::string& title) {
     const double y = kTop + static_cast<double>(b) * (kBand + kGap);
     o += fmt::format(R"~(<text x="{}" y="{:.1f}" text-anchor="end">{}</text>)~", kLeft - 8, y + kBand / 2 + 4,
                      xml_escape(bands[b].name));
-    o += fmt::format(R"~(<rect x="{}" y="{}" width="{}" height="{}" fill="#f2f2f2"/>)~", kLeft, y, kTrack, kBand);
     o += "\n";
   }
+  o += fmt::format(R"~(<text x="{}" y="{:.1f}" text-anchor="end" font-size="10" fill="#555">region</text>)~", kLeft - 8,
+                   strip_y + kStrip / 2 + 4);
+  o += "\n";
+  // Each range: a light background per band, the cells, a region strip, a tick and a label.
   double x = kLeft, last_label = -100;
+  std::size_t region_start = 0;
+  double region_x = kLeft;
+  const auto close_region = [&](std::size_t end_row, double end_x) {
+    if (end_row <= region_start) return;
+    const MapRow& r0 = m.rows[region_start];
+    const double w = end_x - region_x;
+    o += fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="{}"><title>{}</title></rect>)~",
+                     region_x, strip_y, std::max(w, 0.5), kStrip, r0.memory ? "#d9d9d9" : "#cbbfe0",
+                     xml_escape(fmt::format("{} {:#x}-{:#x}", r0.region, r0.base, m.rows[end_row - 1].end())));
+    const double text_w = 7.0 * static_cast<double>(r0.region.size());
+    if (w >= text_w + 4)
+      o += fmt::format(R"~(<text x="{:.2f}" y="{}" font-size="11" text-anchor="middle">{}</text>)~",
+                       region_x + w / 2, strip_y + kStrip - 4, xml_escape(r0.region));
+    o += "\n";
+  };
   for (std::size_t i = 0; i < m.rows.size(); ++i) {
     const MapRow& r = m.rows[i];
-    const double w = kTrack * weight[i] / total;
+    if (breaks_before[i] || (i > 0 && m.rows[i - 1].region != r.region)) {
+      close_region(i, x);
+      if (breaks_before[i]) {
+        // A break mark on the axis: two slanted strokes in the gap.
+        o += fmt::format(
+            R"~(<path d="M{:.2f} {} l4 -8 M{:.2f} {} l4 -8" stroke="#555" stroke-width="1.2" fill="none"/>)~", x + 2,
+            axis_y + 4, x + 6, axis_y + 4);
+        o += "\n";
+        x += kBreak;
+      }
+      region_start = i;
+      region_x = x;
+    }
+    const double w = track * weight[i] / total;
     for (std::size_t b = 0; b < bands.size(); ++b) {
       const double y = kTop + static_cast<double>(b) * (kBand + kGap);
+      o += fmt::format(R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="{}" fill="#f2f2f2"/>)~", x, y, w, kBand);
       PageState s = PageState::none;
       switch (bands[b].kind) {
         case 0: s = r.host; break;
@@ -327,14 +368,29 @@ std::string map_svg(const OwnershipMap& m, const std::string& title) {
         case 2: s = r.ffa ? PageState::shared_borrowed : PageState::none; break;
         default: s = r.guests[bands[b].guest]; break;
       }
-      if (s == PageState::none) continue;
+      if (s == PageState::none) {
+        // The host's table names another owner here (an annotated invalid entry): a bar in the
+        // owner's colour along the bottom of the host's band.
+        if (bands[b].kind == 0 && r.owner != kHostId) {
+          o += fmt::format(
+              R"~(<rect x="{:.2f}" y="{}" width="{:.2f}" height="6" fill="{}"><title>{}</title></rect>)~", x,
+              y + kBand - 6, w, owner_colour(r.owner),
+              xml_escape(fmt::format("{:#x}-{:#x} ({}, {}): host none, annotated: owner {}", r.base, r.end(),
+                                     size_name(r.size), r.region, component_name(r.owner))));
+        }
+        continue;
+      }
       std::string tip = fmt::format("{:#x}-{:#x} ({}, {}): {} {}, owner {}", r.base, r.end(), size_name(r.size),
                                     r.region, bands[b].name, name(s), component_name(r.owner));
       if (r.pins != 0) tip += fmt::format(", pins {}", r.pins);
       if (r.shares != 0) tip += fmt::format(", guest shares {}", r.shares);
       o += cell(x, y, w, kBand, s, owner_colour(r.owner), tip);
-      o += "\n";
+      // A page the hypervisor pinned: a black pin head on its hyp cell.
+      if (bands[b].kind == 1 && r.pins != 0)
+        o += fmt::format(R"~(<circle cx="{:.2f}" cy="{}" r="3.5" fill="black"><title>pinned ({})</title></circle>)~",
+                         x + w / 2, y + 6, r.pins);
     }
+    o += "\n";
     // Range boundaries: a tick on the axis, and the address where there is room.
     o += fmt::format(R"~(<line x1="{:.2f}" y1="{}" x2="{:.2f}" y2="{}" stroke="#888" stroke-width="0.5"/>)~", x,
                      kTop - 4, x, axis_y + 4);
@@ -346,12 +402,21 @@ std::string map_svg(const OwnershipMap& m, const std::string& title) {
     }
     o += "\n";
     x += w;
+    // The end of a range before a break gets its own tick (and label, if there is room).
+    if (i + 1 < m.rows.size() && breaks_before[i + 1]) {
+      o += fmt::format(R"~(<line x1="{:.2f}" y1="{}" x2="{:.2f}" y2="{}" stroke="#888" stroke-width="0.5"/>)~", x,
+                       kTop - 4, x, axis_y + 4);
+    }
   }
-  if (!m.rows.empty())
+  close_region(m.rows.size(), x);
+  if (!m.rows.empty()) {
+    o += fmt::format(R"~(<line x1="{:.2f}" y1="{}" x2="{:.2f}" y2="{}" stroke="#888" stroke-width="0.5"/>)~", x,
+                     kTop - 4, x, axis_y + 4);
     o += fmt::format(R"~(<text x="{:.2f}" y="{}" font-size="10" transform="rotate(60 {:.2f} {})">{:#x}</text>)~",
                      x, axis_y + 10, x, axis_y + 10, m.rows.back().end());
+  }
   o += fmt::format(
-      R"~(<text x="{}" y="{}" font-size="10" fill="#555">axis: physical address; each range's width grows with the logarithm of its size</text>)~",
+      R"~(<text x="{}" y="{}" font-size="10" fill="#555">axis: physical address; each range's width grows with the logarithm of its size; a gap marks a jump in addresses</text>)~",
       kLeft, legend_y - 16);
   o += "\n";
   // Legend: owners, then states.
@@ -375,6 +440,11 @@ std::string map_svg(const OwnershipMap& m, const std::string& title) {
     o += fmt::format(R"~(<text x="{}" y="{}">{}</text>)~", lx + 36, sy + 14, name(s));
     lx += 150;
   }
+  o += fmt::format(R"~(<circle cx="{}" cy="{}" r="3.5" fill="black"/><text x="{}" y="{}">pinned by hyp</text>)~", lx + 8,
+                   sy + 9, lx + 18, sy + 14);
+  const double ay = sy + 30;
+  o += fmt::format(R"~(<rect x="{}" y="{}" width="30" height="6" fill="{}"/><text x="{}" y="{}">annotated: the host's table names the owner (colour)</text>)~",
+                   kLeft, ay + 6, owner_colour(kHypId), kLeft + 36, ay + 12);
   o += "\n</svg>\n";
   return o;
 }

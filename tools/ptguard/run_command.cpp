@@ -23,7 +23,9 @@ int run(const RunOptions& opt) {
   so.check = opt.check;
   so.trace = opt.trace;
   so.quiet = opt.quiet;
-  so.progress = isatty(STDERR_FILENO) != 0 && opt.quiet;
+  // Progress on a terminal only, and only when the steps themselves are not scrolling past on
+  // it: with -q, or with the output going to a file or a pipe.
+  so.progress = isatty(STDERR_FILENO) != 0 && (opt.quiet || isatty(STDOUT_FILENO) == 0);
   std::string text, shown;
   if (!read_scenario_file(opt.file, &text, &shown, std::cerr)) return 2;
   Scenario s;

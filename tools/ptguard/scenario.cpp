@@ -75,48 +75,6 @@ struct Statement {
   std::optional<Expect> expect;
 };
 
-namespace {
-
-bool is_machine_op(Op op) {
-  return op == Op::ram || op == Op::mmio || op == Op::carveout || op == Op::pool || op == Op::hyp_offset;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Lexing and parsing
-// ---------------------------------------------------------------------------------------------
-
-struct Token {
-  std::string text;
-  int col = 0;  // 1-based
-};
-
-struct ParseError {
-  int col;
-  int len;
-  std::string msg;
-};
-
-std::vector<Token> tokenize(std::string_view line) {
-  std::vector<Token> out;
-  std::size_t i = 0;
-  while (i < line.size()) {
-    if (line[i] == '#') break;
-    if (std::isspace(static_cast<unsigned char>(line[i])) != 0) {
-      ++i;
-      continue;
-    }
-    const std::size_t b = i;
-    while (i < line.size() && line[i] != '#' && std::isspace(static_cast<unsigned char>(line[i])) == 0) ++i;
-    out.push_back(Token{std::string(line.substr(b, i - b)), static_cast<int>(b) + 1});
-  }
-  return out;
-}
-
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 // A number: decimal or 0x hex, '_' separators, an optional size suffix K, M, G, T.
 std::optional<u64> parse_number(const std::string& s, std::string* why) {
   std::string t;
@@ -168,6 +126,48 @@ std::optional<u64> parse_number(const std::string& s, std::string* why) {
     return std::nullopt;
   }
   return v * mult;
+}
+
+namespace {
+
+bool is_machine_op(Op op) {
+  return op == Op::ram || op == Op::mmio || op == Op::carveout || op == Op::pool || op == Op::hyp_offset;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lexing and parsing
+// ---------------------------------------------------------------------------------------------
+
+struct Token {
+  std::string text;
+  int col = 0;  // 1-based
+};
+
+struct ParseError {
+  int col;
+  int len;
+  std::string msg;
+};
+
+std::vector<Token> tokenize(std::string_view line) {
+  std::vector<Token> out;
+  std::size_t i = 0;
+  while (i < line.size()) {
+    if (line[i] == '#') break;
+    if (std::isspace(static_cast<unsigned char>(line[i])) != 0) {
+      ++i;
+      continue;
+    }
+    const std::size_t b = i;
+    while (i < line.size() && line[i] != '#' && std::isspace(static_cast<unsigned char>(line[i])) == 0) ++i;
+    out.push_back(Token{std::string(line.substr(b, i - b)), static_cast<int>(b) + 1});
+  }
+  return out;
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 bool looks_numeric(const std::string& s) { return !s.empty() && std::isdigit(static_cast<unsigned char>(s[0])) != 0; }
@@ -921,6 +921,12 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
   };
   const auto boot = [&](const Statement& s, bool finalize) -> bool {
     if (!described) spec = opts.default_machine;
+    if (opts.table_pool_base) {
+      const u64 size = opts.table_pool_size ? *opts.table_pool_size
+                       : spec.pool.size != 0  ? spec.pool.size
+                                              : spec.carveout.size;
+      spec.pool = Region{*opts.table_pool_base, size};
+    }
     std::string why;
     world_ = World::create(spec, &why);
     if (!world_) {

@@ -28,7 +28,17 @@ struct ScenarioOptions {
   bool line_numbers = true;  ///< print each step's line number
   /// The machine when the scenario describes none (and no `ram` line).
   MachineSpec default_machine = MachineSpec::small();
+  /// Table pages come from [base, base + the pool's size) instead of where the scenario says
+  /// (`ptguard export --table-base`); the pool's size is table_pool_size, or its `pool` line's, or
+  /// the carve-out's.
+  std::optional<u64> table_pool_base;
+  /// With table_pool_base: the pool's size instead.
+  std::optional<u64> table_pool_size;
 };
+
+/// A number as scenarios write it: decimal or 0x hex, '_' separators, an optional size suffix
+/// K, M, G, T on decimal numbers. On error, nullopt and the reason in *why.
+[[nodiscard]] std::optional<u64> parse_number(const std::string& s, std::string* why);
 
 struct ScenarioResult {
   int exit_code = 0;  ///< 0 ok; 1 an expectation or check failed; 2 bad input or machine

@@ -63,10 +63,37 @@ std::unique_ptr<World> World::create(const MachineSpec& spec, std::string* why) 
     *why = "no table pool: give `pool BASE SIZE` or a `carveout` (which holds the pool)";
     return nullptr;
   }
+  // A pool outside every ram and mmio region is memory only the hypervisor has (the ownership
+  // layer never hears of it, so the host can never own it): back it on its own. A pool must not
+  // straddle a region's edge.
+  bool inside = false, touches = false;
+  const auto overlaps = [&](u64 base, u64 size) { return pool.base < base + size && base < pool.end(); };
+  for (const Region& r : s.memory) {
+    inside = inside || (pool.base >= r.base && pool.end() <= r.end() && pool.end() > pool.base);
+    touches = touches || overlaps(r.base, r.size);
+  }
+  for (const MmioSpec& m : s.mmio) {
+    if (overlaps(m.base, m.size)) {
+      *why = fmt::format("pool {:#x} {:#x} overlaps the MMIO region at {:#x}", pool.base, pool.size, m.base);
+      return nullptr;
+    }
+  }
+  if (!inside && touches) {
+    *why = fmt::format("pool {:#x} {:#x} straddles the edge of ram: put it inside ram (in the carve-out) or "
+                       "outside every region",
+                       pool.base, pool.size);
+    return nullptr;
+  }
+  if (!inside) {
+    if (Status st = w->mem_.add_region(pool.base, pool.size); !st) {
+      *why = fmt::format("pool {:#x} {:#x}: {} (it must be page-aligned and not wrap)", pool.base, pool.size,
+                         name(st.error()));
+      return nullptr;
+    }
+  }
   Result<sim::SimPlatform> plat = sim::SimPlatform::create(w->mem_, pool.base, pool.size, kPage);
   if (!plat) {
-    *why = fmt::format("pool {:#x} {:#x}: {} (it must lie in ram and be page-aligned)", pool.base, pool.size,
-                       name(plat.error()));
+    *why = fmt::format("pool {:#x} {:#x}: {} (it must be page-aligned)", pool.base, pool.size, name(plat.error()));
     return nullptr;
   }
   w->plat_ = std::make_unique<sim::SimPlatform>(std::move(*plat));

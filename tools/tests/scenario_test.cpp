@@ -278,9 +278,9 @@ TEST(Demo, RunsAndWritesAValidSvg) {
   const std::string s = slurp(svg);
   EXPECT_NE(s.find("<svg"), std::string::npos);
   EXPECT_NE(s.find("</svg>"), std::string::npos);
-  if (shell("command -v xmllint >/dev/null 2>&1") == 0) {
-    EXPECT_EQ(shell("xmllint --noout " + svg.string()), 0);
-  }
+  // Mandatory: make test installs xmllint (libxml2-utils); a missing one is a failure.
+  ASSERT_EQ(shell("command -v xmllint >/dev/null 2>&1"), 0) << "xmllint is missing: apt-get install libxml2-utils";
+  EXPECT_EQ(shell("xmllint --noout " + svg.string()), 0);
   fs::remove(svg);
 }
 
@@ -301,9 +301,9 @@ TEST(Binary, ExitCodes) {
   EXPECT_EQ(shell(cli + " --version >/dev/null"), 0);
   const fs::path svg = fs::temp_directory_path() / "ptguard-test-run.svg";
   EXPECT_EQ(shell(cli + " run -q --map --svg " + svg.string() + " " + ex + "/teardown.ptg >/dev/null"), 0);
-  if (shell("command -v xmllint >/dev/null 2>&1") == 0) {
-    EXPECT_EQ(shell("xmllint --noout " + svg.string()), 0);
-  }
+  // Mandatory: make test installs xmllint (libxml2-utils); a missing one is a failure.
+  ASSERT_EQ(shell("command -v xmllint >/dev/null 2>&1"), 0) << "xmllint is missing: apt-get install libxml2-utils";
+  EXPECT_EQ(shell("xmllint --noout " + svg.string()), 0);
   fs::remove(svg);
 }
 
