@@ -31,10 +31,25 @@ inline constexpr u64 kUartSize = 0x1'0000;
 inline constexpr u64 kCarveout = 0x4008'0000;
 inline constexpr u64 kCarveoutEnd = 0x4200'0000;
 inline constexpr u64 kImageEnd = 0x4040'0000;  ///< the image must end before this
-/// One 8 MiB table pool per granule (each 1 MiB aligned: a 16-page root of 64K pages).
-inline constexpr u64 kPoolSize = u64{8} << 20;
-[[nodiscard]] constexpr u64 pool_pa(arch::Granule g) { return 0x4040'0000 + static_cast<u64>(g) * kPoolSize; }
-static_assert(pool_pa(arch::Granule::k64K) + kPoolSize <= kCarveoutEnd);
+/// The runs of the scenario: each granule, and the 4K granule once more with FEAT_S2FWB left
+/// unused (HCR_EL2.FWB = 0: the other stage-2 MemAttr encodings, and the cache maintenance
+/// the engine and the scrub then do by VA through the hypervisor's fixmap).
+struct Variant {
+  arch::Granule granule;
+  bool fwb_off;
+  const char* name;
+};
+inline constexpr Variant kVariants[] = {
+    {arch::Granule::k4K, false, "4K"},
+    {arch::Granule::k16K, false, "16K"},
+    {arch::Granule::k64K, false, "64K"},
+    {arch::Granule::k4K, true, "4K-nofwb"},
+};
+inline constexpr unsigned kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
+/// One 6 MiB table pool per run (each 1 MiB aligned: a 16-page root of 64K pages).
+inline constexpr u64 kPoolSize = u64{6} << 20;
+[[nodiscard]] constexpr u64 pool_pa(unsigned variant) { return 0x4040'0000 + variant * kPoolSize; }
+static_assert(pool_pa(kNumVariants) <= kCarveoutEnd);
 /// The hypervisor maps memory shared with or donated to it at pa + kHypVaOffset.
 inline constexpr u64 kHypVaOffset = u64{0x1000} << 32;
 /// Its fixmap slot.
@@ -69,12 +84,14 @@ enum class Actor : u8 { host, hyp, guest2, guest3 };
 enum class Op : u8 { read, write, call };
 
 /// Hypercall function numbers (x0). Host calls: x1 pa, x2 pages, x3 guest id, x4 guest IPA,
-/// x5 permissions (or the VMID for create_guest). Guest calls: x1 IPA, x2 pages.
+/// x5 permissions (or the VMID for create_guest); on a guest (create, teardown, reclaim,
+/// unshare, and the permission and young-bit operations on what the host shares with it): x1
+/// the guest id, x4 its IPA, x5 permissions or "clear". Guest calls: x1 IPA, x2 pages.
 enum class Call : u8 {
   none = 0,
   share_hyp = 1, unshare_hyp, donate_hyp, hyp_donate_host, hyp_pin, hyp_unpin, share_ffa, unshare_ffa,
   create_guest, share_guest, unshare_guest, donate_guest, lend_guest, reclaim_lent, teardown_guest,
-  reclaim_guest, force_reclaim,
+  reclaim_guest, force_reclaim, guest_wrprotect, guest_relax_perms, guest_test_clear_young, guest_mkyoung,
   guest_share_host = 32, guest_unshare_host, guest_relinquish,
 };
 
@@ -98,6 +115,10 @@ enum class Call : u8 {
     case Call::teardown_guest: return "teardown_guest";
     case Call::reclaim_guest: return "reclaim_guest";
     case Call::force_reclaim: return "host_force_reclaim";
+    case Call::guest_wrprotect: return "guest_wrprotect";
+    case Call::guest_relax_perms: return "guest_relax_perms";
+    case Call::guest_test_clear_young: return "guest_test_clear_young";
+    case Call::guest_mkyoung: return "guest_mkyoung";
     case Call::guest_share_host: return "guest_share_host";
     case Call::guest_unshare_host: return "guest_unshare_host";
     case Call::guest_relinquish: return "guest_relinquish";
@@ -105,15 +126,31 @@ enum class Call : u8 {
   return "?";
 }
 
+/// Whether a host hypercall's x1 names a guest (not a physical address).
+[[nodiscard]] constexpr bool x1_is_guest(Call c) {
+  switch (c) {
+    case Call::create_guest:
+    case Call::teardown_guest:
+    case Call::reclaim_guest:
+    case Call::unshare_guest:
+    case Call::guest_wrprotect:
+    case Call::guest_relax_perms:
+    case Call::guest_test_clear_young:
+    case Call::guest_mkyoung: return true;
+    default: return false;
+  }
+}
+
 /// What a step must do. Faults name only the kind here: the level is the MMU's business and
 /// is compared between QEMU and the reference MMU, not written in the table.
 struct Expect {
   enum Kind : u8 { ok, ok_value, ret, translation, permission, not_run } kind = ok;
-  u64 value = 0;  ///< ok_value: the word read; ret: the errno (0 for success)
+  u64 value = 0;  ///< ok_value: the word read; ret: x0 (0, a count, or -errno)
 };
 inline constexpr Expect kOk{Expect::ok, 0};
 [[nodiscard]] constexpr Expect reads(u64 v) { return Expect{Expect::ok_value, v}; }
-[[nodiscard]] constexpr Expect ret(Error e) { return Expect{Expect::ret, static_cast<u64>(code(e))}; }
+[[nodiscard]] constexpr Expect ret(Error e) { return Expect{Expect::ret, static_cast<u64>(-static_cast<long long>(code(e)))}; }
+[[nodiscard]] constexpr Expect returns(u64 x0) { return Expect{Expect::ret, x0}; }
 inline constexpr Expect kRetOk{Expect::ret, 0};
 inline constexpr Expect kTranslation{Expect::translation, 0};
 inline constexpr Expect kPermission{Expect::permission, 0};
@@ -159,7 +196,7 @@ inline constexpr Step kScenario[] = {
     read(host, host_page(1), reads(0x1111)),
     read(host, kUart, kTranslation),                // the hypervisor's UART
     read(host, kCarveout, kTranslation),            // the hypervisor's image
-    write(host, pool_pa(arch::Granule::k4K), 1, kTranslation),  // a table pool
+    write(host, pool_pa(0), 1, kTranslation),  // a table pool
     read(host, kOutside, kTranslation),             // RAM given to nobody
     read(hyp, host_page(1), kTranslation),          // the hypervisor does not map host memory
     // Host <-> hypervisor: share, pin, unshare.
@@ -192,7 +229,7 @@ inline constexpr Step kScenario[] = {
     host_call(share_hyp, host_page(4), ret(Error::eperm)),
     write(host, host_page(4), 0x4444, kOk),
     host_call(unshare_ffa, host_page(4), kRetOk),
-    host_call(share_hyp, pool_pa(arch::Granule::k4K), ret(Error::eperm)),
+    host_call(share_hyp, pool_pa(0), ret(Error::eperm)),
     host_call(donate_hyp, kUart, ret(Error::eperm)),
     // Guests: two, each on its own VMID, both running the host's code page read-execute.
     guest_op(create_guest, 2, kRetOk, 1),
@@ -221,6 +258,18 @@ inline constexpr Step kScenario[] = {
     host_call(share_guest, host_page(6), kRetOk, 3, guest_page(2), kRW),
     write(guest3, guest_page(2), 0x6668, kOk),
     read(guest2, guest_page(2), reads(0x6668)),
+    // Guest 3's permissions and access flag on that page, changed by the host.
+    host_call(guest_wrprotect, 3, kRetOk, 0, guest_page(2)),
+    write(guest3, guest_page(2), 0x6669, kPermission),
+    read(guest3, guest_page(2), reads(0x6668)),
+    host_call(guest_relax_perms, 3, kRetOk, 0, guest_page(2), kRW),
+    write(guest3, guest_page(2), 0x6668, kOk),
+    host_call(guest_test_clear_young, 3, returns(1), 0, guest_page(2), 1),
+    host_call(guest_test_clear_young, 3, returns(0), 0, guest_page(2), 0),
+    read(guest3, guest_page(2), reads(0x6668)),  // the MMU sets the access flag (VTCR_EL2.HA)
+    host_call(guest_test_clear_young, 3, returns(1), 0, guest_page(2), 0),
+    host_call(guest_mkyoung, 3, kRetOk, 0, guest_page(2)),
+    host_call(guest_relax_perms, 2, ret(Error::eperm), 0, guest_page(1), kRW),  // not shared
     host_call(share_hyp, host_page(6), ret(Error::eperm)),
     // Guest 2 shares its page back with the host, then takes it back.
     guest_call(guest2, guest_share_host, guest_page(1), kRetOk),
@@ -367,7 +416,7 @@ struct Outcome {
   switch (s.expect.kind) {
     case Expect::ok: return o.kind == Outcome::ok;
     case Expect::ok_value: return o.kind == Outcome::ok && o.value == s.expect.value;
-    case Expect::ret: return o.kind == Outcome::ret && o.value == static_cast<u64>(-static_cast<i64>(s.expect.value));
+    case Expect::ret: return o.kind == Outcome::ret && o.value == s.expect.value;
     case Expect::translation: return o.kind == Outcome::faulted && o.fault == Fault::translation && access_addr_ok;
     case Expect::permission: return o.kind == Outcome::faulted && o.fault == Fault::permission && access_addr_ok;
     case Expect::not_run: return o.kind == Outcome::not_run;
@@ -414,9 +463,6 @@ struct Line {
   }
 };
 
-[[nodiscard]] constexpr const char* granule_name(arch::Granule g) {
-  return g == arch::Granule::k4K ? "4K" : g == arch::Granule::k16K ? "16K" : "64K";
-}
 [[nodiscard]] constexpr const char* actor_name(Actor a) {
   switch (a) {
     case Actor::host: return "host";
@@ -426,14 +472,16 @@ struct Line {
   }
   return "?";
 }
-[[nodiscard]] inline const char* errno_name(u64 neg) {
-  const u64 e = static_cast<u64>(-static_cast<i64>(neg));
-  return e == 0 ? "0" : name(static_cast<Error>(e));
+/// x0 of a hypercall: "EPERM" for -EPERM, else the number.
+inline Line& ret_text(Line& l, u64 x0) {
+  const auto v = static_cast<i64>(x0);
+  if (v < 0) return l.str(name(static_cast<Error>(-v)));
+  return l.dec(x0);
 }
 
-/// "check 4K #012 host write 0x42010000 0x1111 -> ok [pass]"
-inline void format_check(Line& l, arch::Granule g, unsigned idx, const Step& s, const Outcome& o) {
-  l.str("check ").str(granule_name(g)).str(" #").dec(idx).str(" ").str(actor_name(s.who)).str(" ");
+/// "check 4K #12 host write 0x42010000 0x1111 -> ok [pass]" (`run` names the variant)
+inline void format_check(Line& l, const char* run, unsigned idx, const Step& s, const Outcome& o) {
+  l.str("check ").str(run).str(" #").dec(idx).str(" ").str(actor_name(s.who)).str(" ");
   if (s.op == Op::read) {
     l.str("read ").hex(s.addr);
   } else if (s.op == Op::write) {
@@ -451,7 +499,7 @@ inline void format_check(Line& l, arch::Granule g, unsigned idx, const Step& s, 
       l.str("ok");
       if (s.op == Op::read) l.str(" ").hex(o.value);
       break;
-    case Outcome::ret: l.str("ret ").str(errno_name(o.value)); break;
+    case Outcome::ret: ret_text(l.str("ret "), o.value); break;
     case Outcome::faulted:
     case Outcome::fetch_fault:
       l.str(o.kind == Outcome::fetch_fault ? "fetch fault " : "fault ").str(name(o.fault)).str(" level ").dec(static_cast<u64>(o.level));
@@ -470,9 +518,9 @@ inline void format_check(Line& l, arch::Granule g, unsigned idx, const Step& s, 
 /// hypervisor's pool does).
 inline constexpr u32 kGuestMemcachePages = 8;
 
-[[nodiscard]] constexpr u64 to_ret(const Status& st) {
-  return st ? 0 : static_cast<u64>(-static_cast<i64>(code(st.error())));
-}
+[[nodiscard]] constexpr u64 to_ret(Error e) { return static_cast<u64>(-static_cast<i64>(code(e))); }
+[[nodiscard]] constexpr u64 to_ret(const Status& st) { return st ? 0 : to_ret(st.error()); }
+[[nodiscard]] constexpr u64 to_ret(const Result<bool>& r) { return r ? u64{*r} : to_ret(r.error()); }
 
 /// Serves hypercall `r` from `caller` (the host, or a guest) with the ownership layer, as the
 /// EL2 image does on HVC #0 and the simulator does for the same step. Returns 0 or -errno (as
@@ -488,7 +536,7 @@ template <typename MP, typename Plat>
       case Call::guest_share_host: return to_ret(mp.guest_share_host(caller, a, n));
       case Call::guest_unshare_host: return to_ret(mp.guest_unshare_host(caller, a, n));
       case Call::guest_relinquish: return to_ret(mp.guest_relinquish(caller, a, n));
-      default: return to_ret(fail(Error::einval));
+      default: return to_ret(Error::einval);
     }
   }
   switch (call) {
@@ -514,7 +562,12 @@ template <typename MP, typename Plat>
     case Call::teardown_guest: return to_ret(mp.teardown_guest(static_cast<ComponentId>(a)));
     case Call::reclaim_guest: return to_ret(mp.reclaim_guest(static_cast<ComponentId>(a)));
     case Call::force_reclaim: return to_ret(mp.host_force_reclaim(a));
-    default: return to_ret(fail(Error::einval));
+    case Call::guest_wrprotect: return to_ret(mp.guest_wrprotect(static_cast<ComponentId>(a), ipa, n));
+    case Call::guest_relax_perms: return to_ret(mp.guest_relax_perms(static_cast<ComponentId>(a), ipa, perm));
+    case Call::guest_test_clear_young:
+      return to_ret(mp.guest_test_clear_young(static_cast<ComponentId>(a), ipa, n, r.x[5] != 0));
+    case Call::guest_mkyoung: return to_ret(mp.guest_mkyoung(static_cast<ComponentId>(a), ipa));
+    default: return to_ret(Error::einval);
   }
 }
 

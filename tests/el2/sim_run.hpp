@@ -37,23 +37,26 @@ struct IdRegs {
   return Fault::other;
 }
 
-/// One granule's run. Lines are what the image prints for the same granule ("check ..." and
+/// One run (a variant of scenario.hpp). Lines are what the image prints for the same granule ("check ..." and
 /// "invariants ..."); `problems` lists what the simulator itself objects to (a platform
 /// violation, a prediction that rests on an UNPREDICTABLE choice).
-template <arch::Granule G>
+template <unsigned V>
 class SimRun {
  public:
+  static constexpr Variant kRun = kVariants[V];
+  static constexpr arch::Granule G = kRun.granule;
   using MP = ownership::MemProtect<G, sim::SimPlatform, 4>;
   static constexpr u64 kPage = arch::page_size(G);
 
   explicit SimRun(const arch::CpuFeatures& cpu) : cpu_(cpu) {
+    if (kRun.fwb_off) cpu_.fwb = false;
     ok(mem_.add_region(kRam, kRamSize), "RAM");
     ok(mem_.add_region(kUart, kUartSize), "UART");
-    plat_.emplace(mem_, pool_pa(G), kPoolSize, kPage);
+    plat_.emplace(mem_, pool_pa(V), kPoolSize, kPage);
     ok(mem_.write(kHostCode, kEl1Code.w, sizeof(kEl1Code.w)) ? Status{} : fail(Error::einval), "EL1 code");
     meta_.resize(kMemorySize / kPage);
     const ownership::MachineDesc m{memory_, mmio_, ownership::Region{kCarveout, kCarveoutEnd - kCarveout}, kHypVaOffset};
-    ok(mp_.init(*plat_, m, meta_, cpu), "MemProtect::init");
+    ok(mp_.init(*plat_, m, meta_, cpu_), "MemProtect::init");
     mp_.finalize();
   }
 
@@ -64,13 +67,13 @@ class SimRun {
       const Step& s = kScenario[i];
       const Outcome o = step(s);
       Line l;
-      format_check(l, G, i, s, o);
+      format_check(l, kRun.name, i, s, o);
       lines.emplace_back(l.buf);
     }
     std::vector<u32> scratch(kMemorySize / kPage);
     typename MP::Violation v{};
     Line inv;
-    inv.str("invariants ").str(granule_name(G)).str(": ");
+    inv.str("invariants ").str(kRun.name).str(": ");
     if (mp_.check_invariants(scratch, &v))
       inv.str("hold");
     else
@@ -92,6 +95,12 @@ class SimRun {
     const auto& t = who == ownership::kHostId ? mp_.host_table() : mp_.guest(who)->table;
     sim::Translation r = sim::translate_stage2(mem_, sim::Stage2Regs{c.vtcr, arch::make_vttbr(t.root_pa(), t.vmid()), c.fwb, cpu_.xnx}, ipa, a);
     note(r, ipa);
+    // With VTCR_EL2.HA the MMU sets a leaf's access flag in memory on an access that
+    // succeeds; the reference MMU says so and leaves the write to its user.
+    if (r.ok() && r.af_set_by_hw && !r.walk.empty()) {
+      const sim::WalkStep& leaf = r.walk.back();
+      if (!mem_.write64(leaf.desc_pa, leaf.desc | arch::S2Af::kMask)) problems.push_back("AF update outside memory");
+    }
     return r;
   }
   void note(const sim::Translation& t, u64 addr) {

@@ -1,6 +1,7 @@
 // The mini-hypervisor: ptguard at EL2 under QEMU (`-M virt,virtualization=on -cpu max`).
 //
-// For each granule the CPU supports (4K, 16K, 64K) it sets the machine up with the ownership
+// For each run of the scenario (each granule the CPU supports, 4K, 16K and 64K, and 4K once
+// more with FEAT_S2FWB left off) it sets the machine up with the ownership
 // layer over El2Platform, builds and switches to its own stage-1 EL2 tables, sets the host's
 // stage-2, and runs the scenario of ../scenario.hpp: every transition is a hypercall (HVC #0)
 // made by an EL1 program, every access is made by EL1 code (the host, or a guest on its own
@@ -11,6 +12,8 @@
 // hypervisor loads their registers, enters one with ERET, and the stub reports with HVC #1.
 // The host's stage-2 faults go to MemProtect::host_handle_fault, which maps host memory
 // lazily; a fault it refuses is a forbidden access, reported as such.
+#include <utility>
+
 #include "ptguard/arch/aarch64/insn.hpp"
 #include "ptguard/arch/regs.hpp"
 #include "ptguard/ownership/mem_protect.hpp"
@@ -162,8 +165,10 @@ extern "C" u64 el2_lower_trap(El1Frame* f) {
 
 namespace {
 
-template <Granule G>
+template <unsigned V>
 struct Hyp {
+  static constexpr Variant kRun = kVariants[V];
+  static constexpr Granule G = kRun.granule;
   using Plat = pgtable::El2Platform<G>;
   using MP = ownership::MemProtect<G, Plat, 4>;
   static constexpr u64 kPage = arch::page_size(G);
@@ -239,14 +244,15 @@ struct Hyp {
 
   static void fail_setup(const char* what, const Status& st) {
     Line l;
-    l.str("setup ").str(granule_name(G)).str(": ").str(what).str(": ").str(st ? "ok" : name(st.error()));
+    l.str("setup ").str(kRun.name).str(": ").str(what).str(": ").str(st ? "ok" : name(st.error()));
     println(l);
     ++g_failed;
   }
 
-  static void run(const arch::CpuFeatures& cpu, bool have_ttl) {
+  static void run(arch::CpuFeatures cpu, bool have_ttl) {
+    if (kRun.fwb_off) cpu.fwb = false;  // FEAT_S2FWB is opt-in (HCR_EL2.FWB): leave it off
     typename Plat::Config pc;
-    pc.pool_pa = pool_pa(G);
+    pc.pool_pa = pool_pa(V);
     pc.pool_size = kPoolSize;
     pc.counts = counts;
     pc.va_offset = 0;  // the pools are mapped at their physical addresses
@@ -265,7 +271,7 @@ struct Hyp {
     using pgtable::Prot;
     const u64 img = reinterpret_cast<u64>(__image_start), text_end = reinterpret_cast<u64>(__text_end);
     const u64 ro_end = reinterpret_cast<u64>(__rodata_end), img_end = reinterpret_cast<u64>(__image_end);
-    const u64 pools = pool_pa(Granule::k4K), pools_end = pool_pa(Granule::k64K) + kPoolSize;
+    const u64 pools = pool_pa(0), pools_end = pool_pa(kNumVariants);
     const Prot rx{pgtable::kPermRX, arch::MemType::normal_wb, 0};
     const Prot ro{pgtable::kPermR, arch::MemType::normal_wb, 0};
     const Prot rw{pgtable::kPermRW, arch::MemType::normal_wb, 0};
@@ -301,7 +307,7 @@ struct Hyp {
     a64::isb();
 
     Line l;
-    l.str("granule ").str(granule_name(G)).str(" tcr_el2 ").hex(s1.tcr).str(" mair_el2 ").hex(s1.mair);
+    l.str("run ").str(kRun.name).str(" tcr_el2 ").hex(s1.tcr).str(" mair_el2 ").hex(s1.mair);
     l.str(" vtcr_el2 ").hex(s2.vtcr).str(" hcr_el2 ").hex(PTGUARD_MRS("hcr_el2"));
     println(l);
 
@@ -309,14 +315,14 @@ struct Hyp {
       const Step& s = kScenario[i];
       const Outcome o = s.who == Actor::hyp ? run_hyp(s) : run_el1(s);
       Line c;
-      format_check(c, G, i, s, o);
+      format_check(c, kRun.name, i, s, o);
       println(c);
       ++g_checks;
       if (!meets(s, o)) ++g_failed;
     }
     typename MP::Violation v{};
     Line inv;
-    inv.str("invariants ").str(granule_name(G)).str(": ");
+    inv.str("invariants ").str(kRun.name).str(": ");
     if (mp.check_invariants(scratch, &v)) {
       inv.str("hold");
     } else {
@@ -326,6 +332,22 @@ struct Hyp {
     println(inv);
   }
 };
+
+template <unsigned V>
+void run_variant(const arch::CpuFeatures& cpu, bool have_ttl) {
+  constexpr Variant r = kVariants[V];
+  if (!cpu.supports(r.granule, 1) || !cpu.supports(r.granule, 2)) {
+    Line s;
+    s.str("run ").str(r.name).str(" not supported: skipped");
+    println(s);
+    return;
+  }
+  Hyp<V>::run(cpu, have_ttl);
+}
+template <unsigned... V>
+void run_variants(const arch::CpuFeatures& cpu, bool have_ttl, std::integer_sequence<unsigned, V...>) {
+  (run_variant<V>(cpu, have_ttl), ...);
+}
 
 }  // namespace
 
@@ -338,17 +360,7 @@ extern "C" void el2_main() {
   println(l);
   const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr);
   const bool have_ttl = arch::Field<51, 48>::get(mmfr2) != 0;  // ID_AA64MMFR2_EL1.TTL
-  for (Granule g : arch::kAllGranules) {
-    if (!cpu.supports(g, 1) || !cpu.supports(g, 2)) {
-      Line s;
-      s.str("granule ").str(granule_name(g)).str(" not supported: skipped");
-      println(s);
-      continue;
-    }
-    if (g == Granule::k4K) Hyp<Granule::k4K>::run(cpu, have_ttl);
-    if (g == Granule::k16K) Hyp<Granule::k16K>::run(cpu, have_ttl);
-    if (g == Granule::k64K) Hyp<Granule::k64K>::run(cpu, have_ttl);
-  }
+  run_variants(cpu, have_ttl, std::make_integer_sequence<unsigned, kNumVariants>{});
   Line s;
   s.str("summary ").dec(g_checks).str(" checks, ").dec(g_failed).str(" failed");
   println(s);

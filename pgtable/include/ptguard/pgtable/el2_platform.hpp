@@ -16,8 +16,9 @@
 //              table is what a speculative walk should find, so register every VM).
 //              RIPAS2E1IS (range) is carried out as VMALLS12E1IS, which covers it.
 //   caches     DC CIVAC / DC CVAC / IC IVAU by VA: memory in the linear range is reached at
-//              pa + va_offset; any other page through the fixmap (one page at a time). IC IVAU
-//              of a page that has no mapping is IC IALLUIS.
+//              pa + va_offset; any other page through the fixmap (one page at a time, what
+//              the fixmap held mapped back afterwards). IC IVAU of memory outside the linear
+//              range is IC IALLUIS (no mapping needed).
 //   fixmap     one page of EL2 VA whose last-level entry the caller locates (set_fixmap(),
 //              after the stage-1 table maps a page there: see fixmap_slot()).
 //
@@ -167,22 +168,33 @@ class El2Platform {
       do_cmo(op, pa + cfg_.va_offset, size);
       return;
     }
-    if (op == arch::CacheOp::ic_ivau && fixmap_pa_ == kNone) {
-      a64::ic_ialluis();  // no mapping to name the lines by: the whole I-cache
+    // The instruction cache needs no mapping to be invalidated: unless the range is the page
+    // the fixmap holds, IC IALLUIS covers every line.
+    if (op == arch::CacheOp::ic_ivau) {
+      if (fixmap_pa_ != kNone && (pa & ~(kPage - 1)) == fixmap_pa_ && pa + size <= fixmap_pa_ + kPage)
+        do_cmo(op, fixmap_va_ + (pa - fixmap_pa_), size);
+      else
+        a64::ic_ialluis();
       return;
     }
-    // Anything else page by page through the fixmap (the page already there, if it is one of
-    // them: the scrub path cleans the page it has just zeroed through the fixmap).
+    // Data-cache operations page by page: the page the fixmap holds is reached there (the scrub
+    // path cleans the page it has just zeroed through the fixmap); any other page is mapped at
+    // the fixmap for the operation, and what the fixmap held is mapped back afterwards. (A
+    // platform without a fixmap must give the linear range all memory.)
+    if (fixmap_pte_ == nullptr) return;
     for (u64 p = pa & ~(kPage - 1); p < pa + size; p += kPage) {
       const u64 lo = p < pa ? pa : p;
       const u64 hi = p + kPage < pa + size ? p + kPage : pa + size;
       if (fixmap_pa_ == p) {
         do_cmo(op, fixmap_va_ + (lo - p), hi - lo);
-      } else if (fixmap_pa_ == kNone && fixmap_pte_ != nullptr) {
-        fixmap_map(p);
-        do_cmo(op, fixmap_va_ + (lo - p), hi - lo);
-        fixmap_unmap();
+        continue;
       }
+      const u64 held = fixmap_pa_;
+      if (held != kNone) fixmap_unmap();
+      fixmap_map(p);
+      do_cmo(op, fixmap_va_ + (lo - p), hi - lo);
+      fixmap_unmap();
+      if (held != kNone) fixmap_map(held);
     }
   }
 
@@ -275,5 +287,8 @@ template <arch::Granule G, typename P>
   }
   return plat.phys_to_virt(table) + arch::level_index(G, arch::kLastLevel, va);
 }
+
+static_assert(Platform<El2Platform<arch::Granule::k4K>>);
+static_assert(Platform<El2Platform<arch::Granule::k64K>>);
 
 }  // namespace ptguard::pgtable
