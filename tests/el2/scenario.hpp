@@ -69,11 +69,12 @@ inline constexpr u64 kGuestCode = guest_page(0);
 inline constexpr u64 kOutside = kMemory + kMemorySize;
 
 /// The EL1 code page: the EL1 vector table at offset 0 (every entry reports to EL2 with
-/// HVC #2), then three two-instruction stubs the hypervisor enters with ELR_EL2. HVC #1 reports
-/// a stub's result, HVC #0 is a hypercall.
+/// HVC #2), then the stubs the hypervisor enters with ELR_EL2. HVC #1 reports a stub's result,
+/// HVC #0 is a hypercall. An exec step branches to a page that must hold HVC #1 (kLanding).
 inline constexpr u64 kStubRead = 0x800;   ///< ldr x1, [x0]; hvc #1
 inline constexpr u64 kStubWrite = 0x808;  ///< str x1, [x0]; hvc #1
 inline constexpr u64 kStubCall = 0x810;   ///< hvc #0; hvc #1
+inline constexpr u64 kStubExec = 0x818;   ///< br x0
 inline constexpr u16 kHvcCall = 0, kHvcDone = 1, kHvcEl1Exception = 2;
 
 // ---- steps ----------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ enum class Actor : u8 { host, hyp, guest2, guest3 };
 [[nodiscard]] constexpr ComponentId guest_id(Actor a) { return a == Actor::guest2 ? 2 : a == Actor::guest3 ? 3 : 0; }
 [[nodiscard]] constexpr bool is_guest(Actor a) { return guest_id(a) != 0; }
 
-enum class Op : u8 { read, write, call };
+enum class Op : u8 { read, write, call, exec };
 
 /// Hypercall function numbers (x0). Host calls: x1 pa, x2 pages, x3 guest id, x4 guest IPA,
 /// x5 permissions (or the VMID for create_guest); on a guest (create, teardown, reclaim,
@@ -167,6 +168,8 @@ struct Step {
 };
 
 [[nodiscard]] constexpr Step read(Actor who, u64 addr, Expect e) { return Step{who, Op::read, Call::none, addr, 0, 0, 0, 0, 0, e}; }
+/// An instruction fetch from `addr`, which must hold kLanding (HVC #1) if the fetch may succeed.
+[[nodiscard]] constexpr Step exec(Actor who, u64 addr, Expect e) { return Step{who, Op::exec, Call::none, addr, 0, 0, 0, 0, 0, e}; }
 [[nodiscard]] constexpr Step write(Actor who, u64 addr, u64 v, Expect e) {
   return Step{who, Op::write, Call::none, addr, v, 0, 0, 0, 0, e};
 }
@@ -182,6 +185,9 @@ struct Step {
 [[nodiscard]] constexpr Step guest_call(Actor g, Call c, u64 ipa, Expect e) {
   return Step{g, Op::call, c, ipa, 0, 1, 0, 0, 0, e};
 }
+
+/// HVC #1 as a doubleword a host step writes (A64 encoding: 0xd4000002 | imm16 << 5).
+inline constexpr u64 kLanding = 0xd400'0022u;
 
 inline constexpr u64 kRX = pgtable::kPermRX, kR = pgtable::kPermR, kRW = pgtable::kPermRW;
 
@@ -306,6 +312,18 @@ inline constexpr Step kScenario[] = {
     read(host, host_page(8), reads(0)),
     guest_call(guest2, guest_share_host, guest_page(5), ret(Error::ehwpoison)),
     // Teardown of guest 2 and reclaim: its donated page reads as zeros, shared pages return.
+    // Instruction fetches: stage-2 execute permissions.
+    write(host, host_page(10), kLanding, kOk),
+    exec(host, host_page(10), kOk),
+    exec(host, kCarveout, kTranslation),
+    host_call(share_guest, host_page(10), kRetOk, 2, guest_page(6), kR),
+    exec(guest2, guest_page(6), kPermission),          // shared without execute
+    read(guest2, guest_page(6), reads(kLanding)),
+    host_call(unshare_guest, 2, kRetOk, 0, guest_page(6)),
+    host_call(donate_guest, host_page(10), kRetOk, 2, guest_page(6)),
+    exec(guest2, guest_page(6), kOk),                  // its own page: RWX
+    exec(guest2, guest_page(2), kPermission),          // shared read-only
+    exec(guest3, guest_page(6), kTranslation),
     guest_op(reclaim_guest, 2, ret(Error::eperm)),
     guest_op(teardown_guest, 2, kRetOk),
     read(guest2, guest_page(1), kNotRun),
@@ -324,6 +342,7 @@ inline constexpr Step kScenario[] = {
     guest_op(teardown_guest, 3, kRetOk),
     guest_op(reclaim_guest, 3, kRetOk),
     read(host, host_page(9), reads(0)),
+    read(host, host_page(10), reads(0)),
     read(host, kHostCode + kStubCall, reads(0xd4000022d4000002ull)),  // hvc #1; hvc #0 (little-endian)
 };
 inline constexpr unsigned kSteps = sizeof(kScenario) / sizeof(kScenario[0]);
@@ -338,15 +357,16 @@ struct CallRegs {
 
 // ---- the EL1 code page ------------------------------------------------------------------------
 // A64 encodings (C6.2): HVC #imm is 0xd4000002 | imm << 5; LDR Xt, [Xn] 0xf9400000 | Xn << 5 | Xt;
-// STR Xt, [Xn] 0xf9000000 | Xn << 5 | Xt.
+// STR Xt, [Xn] 0xf9000000 | Xn << 5 | Xt; BR Xn 0xd61f0000 | Xn << 5.
 [[nodiscard]] constexpr u32 a64_hvc(u16 imm) { return 0xd400'0002u | u32{imm} << 5; }
 inline constexpr u32 kA64LdrX1X0 = 0xf940'0001u;
 inline constexpr u32 kA64StrX1X0 = 0xf900'0001u;
+inline constexpr u32 kA64BrX0 = 0xd61f'0000u;  ///< BR Xn: 0xd61f0000 | Xn << 5
 
 /// The EL1 code page's first bytes, as words: the image places them at kHostCode, the
 /// simulator writes them into its memory there.
 struct El1Code {
-  static constexpr unsigned kWords = (kStubCall + 8) / 4;
+  static constexpr unsigned kWords = (kStubExec + 4) / 4;
   u32 w[kWords];
 };
 [[nodiscard]] constexpr El1Code make_el1_code() {
@@ -358,10 +378,11 @@ struct El1Code {
   c.w[kStubWrite / 4 + 1] = a64_hvc(kHvcDone);
   c.w[kStubCall / 4] = a64_hvc(kHvcCall);
   c.w[kStubCall / 4 + 1] = a64_hvc(kHvcDone);
+  c.w[kStubExec / 4] = kA64BrX0;
   return c;
 }
 inline constexpr El1Code kEl1Code = make_el1_code();
-static_assert(a64_hvc(1) == 0xd400'0022u);
+static_assert(a64_hvc(1) == kLanding);
 
 // ---- outcomes -----------------------------------------------------------------------------------
 /// MMU fault kinds, named as the reference MMU names them (sim::FaultKind).
@@ -486,6 +507,8 @@ inline void format_check(Line& l, const char* run, unsigned idx, const Step& s, 
     l.str("read ").hex(s.addr);
   } else if (s.op == Op::write) {
     l.str("write ").hex(s.addr).str(" ").hex(s.value);
+  } else if (s.op == Op::exec) {
+    l.str("exec ").hex(s.addr);
   } else {
     l.str("hvc ").str(name(s.call)).str("(").hex(s.addr);
     if (s.who == Actor::host && s.call != Call::create_guest && s.call != Call::teardown_guest &&

@@ -100,6 +100,7 @@ struct Run {
   Actor who = Actor::host;
   Op op = Op::read;
   ComponentId caller = 0;
+  u64 target = 0;  ///< an exec step's branch target
   unsigned retries = 0;
   Outcome out{};
   void* ctx = nullptr;
@@ -152,7 +153,10 @@ extern "C" u64 el2_lower_trap(El1Frame* f) {
       ++g_run.retries;
       if (g_run.host_fault(g_run.ctx, ipa)) return 0;  // mapped lazily: retry the access
     }
-    o.kind = ec == kEcIabtLow ? Outcome::fetch_fault : Outcome::faulted;
+    // An instruction abort is the step's own access only for an exec step at its target;
+    // anywhere else the stub itself could not be fetched.
+    const bool own = ec == kEcDabtLow || (g_run.op == Op::exec && f->elr == g_run.target);
+    o.kind = own ? Outcome::faulted : Outcome::fetch_fault;
     o.fault = kind;
     o.level = level;
     o.addr = ipa;
@@ -197,7 +201,7 @@ struct Hyp {
       none.kind = Outcome::not_run;
       return none;
     }
-    g_run = Run{s.who, s.op, gid, 0, Outcome{}, nullptr, &hvc, &host_fault};
+    g_run = Run{s.who, s.op, gid, s.addr, 0, Outcome{}, nullptr, &hvc, &host_fault};
     El1Frame& f = g_frame;
     f = El1Frame{};
     const u64 code = gid != 0 ? kGuestCode : kHostCode;
@@ -208,7 +212,7 @@ struct Hyp {
     } else {
       f.x[0] = s.addr;
       f.x[1] = s.value;
-      f.elr = code + (s.op == Op::read ? kStubRead : kStubWrite);
+      f.elr = code + (s.op == Op::read ? kStubRead : s.op == Op::write ? kStubWrite : kStubExec);
     }
     f.spsr = kSpsrEl1h;
     PTGUARD_MSR("sctlr_el1", kSctlrEl1MmuOff);
