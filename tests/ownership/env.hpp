@@ -1,6 +1,6 @@
-// A simulated machine for ownership tests: 1 GiB of RAM at 0x4000_0000 (the first 64 MiB of
-// it the table pool, the hypervisor's carve-out after it), a UART and an interrupt controller
-// as MMIO, the UART given to the hypervisor.
+// A simulated machine for ownership tests: 1 GiB of RAM at 0x4000_0000 (its first 80 MiB the
+// hypervisor's carve-out, which holds the 64 MiB table pool), a UART and an interrupt
+// controller as MMIO, the UART given to the hypervisor.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -19,8 +19,10 @@ using namespace ptguard::ownership;
 
 struct OwnEnv {
   static constexpr u64 kRam = 0x4000'0000, kRamSize = u64{1} << 30;
-  static constexpr u64 kPool = kRam, kPoolSize = u64{64} << 20;
-  static constexpr u64 kCarve = kRam + kPoolSize, kCarveSize = u64{16} << 20;
+  // The carve-out holds the table pool (its last 64 MiB): table pages must lie where the host
+  // cannot reach them, which the invariant checker verifies.
+  static constexpr u64 kCarve = kRam, kCarveSize = u64{80} << 20;
+  static constexpr u64 kPool = kCarve + (u64{16} << 20), kPoolSize = u64{64} << 20;
   static constexpr u64 kUart = 0x0900'0000, kGic = 0x0800'0000;
   static constexpr u64 kHypOffset = u64{0xffff} << 32;  // hyp VA = PA + this (inside 48 bits)
   static constexpr u64 kPage = 4096;

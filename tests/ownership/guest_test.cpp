@@ -178,7 +178,63 @@ TEST(Guests, ForcedReclaimPoisonsTheGuestAddress) {
   EXPECT_EQ(e.mp.guest_share_host(kG1, ipa, 1).error(), Error::ehwpoison);
   EXPECT_EQ(e.mp.host_share_guest(OwnEnv::kMem, 1, kG1, ipa, pgtable::kPermRW).error(), Error::eperm);
   EXPECT_EQ(e.mp.host_donate_guest(OwnEnv::kMem, 1, kG1, ipa).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_lend_guest(OwnEnv::kMem, 1, kG1, ipa, pgtable::kPermRW).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_unshare_guest(kG1, ipa, 1).error(), Error::eperm) << "nothing is shared there";
+  // The guest's own calls on the poisoned address all say the page is gone.
+  EXPECT_EQ(e.mp.guest_unshare_host(kG1, ipa, 1).error(), Error::ehwpoison);
+  EXPECT_EQ(e.mp.guest_relinquish(kG1, ipa, 1).error(), Error::ehwpoison);
+  EXPECT_EQ(e.mp.guest_wrprotect(kG1, ipa, 1).error(), Error::ehwpoison);
+  EXPECT_EQ(e.mp.guest_relax_perms(kG1, ipa, pgtable::kPermW).error(), Error::ehwpoison);
+  EXPECT_EQ(e.mp.guest_mkyoung(kG1, ipa).error(), Error::ehwpoison);
+  EXPECT_EQ(e.mp.guest_test_clear_young(kG1, ipa, 1, false).error(), Error::ehwpoison);
   ASSERT_TRUE(e.mp.host_handle_fault(pa));
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
+// After teardown only reclaim_guest touches a guest's table: every other call on it is EPERM,
+// and nothing changes.
+TEST(Guests, ATornDownGuestTakesNoTransition) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + (u64{12} << 20), ipa = 0x5000'0000;
+  ASSERT_TRUE(e.mp.host_share_guest(pa, 1, kG1, ipa, pgtable::kPermRW));
+  ASSERT_TRUE(e.mp.host_donate_guest(pa + kPg, 1, kG1, ipa + kPg));
+  ASSERT_TRUE(e.mp.host_lend_guest(pa + 2 * kPg, 1, kG1, ipa + 2 * kPg, pgtable::kPermRW));
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  const u64 free = pa + 16 * kPg, free_ipa = ipa + 0x10'0000;
+  EXPECT_EQ(e.mp.host_share_guest(free, 1, kG1, free_ipa, pgtable::kPermRW).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_donate_guest(free, 1, kG1, free_ipa).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_lend_guest(free, 1, kG1, free_ipa, pgtable::kPermRW).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_unshare_guest(kG1, ipa, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.guest_share_host(kG1, ipa + kPg, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.guest_relinquish(kG1, ipa + 2 * kPg, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.guest_relax_perms(kG1, ipa, pgtable::kPermRWX).error(), Error::eperm);
+  EXPECT_EQ(e.mp.guest_wrprotect(kG1, ipa, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.guest_mkyoung(kG1, ipa).error(), Error::eperm);
+  EXPECT_EQ(e.mp.guest_test_clear_young(kG1, ipa, 1, false).error(), Error::eperm);
+  EXPECT_EQ(e.mp.page_meta(pa).guest_shares, 1u) << "the share is dropped by reclaim, not by a refused unshare";
+  EXPECT_EQ(e.mp.guest_state(kG1, ipa), PageState::shared_borrowed);
+  EXPECT_TRUE(invariants_hold(e.mp));
+  ASSERT_TRUE(e.mp.reclaim_guest(kG1));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
+// A request that is refused says why, whatever the guest's memcache holds: the state checks
+// come before ENOMEM.
+TEST(Guests, StateErrorsComeBeforeAnEmptyMemcache) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + (u64{16} << 20), ipa = 0x5000'0000;
+  ASSERT_TRUE(e.mp.host_donate_hyp(pa, 1));  // not the host's any more
+  auto* g = e.mp.guest(kG2);
+  g->mc.drain(*e.plat);
+  ASSERT_EQ(g->mc.size(), 0u);
+  EXPECT_EQ(e.mp.host_share_guest(pa, 1, kG2, ipa, pgtable::kPermRW).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_donate_guest(pa, 1, kG2, ipa).error(), Error::eperm);
+  EXPECT_EQ(e.mp.host_lend_guest(pa, 1, kG2, ipa, pgtable::kPermRW).error(), Error::eperm);
+  // A legal request with an empty memcache: ENOMEM, nothing changed.
+  EXPECT_EQ(e.mp.host_donate_guest(pa + kPg, 1, kG2, ipa).error(), Error::enomem);
+  EXPECT_EQ(e.mp.host_state(pa + kPg), PageState::owned);
+  EXPECT_EQ(e.mp.guest_state(kG2, ipa), PageState::none);
   EXPECT_TRUE(invariants_hold(e.mp));
 }
 

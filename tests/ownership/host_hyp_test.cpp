@@ -42,9 +42,11 @@ TEST(HostFault, AnnotatedPagesAreRefused) {
   OwnEnv e;
   EXPECT_EQ(e.mp.host_handle_fault(OwnEnv::kCarve + kPg).error(), Error::eperm) << "the hypervisor's carve-out";
   // Around the carve-out the host still gets the largest block that covers no annotation.
-  ASSERT_TRUE(e.mp.host_handle_fault(OwnEnv::kCarve - kPg));
-  EXPECT_EQ(e.host_access(OwnEnv::kCarve - kPg).output_address, OwnEnv::kCarve - kPg);
-  EXPECT_EQ(e.host_access(OwnEnv::kCarve).fault, sim::FaultKind::translation);
+  constexpr u64 kEnd = OwnEnv::kCarve + OwnEnv::kCarveSize;
+  ASSERT_TRUE(e.mp.host_handle_fault(kEnd));
+  EXPECT_EQ(e.host_access(kEnd).output_address, kEnd);
+  EXPECT_EQ(e.mp.host_table().lookup(kEnd)->level, 2) << "the 2 MiB block after the carve-out";
+  EXPECT_EQ(e.host_access(kEnd - kPg).fault, sim::FaultKind::translation);
 }
 
 TEST(HostFault, RegionEdgesThatAreNotBlockOrPageAligned) {
@@ -193,6 +195,36 @@ TEST(Invariants, TheCheckerCatchesATableChangedBehindItsBack) {
   const auto r = invariants_hold(e.mp);
   EXPECT_FALSE(r);
   EXPECT_THAT(r.message(), ::testing::HasSubstr("not shared with exactly one"));
+}
+
+}  // namespace
+}  // namespace ptguard::test
+
+namespace ptguard::test {
+namespace {
+
+// A platform whose table pages come from memory the host may own breaks isolation (the host
+// could fault a table page in and write it); the invariant checker says so.
+TEST(Invariants, TablePagesTheHostCouldReachAreAViolation) {
+  sim::PhysMem mem;
+  ASSERT_TRUE(mem.add_region(0x4000'0000, u64{64} << 20));
+  sim::SimPlatform plat(mem, 0x4000'0000, u64{16} << 20, kPg);  // the pool: the first 16 MiB
+  const std::vector<Region> regions{{0x4000'0000, u64{64} << 20}};
+  for (const Region carve : {Region{0x4000'0000, u64{16} << 20}, Region{0x4100'0000, u64{1} << 20}}) {
+    const MachineDesc m{regions, {}, carve, OwnEnv::kHypOffset};
+    std::vector<PageMeta> meta(memory_pages(m, kPg));
+    auto mp = std::make_unique<OwnEnv::MP>();
+    ASSERT_TRUE(mp->init(plat, m, meta, CpuFeatures::modern()));
+    mp->finalize();
+    const bool pool_in_carveout = carve.base == 0x4000'0000;
+    std::vector<u32> scratch(meta.size());
+    OwnEnv::MP::Violation v;
+    EXPECT_EQ(mp->check_invariants(scratch, &v), pool_in_carveout);
+    if (!pool_in_carveout) {
+      EXPECT_STREQ(v.what, "a table page lies in memory the host may own (not in the carve-out)");
+      EXPECT_EQ(v.pa, mp->host_table().root_pa());
+    }
+  }
 }
 
 }  // namespace

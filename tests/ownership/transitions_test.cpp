@@ -139,21 +139,24 @@ Row owned_row(const View& v, const Cell& fault) {
           v.g1 == PS::poisoned ? HWP : P, v.g1 == PS::poisoned ? HWP : P, v.g1 == PS::poisoned ? HWP : P, P,
           // TeardownG1 ReclaimG1 ForceReclaim Fault
           OK(v.L(Life::dead)), P, P, fault,
-          // Relax Wrprot (poisoned: EHWPOISON) Mkyoung Young (poisoned: EHWPOISON)
-          P, v.g1 == PS::poisoned ? HWP : P, P, v.g1 == PS::poisoned ? HWP : P};
+          // Relax Wrprot Mkyoung Young (a poisoned address: EHWPOISON for each)
+          v.g1 == PS::poisoned ? HWP : P, v.g1 == PS::poisoned ? HWP : P, v.g1 == PS::poisoned ? HWP : P,
+          v.g1 == PS::poisoned ? HWP : P};
 }
 
-// Rows for a page shared with guests (G1 at kIpa1 and maybe G2 at kIpa2), G1 alive or dead.
+// Rows for a page shared with guests (G1 at kIpa1 and maybe G2 at kIpa2), G1 alive or dead
+// (a torn-down G1 takes no transition but its reclaim: EPERM).
 Row guest_shared_row(const View& v) {
   const bool alive = v.g1life == Life::alive;
   const View unshared_g1 = v.shares == 1 ? own.L(v.g1life) : v.G1(PS::none).Shares(v.shares - 1);
   const View unshared_g2 = v.G2(PS::none).Shares(v.shares - 1);
   return {P, P, P, P, P,
           P, P, P, alive ? OK(to_g1f_shared(v)) : P, OK(to_g2f_shared(v)),
-          OK(unshared_g1), v.g2 == PS::shared_borrowed ? OK(unshared_g2) : N, P, P,
+          alive ? OK(unshared_g1) : P, v.g2 == PS::shared_borrowed ? OK(unshared_g2) : N, P, P,
           P, P, P, P,
           alive ? OK(v.L(Life::dead)) : P, alive ? P : OK(own.L(Life::gone)), P, A,
-          OK(v.G1(PS::shared_borrowed, kPermRWX)), OK(v.G1(PS::shared_borrowed, kPermR)), OK(v), OK(v)};
+          alive ? OK(v.G1(PS::shared_borrowed, kPermRWX)) : P, alive ? OK(v.G1(PS::shared_borrowed, kPermR)) : P,
+          alive ? OK(v) : P, alive ? OK(v) : P};
 }
 
 const Row kMatrix[kNumStates] = {
@@ -189,7 +192,7 @@ const Row kMatrix[kNumStates] = {
     {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, P, P, P, OKscrub(own.L(Life::gone)), P, A, P, P, P, P},
     /* DeadG1Shared   */ guest_shared_row(dead_shared),
     /* DeadG1Lent     */
-    {P, P, P, P, P, P, P, P, P, P, N, N, P, P, P, P, P, OK(own.L(Life::dead)), P, OK(relinq.L(Life::gone)), P, P, P,
+    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, P, OK(own.L(Life::dead)), P, OK(relinq.L(Life::gone)), P, P, P,
      P, P, P},
     /* HypCarveout    */
     {P, P, P, P, P, OK(own), P, P, P, P, N, N, P, P, P, P, P, P, OK(carve.L(Life::dead)), P, P, P, P, P, P, P},

@@ -205,10 +205,7 @@ class MemProtect {
   [[nodiscard]] Status host_unshare_hyp(u64 pa, u64 n) {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
-    if (Status st = check_hyp_shared(pa, size); !st) return st;
-    PageMeta* const pages = meta_run(pa);
-    for (u64 i = 0; i < n; ++i)
-      if (pages[i].hyp_pins != 0) return fail(Error::ebusy);
+    if (Status st = check_hyp_shared(pa, size, Pins::none_held); !st) return st;
     if (Status st = fill_host_hyp(pa, size); !st) return st;
     return commit2(host_.map(pa, size, pa, host_prot(sw_owned()), host_mc_),
                    [&] { return hyp_.unmap(hyp_va(pa), size, hyp_mc_); });
@@ -219,10 +216,8 @@ class MemProtect {
   [[nodiscard]] Status hyp_pin_shared(u64 pa, u64 n) {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
-    if (Status st = check_hyp_shared(pa, size); !st) return st;
+    if (Status st = check_hyp_shared(pa, size, Pins::below_limit); !st) return st;
     PageMeta* const pages = meta_run(pa);
-    for (u64 i = 0; i < n; ++i)
-      if (pages[i].hyp_pins == kMaxPins) return fail(Error::ebusy);
     for (u64 i = 0; i < n; ++i) ++pages[i].hyp_pins;
     return {};
   }
@@ -230,10 +225,8 @@ class MemProtect {
   [[nodiscard]] Status hyp_unpin_shared(u64 pa, u64 n) {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
-    if (Status st = check_hyp_shared(pa, size); !st) return st;
+    if (Status st = check_hyp_shared(pa, size, Pins::held); !st) return st;
     PageMeta* const pages = meta_run(pa);
-    for (u64 i = 0; i < n; ++i)
-      if (pages[i].hyp_pins == 0) return fail(Error::eperm);
     for (u64 i = 0; i < n; ++i) --pages[i].hyp_pins;
     return {};
   }
@@ -314,6 +307,8 @@ class MemProtect {
   /// The guest with `id`, or nullptr.
   [[nodiscard]] Guest* guest(ComponentId id) { return find_guest(id); }
   [[nodiscard]] const Guest* guest(ComponentId id) const { return const_cast<MemProtect*>(this)->find_guest(id); }
+  /// Every guest slot (a slot is in use when `used`; `id` names its guest).
+  [[nodiscard]] std::span<const Guest> guests() const { return guests_; }
 
   /// Host owned, or shared-owned with guests only -> shared-owned (the share counted); guest
   /// none -> shared-borrowed with `perm`. The same page may be shared with several guests.
@@ -336,6 +331,7 @@ class MemProtect {
         });
         !st)
       return st;
+    if (Status st = check_guest_memcache(*g, ipa, size); !st) return st;
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
     if (Status st = host_.map(pa, size, pa, host_prot(sw_shared_owned()), host_mc_); !st) return st;
     if (Status st = g->table.map(ipa, size, pa, Prot{perm, arch::MemType::normal_wb, sw_shared_borrowed()}, g->mc);
@@ -350,10 +346,9 @@ class MemProtect {
   /// host's alone again. ENOENT if a guest address is not mapped; EPERM if it is not a page the
   /// host shares with the guest.
   [[nodiscard]] Status host_unshare_guest(ComponentId id, u64 ipa, u64 n) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
+    Guest* g = nullptr;
     u64 size = 0;
-    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
     if (Status st = scan(g->table, ipa, size, [this](u64 e, u64, u64) -> Status {
           if (!arch::DescValid::get(e)) return fail(e == 0 ? Error::enoent : Error::eperm);
           if (state_of(e) != PageState::shared_borrowed) return fail(Error::eperm);
@@ -367,7 +362,7 @@ class MemProtect {
         return fail(Error::eperm);
     }
     if (Status st = fill(host_mc_, host_pages_for_guest_range(*g, ipa, size)); !st) return st;
-    if (g->mc.size() < g->table.max_pages_needed(ipa, size)) return fail(Error::enomem);
+    if (Status st = check_guest_memcache(*g, ipa, size); !st) return st;
     // Nothing can fail from here: the host's side first (while the guest's mappings still tell
     // which pages), then the guest's.
     for (u64 off = 0; off < size; off += kPage) {
@@ -386,6 +381,7 @@ class MemProtect {
     u64 size = 0;
     if (Status st = check_guest_target(pa, n, id, ipa, pgtable::kPermRWX, &g, &size); !st) return st;
     if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
+    if (Status st = check_guest_memcache(*g, ipa, size); !st) return st;
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
     if (Status st = host_.set_owner(pa, size, id, sw_owned(), host_mc_); !st) return st;
     if (Status st = g->table.map(ipa, size, pa, Prot{pgtable::kPermRWX, arch::MemType::normal_wb, sw_owned()}, g->mc);
@@ -411,7 +407,7 @@ class MemProtect {
       const u64 pa = guest_pa(*g, ipa + off);
       if (host_annotation_owner(pa) != id || host_state(pa) != PageState::none) return fail(Error::eperm);
     }
-    if (g->mc.size() < g->table.max_pages_needed(ipa, size)) return fail(Error::enomem);
+    if (Status st = check_guest_memcache(*g, ipa, size); !st) return st;
     if (Status st = fill(host_mc_, host_pages_for_guest_range(*g, ipa, size)); !st) return st;
     for (u64 off = 0; off < size; off += kPage) {
       const u64 pa = guest_pa(*g, ipa + off);
@@ -429,7 +425,7 @@ class MemProtect {
     if (Status st = check_guest_owned(*g, ipa, size, PageState::shared_owned); !st) return st;
     for (u64 off = 0; off < size; off += kPage)
       if (host_state(guest_pa(*g, ipa + off)) != PageState::shared_borrowed) return fail(Error::eperm);
-    if (g->mc.size() < g->table.max_pages_needed(ipa, size)) return fail(Error::enomem);
+    if (Status st = check_guest_memcache(*g, ipa, size); !st) return st;
     if (Status st = fill(host_mc_, host_pages_for_guest_range(*g, ipa, size)); !st) return st;
     for (u64 off = 0; off < size; off += kPage) {
       const u64 pa = guest_pa(*g, ipa + off);
@@ -446,6 +442,7 @@ class MemProtect {
     u64 size = 0;
     if (Status st = check_guest_target(pa, n, id, ipa, perm, &g, &size); !st) return st;
     if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
+    if (Status st = check_guest_memcache(*g, ipa, size); !st) return st;
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
     if (Status st = host_.set_owner(pa, size, id, sw_lent(), host_mc_); !st) return st;
     if (Status st = g->table.map(ipa, size, pa, Prot{perm, arch::MemType::normal_wb, sw_borrowed()}, g->mc); !st)
@@ -463,12 +460,11 @@ class MemProtect {
   /// The guest gives up pages lent to it: its mappings go, the host's annotation stays, so
   /// neither can reach the page until the host reclaims it.
   [[nodiscard]] Status guest_relinquish(ComponentId id, u64 ipa, u64 n) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
+    Guest* g = nullptr;
     u64 size = 0;
-    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
     if (Status st = check_guest_owned(*g, ipa, size, PageState::borrowed); !st) return st;
-    if (g->mc.size() < g->table.max_pages_needed(ipa, size)) return fail(Error::enomem);
+    if (Status st = check_guest_memcache(*g, ipa, size); !st) return st;
     // Note the pages before their mappings go (the mappings say which they are).
     for (u64 off = 0; off < size; off += kPage) meta(guest_pa(*g, ipa + off)).flags |= kMetaRelinquished;
     return g->table.unmap(ipa, size, g->mc);
@@ -598,35 +594,34 @@ class MemProtect {
   // ---- permissions of pages shared with a guest (through the engine; software bits kept) ----
 
   /// Adds permissions to the guest's mapping of a page the host shares with it. EPERM unless
-  /// the page at `ipa` is shared-borrowed by the guest; errors of Table::relax_perms.
+  /// the page at `ipa` is shared-borrowed by the guest (or for a torn-down guest), EHWPOISON
+  /// for a poisoned address; errors of Table::relax_perms. The same rules for the three below.
   [[nodiscard]] Status guest_relax_perms(ComponentId id, u64 ipa, pgtable::Perm perm) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
-    if (guest_state(id, ipa) != PageState::shared_borrowed) return fail(Error::eperm);
+    Guest* g = nullptr;
+    if (Status st = live_guest(id, &g); !st) return st;
+    if (Status st = check_guest_owned(*g, ipa & ~(kPage - 1), kPage, PageState::shared_borrowed); !st) return st;
     return g->table.relax_perms(ipa, Prot{perm, arch::MemType::normal_wb, 0});
   }
   /// Removes write permission from pages the host shares with the guest.
   [[nodiscard]] Status guest_wrprotect(ComponentId id, u64 ipa, u64 n) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
+    Guest* g = nullptr;
     u64 size = 0;
-    if (Status st = check_ipa(*g, ipa, n, &size); !st) return st;
+    if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
     if (Status st = check_guest_owned(*g, ipa, size, PageState::shared_borrowed); !st) return st;
     return g->table.wrprotect(ipa, size, g->mc);
   }
   /// Whether the guest accessed pages the host shares with it; with `clear`, marks them old.
   [[nodiscard]] Result<bool> guest_test_clear_young(ComponentId id, u64 ipa, u64 n, bool clear) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
+    Guest* g = nullptr;
     u64 size = 0;
-    if (Status st = check_ipa(*g, ipa, n, &size); !st) return fail(st.error());
+    if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return fail(st.error());
     if (Status st = check_guest_owned(*g, ipa, size, PageState::shared_borrowed); !st) return fail(st.error());
     return g->table.test_and_clear_young(ipa, size, clear);
   }
   [[nodiscard]] Status guest_mkyoung(ComponentId id, u64 ipa) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
-    if (guest_state(id, ipa) != PageState::shared_borrowed) return fail(Error::eperm);
+    Guest* g = nullptr;
+    if (Status st = live_guest(id, &g); !st) return st;
+    if (Status st = check_guest_owned(*g, ipa & ~(kPage - 1), kPage, PageState::shared_borrowed); !st) return st;
     return g->table.mkyoung(ipa);
   }
 
@@ -662,6 +657,10 @@ class MemProtect {
   ///    not its own, shared with it or lent to it.
   [[nodiscard]] bool check_invariants(std::span<u32> scratch, Violation* out) const {
     if (scratch.size() < meta_.size()) return bad(out, "scratch smaller than the page array", 0, 0);
+    // 0. Every table page lies where the host cannot reach it.
+    if (!tables_out_of_host_reach(host_, kHostId, out) || !tables_out_of_host_reach(hyp_, kHypId, out)) return false;
+    for (const Guest& g : guests_)
+      if (g.used && !tables_out_of_host_reach(g.table, g.id, out)) return false;
     // 1. Count, per page, the guest mappings that borrow it shared (sw 10), and check each
     //    guest leaf against the host's view.
     for (u32& c : scratch) c = 0;
@@ -862,6 +861,31 @@ class MemProtect {
 
 
 
+  // Where a table page may lie: in the hypervisor's carve-out, or outside every memory region.
+  // Any other page of memory is one the host may own and fault in, and a table the host can
+  // write undoes every isolation promise (pKVM's tables come from the hypervisor's own pool).
+  // The platform chooses where table pages come from; the invariant checker holds it to this.
+  [[nodiscard]] bool table_page_out_of_host_reach(u64 pa) const { return in_carveout(pa) || !is_memory(pa); }
+  template <typename T>
+  [[nodiscard]] bool tables_out_of_host_reach(const T& t, ComponentId who, Violation* out) const {
+    static constexpr const char* kWhat = "a table page lies in memory the host may own (not in the carve-out)";
+    for (unsigned i = 0; i < t.root_pages(); ++i)
+      if (!table_page_out_of_host_reach(t.root_pa() + i * kPage)) return bad(out, kWhat, t.root_pa() + i * kPage, who);
+    struct V {
+      static constexpr unsigned visits() { return pgtable::kVisitTablePre; }
+      const MemProtect* self;
+      u64 found = 0;
+      Status table_pre(pgtable::VisitCtx& x) {
+        const u64 next = arch::TableDesc(x.old).next_table(G);
+        if (self->table_page_out_of_host_reach(next)) return {};
+        found = next;
+        return fail(Error::eperm);
+      }
+    } v{this};
+    if (!t.walk(0, u64{1} << t.ia_bits(), v)) return bad(out, kWhat, v.found, who);
+    return true;
+  }
+
   static bool bad(Violation* out, const char* what, u64 pa, ComponentId who) {
     if (out != nullptr) *out = Violation{what, pa, who};
     return false;
@@ -878,23 +902,38 @@ class MemProtect {
   // The live guest `id` and the size of its [ipa, +n pages). EINVAL for no such guest or a bad
   // range (ERANGE past its input size), EPERM for a guest that was torn down.
   [[nodiscard]] Status live_guest_range(ComponentId id, u64 ipa, u64 n, Guest** out, u64* size) {
-    Guest* g = find_guest(id);
-    if (g == nullptr) return fail(Error::einval);
-    if (!g->alive) return fail(Error::eperm);
+    Guest* g = nullptr;
+    if (Status st = live_guest(id, &g); !st) return st;
     if (Status st = check_ipa(*g, ipa, n, size); !st) return st;
     *out = g;
     return {};
   }
-
-  // Checks shared by the transitions into a guest: memory range, live guest, permissions,
-  // the guest's addresses empty (a poisoned one is EPERM), and its memcache.
-  [[nodiscard]] Status check_guest_target(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm, Guest** out,
-                                          u64* size) {
+  // The guest `id` if it is live: EINVAL for no such guest, EPERM for one that was torn down
+  // (every transition and permission change of a guest needs it live; after teardown only
+  // reclaim_guest touches its table).
+  [[nodiscard]] Status live_guest(ComponentId id, Guest** out) {
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
+    if (!g->alive) return fail(Error::eperm);
+    *out = g;
+    return {};
+  }
+  // The guest's memcache holds the table pages mapping [ipa, +size) can take (ENOMEM if not).
+  // Checked after the state checks, so a request that is refused says why (EPERM) whatever
+  // the memcache holds.
+  [[nodiscard]] static Status check_guest_memcache(const Guest& g, u64 ipa, u64 size) {
+    return g.mc.size() < g.table.max_pages_needed(ipa, size) ? fail(Error::enomem) : Status{};
+  }
+
+  // Checks shared by the transitions into a guest: memory range, live guest, permissions,
+  // the guest's addresses empty (a poisoned one is EPERM). The caller checks the host's side,
+  // then the guest's memcache (check_guest_memcache).
+  [[nodiscard]] Status check_guest_target(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm, Guest** out,
+                                          u64* size) {
+    Guest* g = nullptr;
+    if (Status st = live_guest(id, &g); !st) return st;
     if ((perm & ~pgtable::kPermRWX) != 0 || perm == pgtable::kPermNone) return fail(Error::einval);
     if (Status st = check_memory(pa, n, size); !st) return st;
-    if (!g->alive) return fail(Error::eperm);
     u64 ipa_size = 0;
     if (Status st = check_ipa(*g, ipa, n, &ipa_size); !st) return st;
     if (Status st = scan(g->table, ipa, *size, [](u64 e, u64, u64) -> Status {
@@ -902,7 +941,6 @@ class MemProtect {
         });
         !st)
       return st;
-    if (g->mc.size() < g->table.max_pages_needed(ipa, *size)) return fail(Error::enomem);
     *out = g;
     return {};
   }
@@ -1019,15 +1057,32 @@ class MemProtect {
       return arch::DescValid::get(e) && state_of(e) == s ? Status{} : fail(Error::eperm);
     });
   }
+  // What the pin counts of a host->hypervisor share must be for an operation.
+  enum class Pins {
+    none_held,    // unshare: EBUSY if any page is pinned
+    below_limit,  // pin: EBUSY if any page is at kMaxPins
+    held,         // unpin: EPERM if any page is not pinned
+  };
   // Shared between exactly the host and the hypervisor: host shared-owned (not with the secure
-  // world or guests), hypervisor shared-borrowed.
-  [[nodiscard]] Status check_hyp_shared(u64 pa, u64 size) const {
+  // world or guests), hypervisor shared-borrowed; and the pin counts as `pins` needs them. The
+  // page array is read once (a GiB of it is 6 MiB). A sharing error (EPERM) wins over EBUSY.
+  [[nodiscard]] Status check_hyp_shared(u64 pa, u64 size, Pins pins) const {
     if (Status st = check_host(pa, size, HostNeed::shared_owned); !st) return st;
     if (Status st = check_hyp_state(pa, size, PageState::shared_borrowed); !st) return st;
     const PageMeta* const pages = meta_run(pa);
-    for (u64 i = 0; i < size / kPage; ++i)
-      if ((pages[i].flags & kMetaFfa) != 0 || pages[i].guest_shares != 0) return fail(Error::eperm);
-    return {};
+    bool busy = false;
+    for (u64 i = 0; i < size / kPage; ++i) {
+      const PageMeta& m = pages[i];
+      if ((m.flags & kMetaFfa) != 0 || m.guest_shares != 0) return fail(Error::eperm);
+      switch (pins) {
+        case Pins::none_held: busy |= m.hyp_pins != 0; break;
+        case Pins::below_limit: busy |= m.hyp_pins == kMaxPins; break;
+        case Pins::held:
+          if (m.hyp_pins == 0) return fail(Error::eperm);
+          break;
+      }
+    }
+    return busy ? fail(Error::ebusy) : Status{};
   }
 
   P* plat_ = nullptr;

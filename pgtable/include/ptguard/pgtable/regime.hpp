@@ -63,6 +63,10 @@ struct Stage2 {
   static constexpr u64 kExecMask = arch::S2Xn::kMask;
   static constexpr u64 kInPlaceMask = kPermMask | arch::S2Af::kMask | arch::DescSw::kMask;
 
+  /// Whether a valid leaf lets EL1 execute from it: XN[1] (bit 54) clear (Arm ARM D8.4.2,
+  /// stage 2 XN[1:0]); decode() says the same, this reads one bit for the hot paths.
+  [[nodiscard]] static constexpr bool executable(u64 leaf) { return (arch::S2Xn::get(leaf) & 0b10) == 0; }
+
   /// Whether going from `old_leaf` to `new_leaf` removes a permission (then the TLB must be
   /// invalidated; adding permissions needs no invalidation, the MMU refetches on a fault).
   [[nodiscard]] static constexpr bool reduces_perms(u64 old_leaf, u64 new_leaf) {
@@ -115,6 +119,9 @@ struct Stage1El2 {
   static constexpr u64 kPermMask = arch::S1Ap::kMask | arch::S1Xn::kMask;
   static constexpr u64 kExecMask = arch::S1Xn::kMask;
   static constexpr u64 kInPlaceMask = arch::DescSw::kMask;
+
+  /// Whether a valid leaf lets EL2 execute from it: XN (bit 54) clear (Arm ARM D8.4.2).
+  [[nodiscard]] static constexpr bool executable(u64 leaf) { return !arch::S1Leaf(leaf).xn(); }
 
   [[nodiscard]] static constexpr bool reduces_perms(u64 old_leaf, u64 new_leaf) {
     const bool lost_w = arch::S1Leaf(old_leaf).writable() && !arch::S1Leaf(new_leaf).writable();

@@ -110,6 +110,7 @@ class Table {
     o.root_pa_ = kNoRoot;
     forget_slot();
     o.forget_slot();
+    enc_valid_ = false;  // the remembered encoding may be for another FWB setting
     return *this;
   }
   Table(const Table&) = delete;
@@ -164,6 +165,8 @@ class Table {
   /// level above the last that the range touches (each may need a new table, or a split).
   [[nodiscard]] u32 max_pages_needed(u64 addr, u64 size) const {
     if (size == 0) return 0;
+    // One page (most hypercalls): at most one new table per level below the root.
+    if (size == kPageSize && (addr & (kPageSize - 1)) == 0) return static_cast<u32>(arch::kLastLevel - start_level_);
     const u64 last = addr + size - 1;
     u64 pages = 0;
     for (int level = start_level_; level < arch::kLastLevel; ++level) {
@@ -217,9 +220,8 @@ class Table {
     if (Status st = check_range(addr, size); !st) return st;
     if (Status st = check_output(pa, size); !st) return st;
     if (!kStage2 && opts.replace) return fail(Error::einval);
-    const Result<u64> attrs = Regime::encode(prot, fwb_);
+    const Result<u64> attrs = encode(prot);
     if (!attrs) return fail(attrs.error());
-    const Content c = leaf_content(addr, pa, prot, *attrs, opts.replace);
     // The fault handler's case, one page where the tables already exist and the entry is
     // empty: nothing can be refused and no page is needed, so skip the counting pass.
     if (size == kPageSize) {
@@ -227,7 +229,7 @@ class Table {
         const u64 old = *slot.ptep;
         const u64 leaf = make_leaf(arch::kLastLevel, pa, *attrs);
         if (old == 0) {
-          cmo_new(c, leaf, arch::kLastLevel);
+          if (new_leaf_needs_cmo(prot)) cmo_new(leaf_content(addr, pa, prot, *attrs, opts.replace), leaf, arch::kLastLevel);
           write(slot.ptep, leaf);
           plat_->get_page(slot.table_pa);
           plat_->barrier(arch::Barrier::dsb_ishst);
@@ -242,7 +244,7 @@ class Table {
         }
       }
     }
-    return apply(c, addr, size, &mc);
+    return apply(leaf_content(addr, pa, prot, *attrs, opts.replace), addr, size, &mc);
   }
 
   /// Removes every mapping and annotation in [addr, addr+size): the range reads as empty
@@ -472,6 +474,29 @@ class Table {
       c.inval_i = opt_.cache_maintenance && prot.executable() && !opt_.dic;
     }
     return c;
+  }
+
+  // Regime::encode, remembering the last Prot it encoded: callers map page after page with
+  // the same few protections (a fault handler, a hypercall loop), and the encoding depends only
+  // on the Prot and FWB, which is fixed for the table.
+  [[nodiscard]] Result<u64> encode(const Prot& prot) const {
+    if (enc_valid_ && prot == enc_prot_) return enc_attrs_;
+    const Result<u64> attrs = Regime::encode(prot, fwb_);
+    if (attrs) {
+      enc_prot_ = prot;
+      enc_attrs_ = *attrs;
+      enc_valid_ = true;
+    }
+    return attrs;
+  }
+
+  // Whether a new leaf with `prot` needs cache maintenance (leaf_content's clean_d or inval_i),
+  // without building the Content: the single-page fast path asks this first.
+  [[nodiscard]] bool new_leaf_needs_cmo(const Prot& prot) const {
+    if constexpr (kStage2)
+      return opt_.cache_maintenance && ((!fwb_ && arch::is_cacheable(prot.type)) || (prot.executable() && !opt_.dic));
+    else
+      return false;
   }
 
   enum class Act : u8 {
@@ -742,7 +767,8 @@ class Table {
                 if (kStage2 && ((old & ~nv) & Regime::kExecMask) != 0) break;  // gains execute: general path
                 plat.write_desc(e + i, nv);
                 wrote = true;
-                if (Regime::reduces_perms(old, nv)) t->queue_tlbi(*s, addr + i * kPg, arch::kLastLevel, true);
+                if (((old ^ nv) & Regime::kPermMask) != 0 && Regime::reduces_perms(old, nv))
+                  t->queue_tlbi(*s, addr + i * kPg, arch::kLastLevel, true);
               }
             }
           } else if (cc.kind == Content::Kind::invalid && cc.value != 0) {
@@ -830,7 +856,7 @@ class Table {
         set(x, d.value);
         break;
       case Act::inplace:
-        if (kStage2 && !Regime::decode(x.old, fwb_).executable() && Regime::decode(d.value, fwb_).executable())
+        if (kStage2 && !Regime::executable(x.old) && Regime::executable(d.value))
           icache_for(d.value, x.level);
         write(x.ptep, d.value);
         if (Regime::reduces_perms(x.old, d.value)) queue_tlbi(s, x.base, x.level, true);
@@ -1100,7 +1126,7 @@ class Table {
   // A valid page keeps its translation and gets `nv` (permissions, access flag, state bits):
   // one write, the TLB invalidated if permissions shrank, the I-cache if it became executable.
   [[nodiscard]] Status update_in_place(u64* ptep, u64 old, u64 nv, u64 addr) {
-    if (kStage2 && !Regime::decode(old, fwb_).executable() && Regime::decode(nv, fwb_).executable())
+    if (kStage2 && !Regime::executable(old) && Regime::executable(nv))
       icache_for(nv, arch::kLastLevel);
     write(ptep, nv);
     OpState s;
@@ -1174,6 +1200,10 @@ class Table {
   // The last-level table last_level_slot() found, and the input range it covers (>> span).
   mutable u64 cached_span_ = ~u64{0};
   mutable u64 cached_table_ = 0;
+  // The last Prot encode() encoded and its attribute bits.
+  mutable Prot enc_prot_{};
+  mutable u64 enc_attrs_ = 0;
+  mutable bool enc_valid_ = false;
 };
 
 template <arch::Granule G, Platform P, typename Layout = NoSwLayout>
