@@ -1,0 +1,294 @@
+// El2Platform: a ptguard::Platform for a hypervisor running at EL2 on AArch64 (non-VHE,
+// HCR_EL2.E2H = 0), for a library user to take as it is or as a model for their own.
+//
+//   memory     a simple page pool over a memory range the caller gives (the hypervisor's
+//              carve-out, say): a bump allocator with one free list per order. Table pages are
+//              reached at pa + va_offset (PA == VA when the offset is 0), so the pool must be
+//              mapped there at EL2 before the MMU is turned on (and is reachable with the MMU
+//              off only if the offset is 0).
+//   refcounts  one u32 per pool page, in an array the caller gives.
+//   writes     a single 64-bit store.
+//   TLB        the TLBI instructions (insn.hpp). Stage-2 operations act on the current VMID
+//              (VTTBR_EL2.VMID, D8.14 "TLB maintenance": "the current VMID"); for another VMID
+//              the platform loads that VM's VTTBR_EL2 around the operation, as a hypervisor
+//              must (the VTTBR values come from set_vttbr(), and a VMID never registered is
+//              loaded with a zero table base: stage 2 is not in use at EL2, and a VMID's own
+//              table is what a speculative walk should find, so register every VM).
+//              RIPAS2E1IS (range) is carried out as VMALLS12E1IS, which covers it.
+//   caches     DC CIVAC / DC CVAC / IC IVAU by VA: memory in the linear range is reached at
+//              pa + va_offset; any other page through the fixmap (one page at a time, what
+//              the fixmap held mapped back afterwards). IC IVAU of memory outside the linear
+//              range is IC IALLUIS (no mapping needed).
+//   fixmap     one page of EL2 VA whose last-level entry the caller locates (set_fixmap(),
+//              after the stage-1 table maps a page there: see fixmap_slot()).
+//
+// Freestanding; AArch64 only (it issues the instructions). See docs/el2.md.
+#pragma once
+
+#include "ptguard/arch/aarch64/insn.hpp"
+#include "ptguard/arch/descriptor.hpp"
+#include "ptguard/arch/error.hpp"
+#include "ptguard/arch/granule.hpp"
+#include "ptguard/arch/maintenance.hpp"
+#include "ptguard/arch/regs.hpp"
+#include "ptguard/pgtable/platform.hpp"
+#include "ptguard/pgtable/regime.hpp"
+
+namespace ptguard::pgtable {
+
+template <arch::Granule G, unsigned kMaxVmids = 16>
+class El2Platform {
+ public:
+  static constexpr u64 kPage = arch::page_size(G);
+  /// Largest order alloc_pages serves (a 16-table concatenated stage-2 root).
+  static constexpr unsigned kMaxOrder = 4;
+
+  struct Config {
+    u64 pool_pa = 0;       ///< first pool page (aligned to 2^kMaxOrder pages)
+    u64 pool_size = 0;     ///< bytes
+    u32* counts = nullptr; ///< one per pool page (pool_size / page size)
+    u64 va_offset = 0;     ///< the EL2 VA of pool and linear memory is pa + va_offset
+    u64 linear_pa = 0;     ///< memory reachable at pa + va_offset (for cache maintenance);
+    u64 linear_size = 0;   ///< the pool should lie inside it
+    bool have_ttl = false; ///< FEAT_TTL (ID_AA64MMFR2_EL1.TTL != 0): give TLBIs a level hint
+  };
+
+  El2Platform() = default;
+  explicit El2Platform(const Config& c) { init(c); }
+  El2Platform(const El2Platform&) = delete;
+  El2Platform& operator=(const El2Platform&) = delete;
+
+  /// (Re)starts the platform over `c`: an empty pool, no fixmap, no VMIDs registered.
+  void init(const Config& c) {
+    cfg_ = c;
+    next_ = 0;
+    for (u64& f : free_) f = 0;
+    for (u64& v : vttbr_) v = 0;
+    fixmap_va_ = 0;
+    fixmap_pte_ = nullptr;
+    fixmap_pa_ = kNone;
+  }
+
+  /// The fixmap: its VA and a pointer (an EL2 VA) to its last-level entry. Whatever the entry
+  /// holds (the page mapped there to make the table exist) is removed, with TLB invalidation.
+  void set_fixmap(u64 va, u64* pte) {
+    fixmap_va_ = va;
+    fixmap_pte_ = pte;
+    fixmap_pa_ = 0;  // as if mapped, so that fixmap_unmap clears it
+    fixmap_unmap();
+  }
+  /// Registers the VTTBR_EL2 value of VMID `vmid` (make_vttbr(root, vmid)), used to switch to
+  /// that VMID for stage-2 TLB maintenance. Returns false if the VMID is beyond kMaxVmids.
+  bool set_vttbr(u16 vmid, u64 vttbr) {
+    if (vmid >= kMaxVmids) return false;
+    vttbr_[vmid] = vttbr;
+    return true;
+  }
+
+  // ---- the Platform interface ---------------------------------------------------------------
+  u64 page_size() const { return kPage; }
+
+  Result<u64> alloc_pages(unsigned order) {
+    if (order > kMaxOrder) return fail(Error::einval);
+    u64 pa = 0;
+    if (free_[order] != 0) {
+      pa = free_[order];
+      free_[order] = *phys_to_virt(pa);
+    } else {
+      const u64 n = u64{1} << order;
+      u64 idx = (next_ + n - 1) & ~(n - 1);
+      // Pages skipped for alignment go to the order-0 free list.
+      if (idx + n > pages()) return fail(Error::enomem);
+      for (u64 i = next_; i < idx; ++i) push_free(cfg_.pool_pa + i * kPage, 0);
+      next_ = idx + n;
+      pa = cfg_.pool_pa + idx * kPage;
+    }
+    __builtin_memset(phys_to_virt(pa), 0, kPage << order);
+    for (u64 i = 0; i < (u64{1} << order); ++i) cfg_.counts[index(pa) + i] = 1;
+    return pa;
+  }
+  void free_pages(u64 pa, unsigned order) {
+    for (u64 i = 0; i < (u64{1} << order); ++i) cfg_.counts[index(pa) + i] = 0;
+    push_free(pa, order);
+  }
+  u64* phys_to_virt(u64 pa) { return reinterpret_cast<u64*>(pa + cfg_.va_offset); }
+  u64 virt_to_phys(const u64* p) { return reinterpret_cast<u64>(p) - cfg_.va_offset; }
+  void get_page(u64 pa) { ++cfg_.counts[index(pa)]; }
+  u32 put_page(u64 pa) {
+    const u32 c = --cfg_.counts[index(pa)];
+    if (c == 0) free_pages(pa & ~(kPage - 1), 0);
+    return c;
+  }
+  u32 page_count(u64 pa) { return cfg_.counts[index(pa)]; }
+
+  /// One 64-bit single-copy-atomic store (B2.2.1): the MMU never sees a torn descriptor.
+  void write_desc(u64* ptep, u64 value) { *static_cast<volatile u64*>(ptep) = value; }
+
+  void tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) {
+    namespace a64 = arch::aarch64;
+    switch (op) {
+      case arch::Tlbi::ipas2e1is:
+      case arch::Tlbi::ripas2e1is:
+      case arch::Tlbi::vmalle1is:
+      case arch::Tlbi::vmalls12e1is: {
+        const u64 saved = enter_vmid(vmid);
+        if (op == arch::Tlbi::ipas2e1is)
+          a64::tlbi_ipas2e1is(a64::tlbi_ipa_operand(addr, a64::tlbi_ttl(G, level, cfg_.have_ttl)));
+        else if (op == arch::Tlbi::vmalle1is)
+          a64::tlbi_vmalle1is();
+        else
+          a64::tlbi_vmalls12e1is();
+        leave_vmid(saved);
+        break;
+      }
+      case arch::Tlbi::vae2is:
+        a64::tlbi_vae2is(a64::tlbi_va_operand(addr, a64::tlbi_ttl(G, level, cfg_.have_ttl)));
+        break;
+      case arch::Tlbi::vale2is:
+        a64::tlbi_vale2is(a64::tlbi_va_operand(addr, a64::tlbi_ttl(G, level, cfg_.have_ttl)));
+        break;
+      case arch::Tlbi::alle2is: a64::tlbi_alle2is(); break;
+    }
+  }
+
+  void barrier(arch::Barrier b) {
+    switch (b) {
+      case arch::Barrier::dsb_ishst: arch::aarch64::dsb_ishst(); break;
+      case arch::Barrier::dsb_ish: arch::aarch64::dsb_ish(); break;
+      case arch::Barrier::dsb_sy: arch::aarch64::dsb_sy(); break;
+      case arch::Barrier::isb: arch::aarch64::isb(); break;
+    }
+  }
+
+  void cache_op(arch::CacheOp op, u64 pa, u64 size) {
+    namespace a64 = arch::aarch64;
+    if (size == 0) return;
+    // Memory the hypervisor maps linearly: one loop over the whole range.
+    if (pa >= cfg_.linear_pa && pa - cfg_.linear_pa + size <= cfg_.linear_size) {
+      do_cmo(op, pa + cfg_.va_offset, size);
+      return;
+    }
+    // The instruction cache needs no mapping to be invalidated: unless the range is the page
+    // the fixmap holds, IC IALLUIS covers every line.
+    if (op == arch::CacheOp::ic_ivau) {
+      if (fixmap_pa_ != kNone && (pa & ~(kPage - 1)) == fixmap_pa_ && pa + size <= fixmap_pa_ + kPage)
+        do_cmo(op, fixmap_va_ + (pa - fixmap_pa_), size);
+      else
+        a64::ic_ialluis();
+      return;
+    }
+    // Data-cache operations page by page: the page the fixmap holds is reached there (the scrub
+    // path cleans the page it has just zeroed through the fixmap); any other page is mapped at
+    // the fixmap for the operation, and what the fixmap held is mapped back afterwards. (A
+    // platform without a fixmap must give the linear range all memory.)
+    if (fixmap_pte_ == nullptr) return;
+    for (u64 p = pa & ~(kPage - 1); p < pa + size; p += kPage) {
+      const u64 lo = p < pa ? pa : p;
+      const u64 hi = p + kPage < pa + size ? p + kPage : pa + size;
+      if (fixmap_pa_ == p) {
+        do_cmo(op, fixmap_va_ + (lo - p), hi - lo);
+        continue;
+      }
+      const u64 held = fixmap_pa_;
+      if (held != kNone) fixmap_unmap();
+      fixmap_map(p);
+      do_cmo(op, fixmap_va_ + (lo - p), hi - lo);
+      fixmap_unmap();
+      if (held != kNone) fixmap_map(held);
+    }
+  }
+
+  /// Maps the page at `pa` at the fixmap VA: read-write, Normal write-back, execute-never. The
+  /// entry was invalid (fixmap_unmap invalidated it), so no break-before-make is needed;
+  /// DSB ISHST makes the store visible to the walker and ISB to the instructions that follow.
+  void* fixmap_map(u64 pa) {
+    if (fixmap_pte_ == nullptr || fixmap_pa_ != kNone) return nullptr;
+    const u64 page = pa & ~(kPage - 1);
+    const u64 attrs = *Stage1El2::encode(Prot{kPermRW, arch::MemType::normal_wb, 0});
+    write_desc(fixmap_pte_, (page & arch::leaf_address_mask(G, arch::kLastLevel)) | attrs |
+                                arch::DescValid::kMask | arch::DescTypeBit::kMask);
+    arch::aarch64::dsb_ishst();
+    arch::aarch64::isb();
+    fixmap_pa_ = page;
+    return reinterpret_cast<void*>(fixmap_va_ + (pa - page));
+  }
+  /// Removes the fixmap entry: invalid entry, DSB ISHST, TLBI VALE2IS, DSB ISH, ISB.
+  void fixmap_unmap() {
+    if (fixmap_pte_ == nullptr || fixmap_pa_ == kNone) return;
+    write_desc(fixmap_pte_, 0);
+    arch::aarch64::dsb_ishst();
+    arch::aarch64::tlbi_vale2is(arch::aarch64::tlbi_va_operand(
+        fixmap_va_, arch::aarch64::tlbi_ttl(G, arch::kLastLevel, cfg_.have_ttl)));
+    arch::aarch64::dsb_ish();
+    arch::aarch64::isb();
+    fixmap_pa_ = kNone;
+  }
+
+  // ---- for the hypervisor -------------------------------------------------------------------
+  [[nodiscard]] const Config& config() const { return cfg_; }
+  /// Pool pages never handed out yet (pages on the free lists not counted).
+  [[nodiscard]] u64 untouched_pages() const { return pages() - next_; }
+
+ private:
+  static constexpr u64 kNone = ~u64{0};
+
+  [[nodiscard]] u64 pages() const { return cfg_.pool_size / kPage; }
+  [[nodiscard]] u64 index(u64 pa) const { return (pa - cfg_.pool_pa) / kPage; }
+  void push_free(u64 pa, unsigned order) {
+    *phys_to_virt(pa) = free_[order];
+    free_[order] = pa;
+  }
+
+  void do_cmo(arch::CacheOp op, u64 va, u64 size) {
+    switch (op) {
+      case arch::CacheOp::dc_civac: arch::aarch64::dc_civac_range(va, size); break;
+      case arch::CacheOp::dc_cvac: arch::aarch64::dc_cvac_range(va, size); break;
+      case arch::CacheOp::ic_ivau: arch::aarch64::ic_ivau_range(va, size); break;
+    }
+  }
+
+  // Loads the VTTBR_EL2 of `vmid` if another VMID is current; returns the value to restore
+  // (or kNone). The ISB makes the new VMID the one the TLBI acts on (D8.14: a TLBI uses the
+  // VMID in VTTBR_EL2 "at the time the instruction is executed", after context
+  // synchronization of the MSR).
+  u64 enter_vmid(u16 vmid) {
+    const u64 cur = PTGUARD_MRS("vttbr_el2");
+    if (arch::VttbrVmid::get(cur) == vmid) return kNone;
+    const u64 v = vmid < kMaxVmids ? vttbr_[vmid] : 0;
+    PTGUARD_MSR("vttbr_el2", v != 0 ? v : arch::VttbrVmid::make(vmid));
+    arch::aarch64::isb();
+    return cur;
+  }
+  void leave_vmid(u64 saved) {
+    if (saved == kNone) return;
+    PTGUARD_MSR("vttbr_el2", saved);
+    arch::aarch64::isb();
+  }
+
+  Config cfg_{};
+  u64 next_ = 0;
+  u64 free_[kMaxOrder + 1] = {};
+  u64 fixmap_va_ = 0;
+  u64* fixmap_pte_ = nullptr;
+  u64 fixmap_pa_ = kNone;
+  u64 vttbr_[kMaxVmids] = {};
+};
+
+/// The last-level entry that maps `va` in a stage-1 table rooted at `root_pa` (a walk of
+/// table descriptors only), or nullptr if a level on the way holds no table. Used to locate
+/// the fixmap's entry after mapping a page there once.
+template <arch::Granule G, typename P>
+[[nodiscard]] u64* fixmap_slot(P& plat, u64 root_pa, int start_level, u64 va) {
+  u64 table = root_pa;
+  for (int level = start_level; level < arch::kLastLevel; ++level) {
+    const u64 e = plat.phys_to_virt(table)[arch::level_index(G, level, va)];
+    if (arch::classify(e, G, level) != arch::DescKind::table) return nullptr;
+    table = arch::TableDesc(e).next_table(G);
+  }
+  return plat.phys_to_virt(table) + arch::level_index(G, arch::kLastLevel, va);
+}
+
+static_assert(Platform<El2Platform<arch::Granule::k4K>>);
+static_assert(Platform<El2Platform<arch::Granule::k64K>>);
+
+}  // namespace ptguard::pgtable

@@ -1,0 +1,372 @@
+// The mini-hypervisor: ptguard at EL2 under QEMU (`-M virt,virtualization=on -cpu max`).
+//
+// For each run of the scenario (each granule the CPU supports, 4K, 16K and 64K, and 4K once
+// more with FEAT_S2FWB left off) it sets the machine up with the ownership
+// layer over El2Platform, builds and switches to its own stage-1 EL2 tables, sets the host's
+// stage-2, and runs the scenario of ../scenario.hpp: every transition is a hypercall (HVC #0)
+// made by an EL1 program, every access is made by EL1 code (the host, or a guest on its own
+// stage-2 and VMID) or by the hypervisor itself, and the fault, if any, is read from ESR_EL2,
+// HPFAR_EL2 and FAR_EL2. One UART line per check; semihosting SYS_EXIT 0 if all passed.
+//
+// The EL1 programs are the stubs of the EL1 code page (scenario.hpp, kEl1Code): the
+// hypervisor loads their registers, enters one with ERET, and the stub reports with HVC #1.
+// The host's stage-2 faults go to MemProtect::host_handle_fault, which maps host memory
+// lazily; a fault it refuses is a forbidden access, reported as such.
+#include <utility>
+
+#include "ptguard/arch/aarch64/insn.hpp"
+#include "ptguard/arch/regs.hpp"
+#include "ptguard/ownership/mem_protect.hpp"
+#include "ptguard/pgtable/el2_platform.hpp"
+#include "../scenario.hpp"
+
+using namespace ptguard;
+using namespace ptguard::el2test;
+namespace a64 = ptguard::arch::aarch64;
+using arch::Granule;
+
+struct El1Frame {
+  u64 x[31];
+  u64 elr;
+  u64 spsr;
+};
+static_assert(sizeof(El1Frame) == 264);
+
+extern "C" {
+[[noreturn]] void semihost_exit(u64 status);
+void el2_mmu_switch(u64 tcr, u64 mair, u64 ttbr0, u64 sctlr);
+u64 hyp_probe_read(u64 va, u64* out);
+u64 hyp_probe_write(u64 va, u64 value);
+u64 el1_run(El1Frame* f);
+extern u64 probe_syndrome[2];
+extern char __image_start[], __text_end[], __rodata_end[], __image_end[];
+}
+
+// The EL1 code page, linked at kHostCode (link.ld).
+__attribute__((section(".el1"), used)) const El1Code el1_code = kEl1Code;
+
+namespace {
+
+// ---- system register values ---------------------------------------------------------------------
+
+/// SCTLR_EL2 with HCR_EL2.E2H = 0 (D24.2 SCTLR_EL2): the RES1 bits 29, 28, 23, 22, 18, 16, 11,
+/// 5 and 4; M (0) stage-1 translation on; C (2) data accesses cacheable; SA (3) stack alignment
+/// check; I (12) instruction fetches cacheable. A (1), WXN (19) and EE (25, little-endian)
+/// stay 0. QEMU resets SCTLR_EL2 to 0, so the whole value is written.
+constexpr u64 kSctlrEl2Res1 = (u64{1} << 29) | (u64{1} << 28) | (u64{1} << 23) | (u64{1} << 22) |
+                              (u64{1} << 18) | (u64{1} << 16) | (u64{1} << 11) | (u64{1} << 5) |
+                              (u64{1} << 4);
+constexpr u64 kSctlrEl2 = kSctlrEl2Res1 | (u64{1} << 12) | (u64{1} << 3) | (u64{1} << 2) | (u64{1} << 0);
+
+/// SCTLR_EL1 for the EL1 programs (D24.2 SCTLR_EL1): stage 1 off (M = 0), caches off (C = 0,
+/// I = 0), with the bits that are RES1 without later features set as Armv8.0 requires: 29
+/// (LSMAOE), 28 (nTLSMD), 23 (SPAN), 22 (EIS), 20 (TSCXT), 11 (EOS). With M = 0 every EL1 data
+/// access is Device-nGnRnE at stage 1 and its VA is its IPA, so FAR_EL2 holds the IPA.
+constexpr u64 kSctlrEl1MmuOff = (u64{1} << 29) | (u64{1} << 28) | (u64{1} << 23) | (u64{1} << 22) |
+                                (u64{1} << 20) | (u64{1} << 11);
+
+/// SPSR_EL2 for entering EL1: M[3:0] = 0b0101 (EL1h), D, A, I, F masked (bits 9:6).
+constexpr u64 kSpsrEl1h = 0x3c5;
+
+/// HCR_EL2 (D24.2 HCR_EL2): VM (0) stage-2 translation for EL1&0; RW (31) EL1 is AArch64; FWB
+/// (46) when the library's stage-2 configuration says the CPU has FEAT_S2FWB (its MemAttr
+/// encodings assume it). E2H (34) and TGE (27) stay 0: a non-VHE hypervisor.
+constexpr u64 kHcrVm = arch::HcrVm::kMask;
+constexpr u64 kHcrRw = u64{1} << 31;
+constexpr u64 kHcrFwb = arch::HcrFwb::kMask;
+
+// ESR_EL2.EC values (D24.2 ESR_EL2).
+constexpr u64 kEcHvc64 = 0x16;
+constexpr u64 kEcIabtLow = 0x20;
+constexpr u64 kEcDabtLow = 0x24;
+
+// ---- UART (PL011 UARTDR at +0, UARTFR.TXFF bit 5 at +0x18) ----------------------------------------
+void putc(char c) {
+  volatile u32* const uart = reinterpret_cast<volatile u32*>(kUart);
+  while (uart[0x18 / 4] & (1u << 5)) {
+  }
+  uart[0] = static_cast<u8>(c);
+}
+void puts(const char* s) {
+  while (*s) putc(*s++);
+}
+void println(const Line& l) {
+  puts(l.buf);
+  putc('\n');
+}
+
+// ---- the run of one EL1 step ----------------------------------------------------------------------
+struct Run {
+  Actor who = Actor::host;
+  Op op = Op::read;
+  ComponentId caller = 0;
+  u64 target = 0;  ///< an exec step's branch target
+  unsigned retries = 0;
+  Outcome out{};
+  void* ctx = nullptr;
+  u64 (*hvc)(void* ctx, ComponentId caller, const CallRegs& r) = nullptr;
+  bool (*host_fault)(void* ctx, u64 ipa) = nullptr;
+};
+Run g_run;
+El1Frame g_frame;
+unsigned g_checks = 0, g_failed = 0;
+
+}  // namespace
+
+extern "C" [[noreturn]] void el2_panic(u64 esr, u64 elr, u64 far) {
+  Line l;
+  l.str("panic: unexpected exception at EL2 esr ").hex(esr).str(" elr ").hex(elr).str(" far ").hex(far);
+  println(l);
+  semihost_exit(1);
+}
+
+/// A synchronous exception from EL1: 0 to return to EL1, 1 when the step is over.
+extern "C" u64 el2_lower_trap(El1Frame* f) {
+  const u64 esr = PTGUARD_MRS("esr_el2");
+  const u64 ec = esr >> 26;
+  Outcome& o = g_run.out;
+  if (ec == kEcHvc64) {
+    const u64 imm = esr & 0xffff;
+    if (imm == kHvcCall) {
+      const CallRegs r{{f->x[0], f->x[1], f->x[2], f->x[3], f->x[4], f->x[5]}};
+      f->x[0] = g_run.hvc(g_run.ctx, g_run.caller, r);
+      return 0;
+    }
+    if (imm == kHvcDone) {
+      o.kind = g_run.op == Op::call ? Outcome::ret : Outcome::ok;
+      o.value = g_run.op == Op::call ? f->x[0] : g_run.op == Op::read ? f->x[1] : 0;
+      return 1;
+    }
+    o.kind = Outcome::el1_exception;
+    return 1;
+  }
+  if (ec == kEcDabtLow || ec == kEcIabtLow) {
+    int level = 0;
+    const Fault kind = decode_fsc(esr & 0x3f, &level);
+    const u64 far = PTGUARD_MRS("far_el2");
+    // HPFAR_EL2.FIPA (bits [43:4]) holds IPA[51:12] for translation, access-flag and
+    // address-size faults; for permission faults it may be UNKNOWN on hardware, so the IPA
+    // is taken from FAR_EL2, which holds it while EL1 runs with stage 1 off.
+    const u64 hpfar = PTGUARD_MRS("hpfar_el2");
+    const u64 ipa = kind == Fault::permission ? far : (arch::Field<43, 4>::get(hpfar) << 12) | (far & 0xfff);
+    if (g_run.who == Actor::host && kind == Fault::translation && g_run.retries < 4) {
+      ++g_run.retries;
+      if (g_run.host_fault(g_run.ctx, ipa)) return 0;  // mapped lazily: retry the access
+    }
+    // An instruction abort is the step's own access only for an exec step at its target;
+    // anywhere else the stub itself could not be fetched.
+    const bool own = ec == kEcDabtLow || (g_run.op == Op::exec && f->elr == g_run.target);
+    o.kind = own ? Outcome::faulted : Outcome::fetch_fault;
+    o.fault = kind;
+    o.level = level;
+    o.addr = ipa;
+    return 1;
+  }
+  o.kind = Outcome::unexpected;
+  o.value = esr;
+  return 1;
+}
+
+namespace {
+
+template <unsigned V>
+struct Hyp {
+  static constexpr Variant kRun = kVariants[V];
+  static constexpr Granule G = kRun.granule;
+  using Plat = pgtable::El2Platform<G>;
+  using MP = ownership::MemProtect<G, Plat, 4>;
+  static constexpr u64 kPage = arch::page_size(G);
+
+  static inline Plat plat;
+  static inline MP mp;
+  static inline u32 counts[kPoolSize / kPage];
+  static inline ownership::PageMeta meta[kMemorySize / kPage];
+  static inline u32 scratch[kMemorySize / kPage];
+  static inline u64 host_vttbr = 0;
+
+  static u64 hvc(void*, ComponentId caller, const CallRegs& r) {
+    const u64 ret = dispatch(mp, plat, caller, r);
+    if (ret == 0 && static_cast<Call>(r.x[0]) == Call::create_guest) {
+      const auto* g = mp.guest(static_cast<ComponentId>(r.x[1]));
+      plat.set_vttbr(g->table.vmid(), arch::make_vttbr(g->table.root_pa(), g->table.vmid()));
+    }
+    return ret;
+  }
+  static bool host_fault(void*, u64 ipa) { return mp.host_handle_fault(ipa).has_value(); }
+
+  static Outcome run_el1(const Step& s) {
+    Outcome none{};
+    const ComponentId gid = guest_id(s.who);
+    if (gid != 0 && !guest_runs(mp, gid)) {
+      none.kind = Outcome::not_run;
+      return none;
+    }
+    g_run = Run{s.who, s.op, gid, s.addr, 0, Outcome{}, nullptr, &hvc, &host_fault};
+    El1Frame& f = g_frame;
+    f = El1Frame{};
+    const u64 code = gid != 0 ? kGuestCode : kHostCode;
+    if (s.op == Op::call) {
+      const CallRegs r = call_regs(s);
+      for (int i = 0; i < 6; ++i) f.x[i] = r.x[i];
+      f.elr = code + kStubCall;
+    } else {
+      f.x[0] = s.addr;
+      f.x[1] = s.value;
+      f.elr = code + (s.op == Op::read ? kStubRead : s.op == Op::write ? kStubWrite : kStubExec);
+    }
+    f.spsr = kSpsrEl1h;
+    PTGUARD_MSR("sctlr_el1", kSctlrEl1MmuOff);
+    PTGUARD_MSR("vbar_el1", code);
+    if (gid != 0) {
+      const auto* g = mp.guest(gid);
+      PTGUARD_MSR("vttbr_el2", arch::make_vttbr(g->table.root_pa(), g->table.vmid()));
+    }
+    a64::isb();
+    el1_run(&f);
+    if (gid != 0) {
+      PTGUARD_MSR("vttbr_el2", host_vttbr);
+      a64::isb();
+    }
+    return g_run.out;
+  }
+
+  static Outcome run_hyp(const Step& s) {
+    Outcome o{};
+    const u64 va = mp.hyp_va(s.addr);
+    u64 value = 0;
+    const u64 faulted = s.op == Op::read ? hyp_probe_read(va, &value) : hyp_probe_write(va, s.value);
+    if (!faulted) {
+      o.kind = Outcome::ok;
+      o.value = value;
+      return o;
+    }
+    o.kind = Outcome::faulted;
+    o.fault = decode_fsc(probe_syndrome[0] & 0x3f, &o.level);
+    o.addr = probe_syndrome[1];
+    return o;
+  }
+
+  static void fail_setup(const char* what, const Status& st) {
+    Line l;
+    l.str("setup ").str(kRun.name).str(": ").str(what).str(": ").str(st ? "ok" : name(st.error()));
+    println(l);
+    ++g_failed;
+  }
+
+  static void run(arch::CpuFeatures cpu, bool have_ttl) {
+    if (kRun.fwb_off) cpu.fwb = false;  // FEAT_S2FWB is opt-in (HCR_EL2.FWB): leave it off
+    typename Plat::Config pc;
+    pc.pool_pa = pool_pa(V);
+    pc.pool_size = kPoolSize;
+    pc.counts = counts;
+    pc.va_offset = 0;  // the pools are mapped at their physical addresses
+    pc.linear_pa = kCarveout;
+    pc.linear_size = kCarveoutEnd - kCarveout;
+    pc.have_ttl = have_ttl;
+    plat.init(pc);
+
+    static const ownership::Region memory[] = {{kMemory, kMemorySize}};
+    static const ownership::MmioRegion mmio[] = {{kUart, kUartSize, true}};
+    const ownership::MachineDesc m{memory, mmio, ownership::Region{kCarveout, kCarveoutEnd - kCarveout}, kHypVaOffset};
+    if (Status st = mp.init(plat, m, meta, cpu); !st) return fail_setup("MemProtect::init", st);
+
+    // The hypervisor's own mappings at their physical addresses: text read-execute, read-only
+    // data read-only, data/bss/stack and the table pools read-write, the UART as device memory.
+    using pgtable::Prot;
+    const u64 img = reinterpret_cast<u64>(__image_start), text_end = reinterpret_cast<u64>(__text_end);
+    const u64 ro_end = reinterpret_cast<u64>(__rodata_end), img_end = reinterpret_cast<u64>(__image_end);
+    const u64 pools = pool_pa(0), pools_end = pool_pa(kNumVariants);
+    const Prot rx{pgtable::kPermRX, arch::MemType::normal_wb, 0};
+    const Prot ro{pgtable::kPermR, arch::MemType::normal_wb, 0};
+    const Prot rw{pgtable::kPermRW, arch::MemType::normal_wb, 0};
+    const Prot dev{pgtable::kPermRW, arch::MemType::device_ngnre, 0};
+    if (Status st = mp.hyp_map_private(img, text_end - img, img, rx); !st) return fail_setup("map text", st);
+    if (Status st = mp.hyp_map_private(text_end, ro_end - text_end, text_end, ro); !st) return fail_setup("map rodata", st);
+    if (Status st = mp.hyp_map_private(ro_end, img_end - ro_end, ro_end, rw); !st) return fail_setup("map data", st);
+    if (Status st = mp.hyp_map_private(pools, pools_end - pools, pools, rw); !st) return fail_setup("map pools", st);
+    if (Status st = mp.hyp_map_private(kUart, kUartSize, kUart, dev); !st) return fail_setup("map uart", st);
+    // The fixmap: map a page there once so the last-level table exists, then hand its entry
+    // to the platform (which clears it).
+    if (Status st = mp.hyp_map_private(kFixmapVa, kPage, kCarveout, rw); !st) return fail_setup("map fixmap", st);
+    const auto& s1 = mp.hyp_config();
+    u64* slot = pgtable::fixmap_slot<G>(plat, mp.hyp_table().root_pa(), s1.start_level, kFixmapVa);
+    if (slot == nullptr) return fail_setup("fixmap slot", fail(Error::enoent));
+    plat.set_fixmap(kFixmapVa, slot);
+    mp.finalize();
+
+    // Stage 1: the library's TCR_EL2 and MAIR_EL2, TTBR0_EL2 at the table's root.
+    el2_mmu_switch(s1.tcr, s1.mair, arch::make_ttbr0_el2(mp.hyp_table().root_pa()), kSctlrEl2);
+
+    // Stage 2: the host on VMID 0; stale entries of VMIDs used by the previous granule's run
+    // are dropped (TLBI ALLE1IS).
+    const auto& s2 = mp.host_config();
+    host_vttbr = arch::make_vttbr(mp.host_table().root_pa(), 0);
+    plat.set_vttbr(0, host_vttbr);
+    PTGUARD_MSR("vtcr_el2", s2.vtcr);
+    PTGUARD_MSR("vttbr_el2", host_vttbr);
+    PTGUARD_MSR("hcr_el2", kHcrVm | kHcrRw | (s2.fwb ? kHcrFwb : 0));
+    a64::isb();
+    a64::tlbi_alle1is();
+    a64::dsb_ish();
+    a64::isb();
+
+    Line l;
+    l.str("run ").str(kRun.name).str(" tcr_el2 ").hex(s1.tcr).str(" mair_el2 ").hex(s1.mair);
+    l.str(" vtcr_el2 ").hex(s2.vtcr).str(" hcr_el2 ").hex(PTGUARD_MRS("hcr_el2"));
+    println(l);
+
+    for (unsigned i = 0; i < kSteps; ++i) {
+      const Step& s = kScenario[i];
+      const Outcome o = s.who == Actor::hyp ? run_hyp(s) : run_el1(s);
+      Line c;
+      format_check(c, kRun.name, i, s, o);
+      println(c);
+      ++g_checks;
+      if (!meets(s, o)) ++g_failed;
+    }
+    typename MP::Violation v{};
+    Line inv;
+    inv.str("invariants ").str(kRun.name).str(": ");
+    if (mp.check_invariants(scratch, &v)) {
+      inv.str("hold");
+    } else {
+      inv.str("BROKEN: ").str(v.what).str(" at pa ").hex(v.pa);
+      ++g_failed;
+    }
+    println(inv);
+  }
+};
+
+template <unsigned V>
+void run_variant(const arch::CpuFeatures& cpu, bool have_ttl) {
+  constexpr Variant r = kVariants[V];
+  if (!cpu.supports(r.granule, 1) || !cpu.supports(r.granule, 2)) {
+    Line s;
+    s.str("run ").str(r.name).str(" not supported: skipped");
+    println(s);
+    return;
+  }
+  Hyp<V>::run(cpu, have_ttl);
+}
+template <unsigned... V>
+void run_variants(const arch::CpuFeatures& cpu, bool have_ttl, std::integer_sequence<unsigned, V...>) {
+  (run_variant<V>(cpu, have_ttl), ...);
+}
+
+}  // namespace
+
+extern "C" void el2_main() {
+  puts("ptguard EL2 mini-hypervisor\n");
+  const u64 mmfr0 = PTGUARD_MRS("id_aa64mmfr0_el1"), mmfr1 = PTGUARD_MRS("id_aa64mmfr1_el1");
+  const u64 mmfr2 = PTGUARD_MRS("id_aa64mmfr2_el1"), ctr = PTGUARD_MRS("ctr_el0");
+  Line l;
+  l.str("cpu mmfr0 ").hex(mmfr0).str(" mmfr1 ").hex(mmfr1).str(" mmfr2 ").hex(mmfr2).str(" ctr ").hex(ctr);
+  println(l);
+  const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr);
+  const bool have_ttl = arch::Field<51, 48>::get(mmfr2) != 0;  // ID_AA64MMFR2_EL1.TTL
+  run_variants(cpu, have_ttl, std::make_integer_sequence<unsigned, kNumVariants>{});
+  Line s;
+  s.str("summary ").dec(g_checks).str(" checks, ").dec(g_failed).str(" failed");
+  println(s);
+  semihost_exit(g_failed == 0 ? 0 : 1);
+}

@@ -1,0 +1,159 @@
+// The EL2 scenario (scenario.hpp) in the simulator, and the differential check against QEMU.
+//
+//  - Scenario.SimulatorMeetsExpectations: every step of the scenario, for every granule, does
+//    in the simulator what the table says, as the reference MMU judges the accesses, and the
+//    ownership layer's invariants hold at the end.
+//  - Qemu.AgreesWithReferenceMmu: runs the EL2 image under qemu-system-aarch64 (under
+//    `timeout`), parses its UART lines, runs the same scenario in the simulator with the CPU
+//    features the image read from the ID registers, and fails on any line that differs (the
+//    outcome of a transition, an access's success and the value read, a fault's kind, level
+//    and address), printing both. Needs PTGUARD_EL2_IMAGE (the ctest el2_qemu sets it after
+//    el2_image built it); skipped without it.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "el2/sim_run.hpp"
+
+namespace ptguard::el2test {
+namespace {
+
+using arch::Granule;
+
+template <unsigned V>
+std::vector<std::string> sim_lines_of(const arch::CpuFeatures& cpu, std::vector<std::string>* problems) {
+  SimRun<V> r(cpu);
+  std::vector<std::string> lines = r.run();
+  problems->insert(problems->end(), r.problems.begin(), r.problems.end());
+  return lines;
+}
+
+/// The simulator's lines for run `v` of kVariants.
+std::vector<std::string> sim_lines(unsigned v, const arch::CpuFeatures& cpu, std::vector<std::string>* problems) {
+  static_assert(kNumVariants == 4);
+  switch (v) {
+    case 0: return sim_lines_of<0>(cpu, problems);
+    case 1: return sim_lines_of<1>(cpu, problems);
+    case 2: return sim_lines_of<2>(cpu, problems);
+    case 3: return sim_lines_of<3>(cpu, problems);
+  }
+  return {};
+}
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+
+TEST(Scenario, SimulatorMeetsExpectations) {
+  const arch::CpuFeatures cpu = IdRegs{}.features();
+  for (unsigned v = 0; v < kNumVariants; ++v) {
+    std::vector<std::string> problems;
+    const std::vector<std::string> lines = sim_lines(v, cpu, &problems);
+    EXPECT_EQ(lines.size(), kSteps + 1);
+    for (const std::string& l : lines) EXPECT_EQ(l.find("FAIL"), std::string::npos) << l;
+    EXPECT_EQ(lines.back(), std::string("invariants ") + kVariants[v].name + ": hold");
+    for (const std::string& p : problems) ADD_FAILURE() << kVariants[v].name << ": " << p;
+  }
+}
+
+TEST(Scenario, StepsAreGranuleIndependent) {
+  // Every address is a 64 KiB slot, so that a "page" means one page of any granule.
+  for (const Step& s : kScenario) {
+    if (s.op != Op::call) {
+      EXPECT_TRUE(s.addr % 8 == 0) << std::hex << s.addr;
+    } else if (s.who == Actor::host) {
+      if (!x1_is_guest(s.call)) {
+        EXPECT_EQ(s.addr % kSlot, 0u) << name(s.call) << " at 0x" << std::hex << s.addr;
+      }
+      EXPECT_EQ(s.x4 % kSlot, 0u) << name(s.call);
+    } else {
+      EXPECT_EQ(s.addr % kSlot, 0u) << name(s.call) << " at 0x" << std::hex << s.addr;
+    }
+  }
+}
+
+struct QemuRun {
+  int status = -1;  ///< exit status, 124 when `timeout` stopped it
+  std::string out;
+};
+
+QemuRun run_qemu(const std::string& image) {
+  const char* q = std::getenv("PTGUARD_QEMU");
+  const std::string cmd = std::string("timeout 60 ") + (q ? q : "qemu-system-aarch64") +
+                          " -M virt,virtualization=on -cpu max -m 512M -nodefaults -display none"
+                          " -serial stdio -semihosting-config enable=on,target=native -kernel '" +
+                          image + "' 2>&1";
+  QemuRun r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+TEST(Qemu, AgreesWithReferenceMmu) {
+  const char* image = std::getenv("PTGUARD_EL2_IMAGE");
+  if (image == nullptr) GTEST_SKIP() << "PTGUARD_EL2_IMAGE not set (ctest el2_qemu sets it)";
+  const QemuRun q = run_qemu(image);
+  ASSERT_NE(q.status, 124) << "QEMU hung: stopped by timeout after 60 s; output so far:\n" << q.out;
+
+  // The image's lines, by kind.
+  std::vector<std::string> lines;
+  std::istringstream in(q.out);
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  IdRegs id;
+  bool have_cpu = false;
+  std::string summary;
+  for (const std::string& l : lines) {
+    if (starts_with(l, "cpu ")) {
+      have_cpu = std::sscanf(l.c_str(), "cpu mmfr0 %" SCNx64 " mmfr1 %" SCNx64 " mmfr2 %" SCNx64 " ctr %" SCNx64,
+                             &id.mmfr0, &id.mmfr1, &id.mmfr2, &id.ctr) == 4;
+    } else if (starts_with(l, "summary ")) {
+      summary = l;
+    } else if (starts_with(l, "setup ") || starts_with(l, "panic")) {
+      ADD_FAILURE() << "the image reports: " << l;
+    }
+  }
+  ASSERT_TRUE(have_cpu) << "no cpu line from the image; output:\n" << q.out;
+  const arch::CpuFeatures cpu = id.features();
+
+  unsigned compared = 0, differ = 0;
+  for (unsigned v = 0; v < kNumVariants; ++v) {
+    const Granule g = kVariants[v].granule;
+    const std::string gn = kVariants[v].name;
+    if (!cpu.supports(g, 1) || !cpu.supports(g, 2)) {
+      EXPECT_NE(q.out.find("run " + gn + " not supported"), std::string::npos);
+      continue;
+    }
+    std::vector<std::string> got;
+    for (const std::string& l : lines)
+      if (starts_with(l, "check " + gn + " ") || starts_with(l, "invariants " + gn + ":")) got.push_back(l);
+    std::vector<std::string> problems;
+    const std::vector<std::string> want = sim_lines(v, cpu, &problems);
+    for (const std::string& p : problems) ADD_FAILURE() << gn << ": simulator: " << p;
+    for (size_t i = 0; i < want.size() || i < got.size(); ++i) {
+      const std::string w = i < want.size() ? want[i] : "(nothing)";
+      const std::string o = i < got.size() ? got[i] : "(nothing: the image stopped)";
+      ++compared;
+      if (w != o) {
+        ++differ;
+        ADD_FAILURE() << "QEMU and the reference MMU differ:\n  QEMU:          " << o
+                      << "\n  reference MMU: " << w;
+      }
+    }
+  }
+  EXPECT_EQ(differ, 0u) << compared << " lines compared";
+  EXPECT_EQ(summary.find(" 0 failed"), summary.size() - 9) << "summary: " << summary;
+  EXPECT_EQ(q.status, 0) << "QEMU's exit status (semihosting SYS_EXIT): 0 when every check passed";
+  std::printf("el2: %u lines compared between QEMU and the reference MMU, %u differ\n", compared, differ);
+}
+
+}  // namespace
+}  // namespace ptguard::el2test
