@@ -169,6 +169,29 @@ TYPED_TEST(Ops, PermissionOrSoftwareBitChangesAreMadeInPlace) {
   EXPECT_EQ(e.at(t, ipa, sim::Access::write).fault, sim::FaultKind::permission);
 }
 
+// A change of the software bits alone (a page-state change) is one store: the MMU ignores
+// bits 58:55, so there is no barrier and no invalidation to pay for.
+TYPED_TEST(Ops, ASoftwareBitChangeIsOneStoreWithoutBarriers) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  ASSERT_TRUE(t.map(ipa, pg, pa, kRW, e.mc));
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(ipa, pg, pa, Prot{kPermRW, MemType::normal_wb, 0b10}, e.mc));
+  const sim::EventView ev = e.plat->log().since(mark);
+  EXPECT_EQ(writes(ev), 1u);
+  EXPECT_EQ(ev.count(sim::EventKind::barrier), 0u);
+  EXPECT_EQ(ev.count(sim::EventKind::tlbi), 0u);
+  const sim::Translation tr = e.at(t, ipa, sim::Access::write);
+  ASSERT_TRUE(tr.ok());
+  EXPECT_EQ(tr.sw, 0b10);
+  // With a permission change as well, the write is ordered as before.
+  const auto mark2 = e.plat->log().mark();
+  ASSERT_TRUE(t.map(ipa, pg, pa, Prot{kPermRWX, MemType::normal_wb, 0b01}, e.mc));
+  EXPECT_GE(e.plat->log().since(mark2).count(sim::EventKind::barrier), 1u);
+}
+
 TYPED_TEST(Ops, TaggingAPageInsideABlockSplitsItAndKeepsTheRest) {
   auto& e = this->env;
   auto t = e.stage2();

@@ -240,6 +240,13 @@ class Table {
         // would have it (a page needs no split).
         if ((old & 0b11) == 0b11 && ((old ^ leaf) & ~Regime::kInPlaceMask) == 0) {
           if (old == leaf) return {};
+          // Only the software bits change (a page-state change): the MMU ignores bits 58:55
+          // (Arm ARM D8.3.1, "reserved for software use"), so no walker or TLB can see the
+          // difference and there is nothing to order or invalidate.
+          if (((old ^ leaf) & ~arch::DescSw::kMask) == 0) {
+            write(slot.ptep, leaf);
+            return {};
+          }
           return update_in_place(slot.ptep, old, leaf, addr);
         }
       }
