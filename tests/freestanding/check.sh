@@ -9,15 +9,10 @@ set -euo pipefail
 src=$1
 out=$2
 mkdir -p "$out"
-cxx=${PTGUARD_AARCH64_CXX:-aarch64-linux-gnu-g++}
-if ! command -v "$cxx" >/dev/null; then
-  echo "freestanding check: $cxx not found (scripts/install-deps.sh test installs it)" >&2
-  exit 1
-fi
+. "$src/tests/freestanding/toolchain.sh"
+require_cxx "freestanding check"
 
-flags=(-std=c++23 -O2 -Wall -Wextra -Werror -ffreestanding -fno-exceptions -fno-rtti
-       -fno-threadsafe-statics -mgeneral-regs-only -mstrict-align -mno-outline-atomics
-       -fno-asynchronous-unwind-tables -fno-stack-protector -fno-pie)
+flags=("${freestanding_flags[@]}")
 includes=()
 sources=("$src/tests/freestanding/main.cpp" "$src/tests/freestanding/mem.cpp")
 for layer in arch pgtable ownership; do
@@ -33,11 +28,7 @@ for s in "${sources[@]}"; do
 done
 "$cxx" -nostdlib -static -no-pie -Wl,-e,_start -o "$out/freestanding.elf" "${objs[@]}" -lgcc
 
-# Nothing runs static constructors at EL2: the image must not need any.
-if aarch64-linux-gnu-objdump -h "$out/freestanding.elf" | grep -qE '\.(init_array|ctors)'; then
-  echo "freestanding check: the image has static constructors (.init_array/.ctors)" >&2
-  exit 1
-fi
+no_static_constructors "$out/freestanding.elf" "freestanding check"
 
 # The link above fails on any undefined symbol; list what the image holds for the log.
 n=$(aarch64-linux-gnu-nm "$out/freestanding.elf" | wc -l)

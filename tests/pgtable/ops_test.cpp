@@ -192,6 +192,24 @@ TYPED_TEST(Ops, ASoftwareBitChangeIsOneStoreWithoutBarriers) {
   EXPECT_GE(e.plat->log().since(mark2).count(sim::EventKind::barrier), 1u);
 }
 
+// The engine remembers the last Prot it encoded; a table moved in with another FWB setting
+// must not reuse that encoding (MemAttr means different things with and without FWB).
+TYPED_TEST(Ops, AMovedInTableEncodesForItsOwnFwbSetting) {
+  auto& e = this->env;
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  auto t = e.stage2(40, CpuFeatures::modern());
+  ASSERT_TRUE(t.fwb());
+  ASSERT_TRUE(t.map(ipa, pg, pa, kRW, e.mc));
+  EXPECT_EQ(S2MemAttr::get(t.lookup(ipa)->entry), s2_memattr(MemType::normal_wb, true));
+  t = e.stage2(40, CpuFeatures{});
+  ASSERT_FALSE(t.fwb());
+  ASSERT_TRUE(t.map(ipa, pg, pa, kRW, e.mc));
+  EXPECT_EQ(S2MemAttr::get(t.lookup(ipa)->entry), s2_memattr(MemType::normal_wb, false));
+  const sim::Translation tr = e.at(t, ipa, sim::Access::write);
+  ASSERT_TRUE(tr.ok());
+}
+
 TYPED_TEST(Ops, TaggingAPageInsideABlockSplitsItAndKeepsTheRest) {
   auto& e = this->env;
   auto t = e.stage2();
