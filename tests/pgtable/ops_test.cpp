@@ -192,6 +192,53 @@ TYPED_TEST(Ops, ASoftwareBitChangeIsOneStoreWithoutBarriers) {
   EXPECT_GE(e.plat->log().since(mark2).count(sim::EventKind::barrier), 1u);
 }
 
+// The fault handlers' entry maps a page only into an empty last-level entry that tables already
+// lead to, exactly as map() would (the same entry, one store, one barrier, the table's count
+// of live entries raised), and otherwise writes nothing.
+TYPED_TEST(Ops, MapPageIfEmptyMapsOnlyAnEmptyLastLevelEntry) {
+  auto& e = this->env;
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  auto t = e.stage2();
+  auto ref = e.stage2(40, CpuFeatures::modern(), {}, 2);
+  // No tables lead there yet.
+  auto mark = e.plat->log().mark();
+  EXPECT_FALSE(t.map_page_if_empty(ipa + pg, pa + pg, kRW));
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 0u);
+  // A neighbour mapped through map() builds the tables; the entry beside it maps here.
+  ASSERT_TRUE(t.map(ipa, pg, pa, kRW, e.mc));
+  ASSERT_TRUE(ref.map(ipa, 2 * pg, pa, kRW, e.mc));
+  mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map_page_if_empty(ipa + pg, pa + pg, kRW));
+  const sim::EventView ev = e.plat->log().since(mark);
+  EXPECT_EQ(writes(ev), 1u);
+  EXPECT_EQ(ev.count(sim::EventKind::barrier), 1u);
+  EXPECT_EQ(ev.count(sim::EventKind::tlbi), 0u);
+  EXPECT_EQ(t.lookup(ipa + pg)->entry, ref.lookup(ipa + pg)->entry);
+  const sim::Translation tr = e.at(t, ipa + pg + 8, sim::Access::write);
+  ASSERT_TRUE(tr.ok()) << sim::to_string(tr);
+  EXPECT_EQ(tr.output_address, pa + pg + 8);
+  // A valid entry, an annotation, an unaligned or out-of-range address, a prot stage 2 cannot
+  // encode: refused, nothing written.
+  ASSERT_TRUE(t.set_owner(ipa + 2 * pg, pg, 3, 0, e.mc));
+  const auto before = e.snapshot(t);
+  mark = e.plat->log().mark();
+  EXPECT_FALSE(t.map_page_if_empty(ipa + pg, pa + 5 * pg, kRW));
+  EXPECT_FALSE(t.map_page_if_empty(ipa + 2 * pg, pa + 2 * pg, kRW));
+  EXPECT_FALSE(t.map_page_if_empty(ipa + 3 * pg + 8, pa + 3 * pg, kRW));
+  EXPECT_FALSE(t.map_page_if_empty(ipa + 3 * pg, pa + 3 * pg + 8, kRW));
+  EXPECT_FALSE(t.map_page_if_empty(u64{1} << t.ia_bits(), pa, kRW));
+  EXPECT_FALSE(t.map_page_if_empty(ipa + 3 * pg, pa + 3 * pg, Prot{kPermRWX, MemType::device_ngnre, 0}));
+  EXPECT_EQ(writes(e.plat->log().since(mark)), 0u);
+  EXPECT_EQ(e.snapshot(t), before);
+  // The live-entry count took the page: unmapping the two pages and the annotation frees every
+  // table below the root, and no count goes wrong on the way (a missing count would free the
+  // last-level table while the annotation still lives in it, a violation).
+  ASSERT_TRUE(t.unmap(ipa, 3 * pg, e.mc));
+  EXPECT_EQ(e.snapshot(t).size(), t.root_pages());
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
 // The engine remembers the last Prot it encoded; a table moved in with another FWB setting
 // must not reuse that encoding (MemAttr means different things with and without FWB).
 TYPED_TEST(Ops, AMovedInTableEncodesForItsOwnFwbSetting) {

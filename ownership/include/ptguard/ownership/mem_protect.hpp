@@ -161,6 +161,11 @@ class MemProtect {
     Region region{};
     bool mmio = false;
     if (!find_region(addr, &region, &mmio)) return fail(Error::einval);
+    // Most faults land next to one just handled, in a last-level table that already exists;
+    // there the answer is always the faulting page (a block would cover that table), and an
+    // empty entry is the only case that maps. Everything else takes the general path below.
+    const u64 page = addr & ~(kPage - 1);
+    if (host_.map_page_if_empty(page, page, mmio ? kHostMmio : kHostMem)) return {};
     const Result<pgtable::Leaf> leaf = host_.lookup(addr);
     if (!leaf) return fail(leaf.error());
     if (arch::DescValid::get(leaf->entry)) return fail(Error::eagain);

@@ -229,11 +229,7 @@ class Table {
         const u64 old = *slot.ptep;
         const u64 leaf = make_leaf(arch::kLastLevel, pa, *attrs);
         if (old == 0) {
-          if (new_leaf_needs_cmo(prot)) cmo_new(leaf_content(addr, pa, prot, *attrs, opts.replace), leaf, arch::kLastLevel);
-          write(slot.ptep, leaf);
-          plat_->get_page(slot.table_pa);
-          plat_->barrier(arch::Barrier::dsb_ishst);
-          if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+          install_page(slot, addr, pa, prot, *attrs, leaf);
           return {};
         }
         // The same translation with other permissions or state bits: in place, as decide()
@@ -252,6 +248,23 @@ class Table {
       }
     }
     return apply(leaf_content(addr, pa, prot, *attrs, opts.replace), addr, size, &mc);
+  }
+
+  /// A fault handler's one-page map: when tables already lead down to the last-level entry for
+  /// `addr` and that entry is empty (neither valid nor annotated), maps the page at `addr` to
+  /// `pa` with `prot` exactly as map(addr, kPageSize, pa, prot, mc) would, and returns true.
+  /// Otherwise (no last-level table yet, an entry already there, an unaligned or out-of-range
+  /// address, a prot the regime cannot encode) it changes nothing and returns false, and the
+  /// caller takes the general path (lookup(), map()), which also says why. It needs no memcache:
+  /// an empty last-level entry takes no new table.
+  [[nodiscard]] bool map_page_if_empty(u64 addr, u64 pa, const Prot& prot) {
+    if (!check_range(addr, kPageSize) || !check_output(pa, kPageSize)) return false;
+    const PageSlot slot = last_level_slot(addr);
+    if (slot.ptep == nullptr || *slot.ptep != 0) return false;
+    const Result<u64> attrs = encode(prot);
+    if (!attrs) return false;
+    install_page(slot, addr, pa, prot, *attrs, make_leaf(arch::kLastLevel, pa, *attrs));
+    return true;
   }
 
   /// Removes every mapping and annotation in [addr, addr+size): the range reads as empty
@@ -1147,6 +1160,19 @@ class Table {
     u64 table_pa;
   };
   void forget_slot() const { cached_span_ = ~u64{0}; }
+
+  // A new page in an empty last-level entry: no break-before-make and no TLB invalidation (the
+  // Arm ARM's TLB rules: an entry that gives a Translation fault is never held in a TLB); cache
+  // maintenance first when the regime needs it, then the store, the table's count of live
+  // entries, and the barrier that makes the entry visible to the walker (dsb ishst; at stage 1
+  // an isb too, for this CPU's own walks).
+  void install_page(PageSlot slot, u64 addr, u64 pa, const Prot& prot, u64 attrs, u64 leaf) {
+    if (new_leaf_needs_cmo(prot)) cmo_new(leaf_content(addr, pa, prot, attrs, false), leaf, arch::kLastLevel);
+    write(slot.ptep, leaf);
+    plat_->get_page(slot.table_pa);
+    plat_->barrier(arch::Barrier::dsb_ishst);
+    if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+  }
 
   template <typename V>
   [[nodiscard]] Status walk_inner(u64 addr, u64 end, V& v) const {
