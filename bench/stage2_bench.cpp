@@ -84,6 +84,14 @@ S2 new_table(BenchPlatform& p, const pgtable::TableOptions& o = {}) {
   return *S2::create_stage2(p, s2_config(), kVmid, o);
 }
 
+// The untimed starting state of the page-mapped benchmarks: the GiB mapped page by page (forced),
+// checked at its minimum size. Returns an error message, or empty.
+std::string map_page_mapped_gib(S2& t, BenchPlatform& p, Memcache& mc) {
+  if (!mc.topup(p, t.max_pages_needed(kIaBase, kGiB)) || !t.map(kIaBase, kGiB, kPaBase, kRW, mc))
+    return "setup map";
+  return check_page_mapped_gib(t, p, mc);
+}
+
 const char* err(const Status& st) { return ptguard::name(st.error()); }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,11 +258,7 @@ void walk_1g_pages(benchmark::State& state) {
   BenchPlatform plat(kArenaPa, kArenaPages);
   Memcache mc;
   S2 t = new_table(plat, forced_pages());
-  if (!mc.topup(plat, t.max_pages_needed(kIaBase, kGiB)) || !t.map(kIaBase, kGiB, kPaBase, kRW, mc)) {
-    state.SkipWithError("setup map");
-    return;
-  }
-  if (const std::string e = check_page_mapped_gib(t, plat, mc); !e.empty()) {
+  if (const std::string e = map_page_mapped_gib(t, plat, mc); !e.empty()) {
     state.SkipWithError(e.c_str());
     return;
   }
@@ -274,11 +278,7 @@ void stage2_wrprotect_1g_pages(benchmark::State& state) {
   BenchPlatform plat(kArenaPa, kArenaPages);
   Memcache mc;
   S2 t = new_table(plat, forced_pages());
-  if (!mc.topup(plat, t.max_pages_needed(kIaBase, kGiB)) || !t.map(kIaBase, kGiB, kPaBase, kRW, mc)) {
-    state.SkipWithError("setup map");
-    return;
-  }
-  if (const std::string e = check_page_mapped_gib(t, plat, mc); !e.empty()) {
+  if (const std::string e = map_page_mapped_gib(t, plat, mc); !e.empty()) {
     state.SkipWithError(e.c_str());
     return;
   }
