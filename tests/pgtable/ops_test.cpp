@@ -529,6 +529,39 @@ TYPED_TEST(Ops, LookupAndDestroy) {
   EXPECT_EQ(t.map(0, this->kPage, this->kPa, kRW, e.mc).error(), Error::einval) << "destroyed";
 }
 
+TYPED_TEST(Ops, FlushTlbInvalidatesTheWholeTableAndWaits) {
+  auto& e = this->env;
+  e.fill();
+  // Stage 2: the whole of the table's own VMID (7, not the current or a default one).
+  auto t2 = e.stage2(40, CpuFeatures::modern(), TableOptions{}, 7);
+  ASSERT_TRUE(t2.map(this->kIpa, this->kPage, this->kPa, kRW, e.mc));
+  auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t2.flush_tlb());
+  const std::vector<sim::Event> s2{sim::Event::barrier(Barrier::dsb_ishst),
+                                   sim::Event::tlbi(Tlbi::vmalls12e1is, 7, 0, kTlbiLevelUnknown),
+                                   sim::Event::barrier(Barrier::dsb_ish)};
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(s2));
+  // Stage 1 at EL2: every EL2 entry, then an ISB for this PE's own translations.
+  auto t1 = e.stage1();
+  ASSERT_TRUE(t1.map(this->kIpa, this->kPage, this->kPa, kRW, e.mc));
+  mark = e.plat->log().mark();
+  ASSERT_TRUE(t1.flush_tlb());
+  const std::vector<sim::Event> s1{sim::Event::barrier(Barrier::dsb_ishst),
+                                   sim::Event::tlbi(Tlbi::alle2is, 0, 0, kTlbiLevelUnknown),
+                                   sim::Event::barrier(Barrier::dsb_ish), sim::Event::barrier(Barrier::isb)};
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(s1));
+  // An empty table (destroyed, or never created) has nothing to flush.
+  e.mc.drain(*e.plat);
+  t2.destroy();
+  t1.destroy();
+  mark = e.plat->log().mark();
+  EXPECT_EQ(t2.flush_tlb().error(), Error::einval);
+  EXPECT_EQ(t1.flush_tlb().error(), Error::einval);
+  EXPECT_EQ(typename Env<TestFixture::G>::S2{}.flush_tlb().error(), Error::einval);
+  EXPECT_TRUE(e.plat->log().since(mark).empty());
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
 TYPED_TEST(Ops, ConcatenatedRootsMapAcrossRootPages) {
   auto& e = this->env;
   constexpr Granule g = TestFixture::G;

@@ -284,8 +284,33 @@ class Table {
     return unmap(addr, size, none);
   }
 
-  /// Removes every table, no TLB maintenance (the table must no longer be live), and frees the
-  /// root. The Table is empty afterwards; any further call fails with EINVAL.
+  /// Invalidates everything the TLB may hold for this table, and waits for it: what a caller
+  /// does before it frees or reuses a table that was ever live (destroy()), or after it changed
+  /// entries itself through walk(). Stage 2: DSB ISHST (the table's stores complete before the
+  /// invalidation, B2.3), TLBI VMALLS12E1IS for the table's VMID (stage-1 and stage-2 entries of
+  /// that VMID, D8.14 "TLB maintenance"; a combined entry is tagged with the VMID too), DSB ISH
+  /// (the invalidation completes). Stage 1 at EL2: DSB ISHST, TLBI ALLE2IS (every EL2 entry:
+  /// EL2 entries carry no ASID or VMID to narrow it to), DSB ISH, ISB (this PE's next
+  /// instructions are fetched and translated without the old entries, D8.14 / B2.3 context
+  /// synchronization). Errors: EINVAL for an empty (destroyed or moved-from) table.
+  [[nodiscard]] Status flush_tlb() {
+    if (root_pa_ == kNoRoot) return fail(Error::einval);
+    plat_->barrier(arch::Barrier::dsb_ishst);
+    if constexpr (kStage2) {
+      plat_->tlbi(arch::Tlbi::vmalls12e1is, vmid_, 0, arch::kTlbiLevelUnknown);
+      plat_->barrier(arch::Barrier::dsb_ish);
+    } else {
+      plat_->tlbi(arch::Tlbi::alle2is, 0, 0, arch::kTlbiLevelUnknown);
+      plat_->barrier(arch::Barrier::dsb_ish);
+      plat_->barrier(arch::Barrier::isb);
+    }
+    return {};
+  }
+
+  /// Removes every table and frees the root. It does no TLB maintenance: the table must no
+  /// longer be live (no VTTBR_EL2 / TTBR0_EL2 points to it on any PE), and if it ever was, call
+  /// flush_tlb() first, or the TLBs may keep translations through pages that are freed and
+  /// reused. The Table is empty afterwards; any further call fails with EINVAL.
   void destroy() {
     forget_slot();
     if (root_pa_ == kNoRoot) return;
