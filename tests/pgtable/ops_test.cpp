@@ -562,6 +562,40 @@ TYPED_TEST(Ops, FlushTlbInvalidatesTheWholeTableAndWaits) {
   EXPECT_THAT(e.plat->violations(), IsEmpty());
 }
 
+TYPED_TEST(Ops, WalkChecksItsRangeAsMapDoes) {
+  auto& e = this->env;
+  e.fill();
+  auto t = e.stage2(40);
+  const u64 ipa = this->kIpa, pg = this->kPage, top = u64{1} << 40;
+  ASSERT_TRUE(t.map(ipa, pg, this->kPa, kRW, e.mc));
+  struct Count {
+    static constexpr unsigned visits() { return kVisitLeaf; }
+    u64 n = 0;
+    Status leaf(VisitCtx&) {
+      ++n;
+      return {};
+    }
+  } v;
+  EXPECT_EQ(t.walk(ipa + 8, ipa + pg, v).error(), Error::einval) << "unaligned start";
+  EXPECT_EQ(t.walk(ipa, ipa + pg + 8, v).error(), Error::einval) << "unaligned end";
+  EXPECT_EQ(t.walk(ipa + pg, ipa, v).error(), Error::einval) << "end below start (wrapped)";
+  EXPECT_EQ(t.walk(top - pg, top + pg, v).error(), Error::erange) << "past the IPA size";
+  EXPECT_EQ(t.walk(top, top + pg, v).error(), Error::erange) << "wholly past it";
+  EXPECT_EQ(v.n, 0u) << "nothing is visited on error";
+  ASSERT_TRUE(t.walk(ipa, ipa, v)) << "an empty range";
+  EXPECT_EQ(v.n, 0u);
+  ASSERT_TRUE(t.walk(top - pg, top, v)) << "up to the IPA size is fine";
+  EXPECT_EQ(v.n, 1u);
+  ASSERT_TRUE(t.walk(0, top, v));
+  // The same for a stage-1 table (48-bit VAs), and none for an empty table.
+  auto s1 = e.stage1(48);
+  EXPECT_EQ(s1.walk(0, (u64{1} << 48) + pg, v).error(), Error::erange);
+  ASSERT_TRUE(s1.walk(0, u64{1} << 48, v));
+  e.mc.drain(*e.plat);
+  t.destroy();
+  EXPECT_EQ(t.walk(0, pg, v).error(), Error::einval) << "destroyed";
+}
+
 TYPED_TEST(Ops, ConcatenatedRootsMapAcrossRootPages) {
   auto& e = this->env;
   constexpr Granule g = TestFixture::G;

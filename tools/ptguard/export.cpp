@@ -27,7 +27,7 @@ struct TablePages {
 };
 
 template <typename T>
-ExportedTable describe(const T& t, ComponentId id) {
+ExportedTable describe(const T& t, ComponentId id, std::vector<std::string>& problems) {
   ExportedTable e;
   e.component = id;
   e.root = t.root_pa();
@@ -36,7 +36,8 @@ ExportedTable describe(const T& t, ComponentId id) {
   e.ia_bits = t.ia_bits();
   for (unsigned i = 0; i < t.root_pages(); ++i) e.pages.push_back(t.root_pa() + i * World::kPage);
   TablePages v{&e.pages};
-  (void)t.walk(0, u64{1} << t.ia_bits(), v);
+  if (Status st = t.walk(0, u64{1} << t.ia_bits(), v); !st)
+    problems.push_back(fmt::format("{}'s table: walk failed: {}", component_name(id), name(st.error())));
   std::sort(e.pages.begin(), e.pages.end());
   e.pages.erase(std::unique(e.pages.begin(), e.pages.end()), e.pages.end());
   return e;
@@ -48,14 +49,14 @@ Export export_tables(const World& w) {
   const World::MP& mp = w.mp();
   Export out;
   const auto& hc = mp.host_config();
-  ExportedTable host = describe(mp.host_table(), kHostId);
+  ExportedTable host = describe(mp.host_table(), kHostId, out.problems);
   host.stage = 2;
   host.vmid = mp.host_table().vmid();
   host.tcr = hc.vtcr;
   host.ttbr = arch::make_vttbr(host.root, host.vmid);
   host.fwb = hc.fwb;
   out.tables.push_back(std::move(host));
-  ExportedTable hyp = describe(mp.hyp_table(), kHypId);
+  ExportedTable hyp = describe(mp.hyp_table(), kHypId, out.problems);
   hyp.stage = 1;
   hyp.tcr = mp.hyp_config().tcr;
   hyp.mair = mp.hyp_config().mair;
@@ -64,7 +65,7 @@ Export export_tables(const World& w) {
   for (ComponentId id : w.guests()) {
     const World::MP::Guest* g = mp.guest(id);
     if (g == nullptr || !g->table.valid()) continue;
-    ExportedTable e = describe(g->table, id);
+    ExportedTable e = describe(g->table, id, out.problems);
     e.stage = 2;
     e.vmid = g->table.vmid();
     e.alive = g->alive;

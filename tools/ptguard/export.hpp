@@ -35,6 +35,8 @@ struct ExportedTable {
 struct Export {
   std::vector<ExportedTable> tables;  ///< host, hyp, then guests in id order
   std::vector<TableImage> images;     ///< contiguous runs of table pages, ascending
+  /// Table walks that failed: the page lists of those tables are incomplete (a bug).
+  std::vector<std::string> problems;
 };
 
 /// Collects every table page of every component and copies the memory that holds them.

@@ -54,6 +54,10 @@ int run(const ExportOptions& opt) {
                "({:#x}-{:#x}): memory the host may own and map (the invariant checker refuses this)\n",
                pool.base, pool.end(), w.spec().carveout.base, w.spec().carveout.end());
   const Export e = export_tables(w);
+  if (!e.problems.empty()) {
+    for (const std::string& p : e.problems) fmt::print(stderr, "ptguard export: {} (a bug)\n", p);
+    return 2;
+  }
   std::error_code ec;
   std::filesystem::create_directories(opt.out, ec);
   if (ec || !std::filesystem::is_directory(opt.out)) {

@@ -68,7 +68,8 @@ OwnershipMap build_map(const World& w) {
     if (g == nullptr || !g->table.valid()) continue;
     std::vector<Seg> segs;
     LeafCollector c{&segs, true, 0};
-    (void)g->table.walk(0, u64{1} << g->table.ia_bits(), c);
+    if (Status st = g->table.walk(0, u64{1} << g->table.ia_bits(), c); !st)
+      m.problems.push_back(fmt::format("{}'s table: walk failed: {}", component_name(m.guests[i]), name(st.error())));
     for (const Seg& s : segs) {
       const Result<pgtable::Leaf> l = g->table.lookup(s.base);
       if (!l) continue;
@@ -92,10 +93,18 @@ OwnershipMap build_map(const World& w) {
   for (const Area& area : areas) {
     std::vector<Seg> host, hyp;
     LeafCollector hc{&host, false, 0};
-    (void)mp.host_table().walk(area.base, area.base + area.size, hc);
+    if (Status st = walk_clipped(mp.host_table(), area.base, area.size, hc); !st)
+      m.problems.push_back(fmt::format("host's table: walk of {:#x}+{:#x} failed: {}", area.base, area.size,
+                                       name(st.error())));
+    // The hypervisor's VAs of the area: the part beyond its VA space (or past 2^64) it cannot
+    // map, and reads as unmapped.
     const u64 off = w.spec().hyp_va_offset;
     LeafCollector yc{&hyp, false, off};
-    (void)mp.hyp_table().walk(area.base + off, area.base + area.size + off, yc);
+    if (area.base + off >= area.base) {
+      if (Status st = walk_clipped(mp.hyp_table(), area.base + off, area.size, yc); !st)
+        m.problems.push_back(fmt::format("hyp's table: walk of {:#x}+{:#x} failed: {}", area.base + off, area.size,
+                                         name(st.error())));
+    }
     std::size_t hi = 0, yi = 0;
     std::vector<std::size_t> gi(m.guests.size(), 0);
     MapRow cur;
@@ -200,6 +209,7 @@ std::string map_text(const OwnershipMap& m) {
     while (!line.empty() && line.back() == ' ') line.pop_back();
     out += line + "\n";
   }
+  for (const std::string& p : m.problems) out += "warning: " + p + "\n";
   return out;
 }
 

@@ -2,6 +2,8 @@
 // identical (owner, state at every component, counts), as a compact text table and as SVG.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <string>
 #include <vector>
 
@@ -31,7 +33,20 @@ struct OwnershipMap {
   std::vector<bool> guest_alive;
   std::vector<MapRow> rows;
   bool any_ffa = false;
+  /// Table walks that failed (the map is incomplete where they say); map_text prints them.
+  std::vector<std::string> problems;
 };
+
+/// Walks the part of [addr, addr + size) that table `t` translates, [0, 1 << ia_bits()) (an
+/// address beyond it has no entry: nothing is mapped there), with visitor `v`. The walk's error,
+/// if any, is returned; a range wholly beyond the table visits nothing.
+template <typename T, typename V>
+[[nodiscard]] Status walk_clipped(const T& t, u64 addr, u64 size, V& v) {
+  const u64 limit = u64{1} << t.ia_bits();
+  if (addr >= limit || size == 0) return {};
+  const u64 end = addr + size < addr || addr + size > limit ? limit : addr + size;
+  return t.walk(addr, end, v);
+}
 
 /// Walks every table once (page by page over memory for the per-page counts).
 [[nodiscard]] OwnershipMap build_map(const World& w);

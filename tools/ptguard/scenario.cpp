@@ -814,8 +814,9 @@ std::string diff(const Snap& a, const Snap& b, ComponentId guest) {
   return out;
 }
 
-// Pages per owner of all memory, from the host's table (cheap: one walk, range by range).
-std::map<ComponentId, u64> owner_pages(const World& w) {
+// Pages per owner of all memory, from the host's table (cheap: one walk, range by range), or
+// the error of a walk that failed.
+Result<std::map<ComponentId, u64>> owner_pages(const World& w) {
   std::map<ComponentId, u64> out;
   struct V {
     static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
@@ -828,7 +829,8 @@ std::map<ComponentId, u64> owner_pages(const World& w) {
       return {};
     }
   } v{&out};
-  for (const Region& r : w.spec().memory) (void)w.mp().host_table().walk(r.base, r.end(), v);
+  for (const Region& r : w.spec().memory)
+    if (Status st = walk_clipped(w.mp().host_table(), r.base, r.size, v); !st) return fail(st.error());
   return out;
 }
 
@@ -1004,7 +1006,7 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
     }
     const bool whole_guest = s.op == Op::teardown_guest || s.op == Op::reclaim_guest;
     const Snap before = snap(w, s, focus, have_focus);
-    std::map<ComponentId, u64> owners_before;
+    Result<std::map<ComponentId, u64>> owners_before;
     if (whole_guest) owners_before = owner_pages(w);
     // Guest memcaches: topped up before a transition into the guest (unless set by hand).
     switch (s.op) {
@@ -1144,7 +1146,14 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
                         return {};
                       }
                     } vis{pa};
-                    (void)g->table.walk(0, u64{1} << g->table.ia_bits(), vis);
+                    // EEXIST is the visitor's own stop signal (found); any other error is the
+                    // walk's, and the check cannot be answered.
+                    const Status ws = g->table.walk(0, u64{1} << g->table.ia_bits(), vis);
+                    if (!ws && ws.error() != Error::eexist) {
+                      o.failures.push_back(fmt::format("page {:#x}: {}'s table walk failed: {}", pa,
+                                                       component_name(c.guest_id), name(ws.error())));
+                      continue;
+                    }
                     gs = vis.found;
                   }
                 }
@@ -1207,7 +1216,11 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
       const Snap after = snap(w, s, focus, have_focus);
       changes = diff(before, after, s.guest);
       if (whole_guest) {
-        const std::string od = owner_diff(owners_before, owner_pages(w));
+        const Result<std::map<ComponentId, u64>> owners_after = owner_pages(w);
+        const std::string od = owners_before && owners_after
+                                   ? owner_diff(*owners_before, *owners_after)
+                                   : fmt::format("owners unknown: host table walk failed: {}",
+                                                 name(owners_before ? owners_after.error() : owners_before.error()));
         if (!od.empty()) changes += (changes.empty() ? "" : ", ") + od;
         const std::size_t scrubbed = ev.count(sim::EventKind::fixmap_map);
         if (scrubbed != 0) changes += fmt::format("{}{} pages scrubbed", changes.empty() ? "" : ", ", scrubbed);

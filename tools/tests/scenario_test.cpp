@@ -200,6 +200,25 @@ TEST(Map, MergesRangesAndNamesEveryComponent) {
   EXPECT_EQ(total, (ptguard::u64{1} << 30) + 0x1'0000 + 0x1000);
 }
 
+TEST(Map, MemoryBeyondTheHypervisorsVaSpaceReadsAsUnmappedThere) {
+  // The second bank's hypervisor VAs (pa + 0xffff_0000_0000) start at 2^48, past the EL2
+  // table's 48-bit VA space. The walk there must be clipped, not wrapped onto VA 0 (where the
+  // hypervisor maps a page of its own) and not refused (a warning in the map).
+  Scenario s;
+  std::ostringstream out, err;
+  ASSERT_TRUE(s.parse("ram 0x8000_0000 512M\nram 0x1_0000_0000 256M\nmmio 0x0900_0000 4K uart hyp\n"
+                      "carveout 0x8000_0000 32M\npool 0x8000_0000 16M\nhyp-offset 0xffff_0000_0000\n"
+                      "boot setup\nhyp-map-private 0x1000 4K to 0x8000_0000 rw expect ok\nfinalize\n",
+                      "m", err))
+      << err.str();
+  ASSERT_EQ(s.run(ScenarioOptions{}, out, err).exit_code, 0) << out.str() << err.str();
+  const OwnershipMap m = build_map(*s.world());
+  const std::string t = map_text(m);
+  EXPECT_TRUE(m.problems.empty()) << t;
+  EXPECT_EQ(t.find("warning"), std::string::npos) << t;
+  EXPECT_NE(t.find("0x100000000-0x110000000     256M  ram    host      owned            -\n"), std::string::npos) << t;
+}
+
 // ---- bad input: file:line:col, a caret, exit 2, nothing run ----------------------------------
 
 struct BadInput {

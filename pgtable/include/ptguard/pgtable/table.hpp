@@ -469,11 +469,19 @@ class Table {
     return count_pages(leaf_content(addr, pa, prot, *attrs, opts.replace), addr, size);
   }
 
-  /// Walks [addr, addr+size) with a caller's visitor (see walker.hpp). The visitor must keep
-  /// the table's counting rule if it changes entries; read-only visitors are always safe.
+  /// Walks [addr, end) with a caller's visitor (see walker.hpp). The visitor must keep the
+  /// table's counting rule if it changes entries; read-only visitors are always safe. The range
+  /// is checked as map() checks its own (check_range), since the walker indexes tables with the
+  /// address bits as they are: EINVAL for an empty table, for addr or end not page-aligned, or
+  /// end below addr (a range that wrapped); ERANGE for end beyond the input-address size
+  /// (1 << ia_bits()). An empty range (end == addr) visits nothing. Otherwise the first error a
+  /// visitor returns, which stops the walk.
   template <typename V>
   [[nodiscard]] Status walk(u64 addr, u64 end, V& v) const {
     forget_slot();  // a caller's visitor may change the table
+    if (root_pa_ == kNoRoot || end < addr || (addr & (kPageSize - 1)) != 0) return fail(Error::einval);
+    if (end == addr) return {};
+    if (Status st = check_range(addr, end - addr); !st) return st;
     return walk_inner(addr, end, v);
   }
 
