@@ -630,6 +630,67 @@ TYPED_TEST(Ops, NonCacheableWalksCleanEveryTableWrite) {
   EXPECT_GT(writes(ev), 0u);
 }
 
+// ---- ordering: a new table's entries before the link --------------------------------------
+
+// The indexes (in `ev`) of the descriptor writes that link a table page `before` did not reach
+// and `after` does: the new tables of an operation.
+template <typename Snap>
+std::vector<size_t> links_to_new_tables(const sim::EventView& ev, const Snap& before, const Snap& after,
+                                        unsigned page_shift_bits) {
+  std::vector<size_t> out;
+  for (size_t i = 0; i < ev.size(); ++i) {
+    const sim::Event& w = ev[i];
+    if (w.kind != sim::EventKind::write || (w.value & 3) != 3) continue;
+    const u64 child = w.value & bit_range(47, page_shift_bits);
+    if (after.contains(child) && !before.contains(child)) out.push_back(i);
+  }
+  return out;
+}
+
+TYPED_TEST(Ops, NewTablesArePublishedAfterADmbIshst) {
+  auto& e = this->env;
+  constexpr Granule g = TestFixture::G;
+  e.fill(256);
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage, l2 = this->kL2;
+  // Each link must come right after DMB ISHST, that barrier once per new table, and every
+  // store the engine made into the new page before it (a fresh table is filled, then linked).
+  const auto check = [&](auto& t, auto&& op, size_t min_links, const char* what) {
+    const auto before = e.snapshot(t);
+    const auto mark = e.plat->log().mark();
+    ASSERT_TRUE(op()) << what;
+    const sim::EventView ev = e.plat->log().since(mark);
+    const auto after = e.snapshot(t);
+    const std::vector<size_t> links = links_to_new_tables(ev, before, after, page_shift(g));
+    EXPECT_GE(links.size(), min_links) << what << "\n" << ev.format();
+    EXPECT_EQ(ev.count(Barrier::dmb_ishst), links.size()) << what << "\n" << ev.format();
+    for (size_t i : links) {
+      ASSERT_GT(i, 0u);
+      EXPECT_EQ(ev[i - 1], sim::Event::barrier(Barrier::dmb_ishst)) << what << ": link " << sim::to_string(ev[i]);
+    }
+  };
+  auto t = e.stage2(40);
+  // Tables from empty entries down to one page: zeroed pages, linked level by level.
+  check(t, [&] { return t.map(ipa, pg, pa, kRW, e.mc); }, 1, "one page");
+  // A last-level table built whole with its leaves (a PA aligned to pages only), then linked.
+  check(t, [&] { return t.map(ipa + 2 * l2, l2, pa + pg, kRW, e.mc); }, 1, "a filled table");
+  // A table of copies of a block-level annotation (fill_table), then one page mapped in it.
+  ASSERT_TRUE(t.set_owner(ipa + 4 * l2, l2, 5, 0, e.mc));
+  ASSERT_EQ(t.lookup(ipa + 4 * l2)->level, 2);
+  check(t, [&] { return t.map(ipa + 4 * l2, pg, pa, kRW, e.mc); }, 1, "a table of annotations");
+  EXPECT_EQ(InvalidDesc(t.lookup(ipa + 4 * l2 + pg)->entry).owner(), 5u) << "the copies are there";
+  // The EL2 stage 1 the same.
+  auto s1 = e.stage1();
+  check(s1, [&] { return s1.map(ipa, pg, pa, kRW, e.mc); }, 1, "stage 1");
+  // A split of a block links a new table too, after break-before-make's DSB ISHST: no DMB.
+  ASSERT_TRUE(t.map(ipa + 8 * l2, l2, pa, kRW, e.mc));
+  ASSERT_EQ(t.lookup(ipa + 8 * l2)->level, 2);
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.split(ipa + 8 * l2, l2, e.mc));
+  const sim::EventView ev = e.plat->log().since(mark);
+  EXPECT_EQ(ev.count(Barrier::dmb_ishst), 0u) << ev.format();
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
 // ---- stage 1 EL2 --------------------------------------------------------------------------
 
 TYPED_TEST(Ops, Stage1MapsWhatEl2CanEncodeAndRefusesTheRest) {

@@ -37,6 +37,7 @@ TEST(EventFormat, OneLinePerKind) {
   EXPECT_EQ(to_string(Event::barrier(Barrier::dsb_ish)), "DSB ISH");
   EXPECT_EQ(to_string(Event::barrier(Barrier::dsb_ishst)), "DSB ISHST");
   EXPECT_EQ(to_string(Event::barrier(Barrier::isb)), "ISB");
+  EXPECT_EQ(to_string(Event::barrier(Barrier::dmb_ishst)), "DMB ISHST");
   EXPECT_EQ(to_string(Event::cache(CacheOp::dc_civac, 0x40003000, 0x1000)),
             "DC CIVAC 0x40003000 size=0x1000");
   EXPECT_EQ(to_string(Event::cache(CacheOp::ic_ivau, 0x80000000, 0x40)),

@@ -29,6 +29,8 @@ enum class Barrier : u8 {
   dsb_ish,    ///< DSB ISH: wait for TLBIs (and all memory accesses) to complete
   dsb_sy,
   isb,        ///< ISB: the PE sees the new translations from the next instruction
+  dmb_ishst,  ///< DMB ISHST: order earlier stores before later stores, Inner Shareable (C6.2
+              ///< DMB; B2.3): the entries of a fresh table before the descriptor that links it
 };
 
 /// Cache maintenance by address range.
@@ -58,6 +60,7 @@ enum class CacheOp : u8 {
     case Barrier::dsb_ish: return "DSB ISH";
     case Barrier::dsb_sy: return "DSB SY";
     case Barrier::isb: return "ISB";
+    case Barrier::dmb_ishst: return "DMB ISHST";
   }
   return "?";
 }

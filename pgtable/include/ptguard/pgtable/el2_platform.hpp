@@ -157,6 +157,7 @@ class El2Platform {
       case arch::Barrier::dsb_ish: arch::aarch64::dsb_ish(); break;
       case arch::Barrier::dsb_sy: arch::aarch64::dsb_sy(); break;
       case arch::Barrier::isb: arch::aarch64::isb(); break;
+      case arch::Barrier::dmb_ishst: arch::aarch64::dmb_ishst(); break;
     }
   }
 

@@ -24,6 +24,10 @@
 // new entry. Valid-to-invalid changes batch their invalidations (up to 16 by address and level,
 // beyond that one VMALLS12E1IS), completed before the operation returns and before any table
 // page it frees is given back. Stage 1 at EL2 never breaks a live entry: it refuses instead.
+//
+// A new table is filled before it is linked, and DMB ISHST orders its entries (and the
+// allocator's zeroing) before the table descriptor that links it (a split's break-before-make
+// DSB ISHST does the same there).
 #pragma once
 
 #include "ptguard/arch/descriptor.hpp"
@@ -952,11 +956,14 @@ class Table {
         }
         const u64 desc = arch::TableDesc::make(G, *page).raw();
         if (d.act == Act::split) {
+          // Break-before-make's DSB ISHST, after the fill and before the link, orders the new
+          // table's entries before it: no barrier of its own.
           break_entry(x, false);
           write(x.ptep, desc);
           fresh_end = x.base + arch::level_size(G, x.level);
           fresh_level = x.level + 1;
         } else {
+          publish_table(*page);
           set(x, desc);
         }
         break;
@@ -965,6 +972,14 @@ class Table {
     wrote = true;
     return {};
   }
+
+  // A fresh table page (zeroed by the allocator, then filled) is about to be linked into the
+  // live table by one descriptor store: a walker on another PE that reads the new descriptor
+  // must then read the table's entries as written, not what the page held before. Stores by
+  // one PE are not observed in program order by other observers without a barrier (Arm ARM
+  // B2.3, the ordering model; hardware table walks are observers too, chapter D8), so DMB ISHST orders the
+  // zeroing and filling stores before the link. One barrier per new table, and no wait.
+  void publish_table(u64 /*page*/) { plat_->barrier(arch::Barrier::dmb_ishst); }
 
   // Every descriptor store. With non-cacheable table walks the MMU reads tables from memory,
   // so each write is cleaned to the point of coherency as well.

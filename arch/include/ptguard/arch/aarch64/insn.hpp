@@ -35,7 +35,10 @@ namespace ptguard::arch::aarch64 {
 #define PTGUARD_MSR(reg, value) \
   asm volatile("msr " reg ", %0" ::"r"(static_cast<::ptguard::u64>(value)) : "memory")
 
-// ---- barriers (C6.2 DSB, ISB) --------------------------------------------------------------
+// ---- barriers (C6.2 DMB, DSB, ISB) ---------------------------------------------------------
+/// DMB ISHST: stores before it are observed before stores after it by every observer in the
+/// Inner Shareable domain (table walkers included, B2.3); it waits for nothing to complete.
+inline void dmb_ishst() { asm volatile("dmb ishst" ::: "memory"); }
 inline void dsb_ishst() { asm volatile("dsb ishst" ::: "memory"); }
 inline void dsb_ish() { asm volatile("dsb ish" ::: "memory"); }
 inline void dsb_sy() { asm volatile("dsb sy" ::: "memory"); }
