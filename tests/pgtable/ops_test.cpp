@@ -615,21 +615,6 @@ TYPED_TEST(Ops, ConcatenatedRootsMapAcrossRootPages) {
   EXPECT_THAT(e.plat->violations(), IsEmpty());
 }
 
-TYPED_TEST(Ops, NonCacheableWalksCleanEveryTableWrite) {
-  auto& e = this->env;
-  WalkOptions nc;
-  nc.cache = WalkCache::non_cacheable;
-  auto cfg = make_stage2_config(TestFixture::G, 40, CpuFeatures::modern(), nc);
-  auto t = Stage2Table<TestFixture::G, sim::SimPlatform>::create_stage2(*e.plat, *cfg, 1);
-  ASSERT_TRUE(t.has_value());
-  e.fill();
-  const auto mark = e.plat->log().mark();
-  ASSERT_TRUE(t->map(this->kIpa, 2 * this->kPage, this->kPa, kRW, e.mc));
-  const sim::EventView ev = e.plat->log().since(mark);
-  EXPECT_EQ(ev.count(CacheOp::dc_cvac), writes(ev));
-  EXPECT_GT(writes(ev), 0u);
-}
-
 // ---- ordering: a new table's entries before the link --------------------------------------
 
 // The indexes (in `ev`) of the descriptor writes that link a table page `before` did not reach
@@ -688,6 +673,84 @@ TYPED_TEST(Ops, NewTablesArePublishedAfterADmbIshst) {
   ASSERT_TRUE(t.split(ipa + 8 * l2, l2, e.mc));
   const sim::EventView ev = e.plat->log().since(mark);
   EXPECT_EQ(ev.count(Barrier::dmb_ishst), 0u) << ev.format();
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
+// Whether a DC CVAC in ev[from, to) covers [pa, pa + size).
+inline bool cleaned(const sim::EventView& ev, size_t from, size_t to, u64 pa, u64 size) {
+  for (size_t j = from; j < to && j < ev.size(); ++j) {
+    const sim::Event& c = ev[j];
+    if (c.kind == sim::EventKind::cache && c.cache_op == CacheOp::dc_cvac && c.pa <= pa && pa + size <= c.pa + c.size)
+      return true;
+  }
+  return false;
+}
+
+TYPED_TEST(Ops, NonCacheableWalksCleanEveryTableWriteAndEveryNewTableWhole) {
+  auto& e = this->env;
+  constexpr Granule g = TestFixture::G;
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage, l2 = this->kL2;
+  WalkOptions nc;
+  nc.cache = WalkCache::non_cacheable;
+  // A concatenated root (two pages) is cleaned whole at create, and the clean completed.
+  unsigned ia = kMinIaBits;
+  while (stage2_geometry(g, ia).root_tables != 2) ++ia;
+  auto cfg = make_stage2_config(g, ia, CpuFeatures::modern(), nc);
+  ASSERT_TRUE(cfg.has_value());
+  auto mark = e.plat->log().mark();
+  auto t = Stage2Table<g, sim::SimPlatform>::create_stage2(*e.plat, *cfg, 1);
+  ASSERT_TRUE(t.has_value());
+  const std::vector<sim::Event> create{sim::Event::alloc(t->root_pa(), 1, 2 * pg),
+                                       sim::Event::cache(CacheOp::dc_cvac, t->root_pa(), 2 * pg),
+                                       sim::Event::barrier(Barrier::dsb_ish)};
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(create));
+  auto s1cfg = make_stage1_config(g, 48, CpuFeatures::modern(), nc);
+  ASSERT_TRUE(s1cfg.has_value());
+  mark = e.plat->log().mark();
+  auto s1 = Stage1Table<g, sim::SimPlatform>::create_stage1(*e.plat, *s1cfg);
+  ASSERT_TRUE(s1.has_value());
+  const std::vector<sim::Event> create1{sim::Event::alloc(s1->root_pa(), 0, pg),
+                                        sim::Event::cache(CacheOp::dc_cvac, s1->root_pa(), pg),
+                                        sim::Event::barrier(Barrier::dsb_ish)};
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(create1));
+  e.fill(256);
+  // Every write is cleaned after it; every new table is cleaned whole after its last store
+  // before the link, with a DSB ISH between the clean and the link.
+  const auto check = [&](auto& tbl, auto&& op, size_t min_links, const char* what) {
+    const auto before = e.snapshot(tbl);
+    const auto m = e.plat->log().mark();
+    ASSERT_TRUE(op()) << what;
+    const sim::EventView ev = e.plat->log().since(m);
+    const auto after = e.snapshot(tbl);
+    ASSERT_GT(writes(ev), 0u);
+    for (size_t i = 0; i < ev.size(); ++i) {
+      if (ev[i].kind == sim::EventKind::write) {
+        EXPECT_TRUE(cleaned(ev, i + 1, ev.size(), ev[i].pa, 8)) << what << ": " << sim::to_string(ev[i]);
+      }
+    }
+    const std::vector<size_t> links = links_to_new_tables(ev, before, after, page_shift(g));
+    EXPECT_GE(links.size(), min_links) << what;
+    for (size_t i : links) {
+      const u64 child = ev[i].value & bit_range(47, page_shift(g));
+      size_t last_store = 0;
+      for (size_t j = 0; j < i; ++j)
+        if (ev[j].kind == sim::EventKind::write && (ev[j].pa & ~(pg - 1)) == child) last_store = j;
+      const auto clean = ev.find([&](const sim::Event& c) {
+        return c.kind == sim::EventKind::cache && c.cache_op == CacheOp::dc_cvac && c.pa == child && c.size == pg;
+      }, last_store);
+      ASSERT_TRUE(clean.has_value() && *clean < i) << what << ": new table " << std::hex << child << " not cleaned whole\n"
+                                                   << ev.format();
+      const auto dsb = ev.find([](const sim::Event& b) {
+        return b.kind == sim::EventKind::barrier && b.barrier_op == Barrier::dsb_ish;
+      }, *clean);
+      EXPECT_TRUE(dsb.has_value() && *dsb < i) << what << ": no DSB ISH between the clean and the link";
+    }
+  };
+  check(*t, [&] { return t->map(ipa, 2 * pg, pa, kRW, e.mc); }, 1, "pages into empty tables");
+  check(*t, [&] { return t->map(ipa + 2 * l2, l2, pa + pg, kRW, e.mc); }, 1, "a filled table");
+  ASSERT_TRUE(t->map(ipa + 4 * l2, l2, pa, kRW, e.mc));
+  check(*t, [&] { return t->split(ipa + 4 * l2, l2, e.mc); }, 1, "a split");
+  check(*s1, [&] { return s1->map(ipa, pg, pa, kRW, e.mc); }, 1, "stage 1");
   EXPECT_THAT(e.plat->violations(), IsEmpty());
 }
 

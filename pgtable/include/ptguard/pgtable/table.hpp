@@ -121,7 +121,8 @@ class Table {
   Table& operator=(const Table&) = delete;
 
   /// A stage-2 table described by `cfg` (arch::make_stage2_config), with its root allocated
-  /// from the platform (2^cfg.geometry.root_order() zeroed, naturally aligned pages).
+  /// from the platform (2^cfg.geometry.root_order() zeroed, naturally aligned pages). With
+  /// non-cacheable walks the root is cleaned to the point of coherency (DC CVAC, DSB ISH).
   /// Errors: EINVAL if the configuration is for another granule; ENOMEM from the platform.
   [[nodiscard]] static Result<Table> create_stage2(P& plat, const arch::Stage2Config& cfg, u16 vmid,
                                                    const TableOptions& opt = {})
@@ -130,11 +131,13 @@ class Table {
     if (cfg.geometry.granule != G || plat.page_size() != kPageSize) return fail(Error::einval);
     const Result<u64> root = plat.alloc_pages(cfg.geometry.root_order());
     if (!root) return fail(root.error());
+    if (!cfg.walk_cacheable) clean_new_root(plat, *root, cfg.geometry.root_order());
     return Table(plat, *root, cfg.geometry.root_order(), cfg.geometry.ia_bits, cfg.pa_bits,
                  cfg.geometry.start_level, cfg.fwb, !cfg.walk_cacheable, vmid, opt);
   }
 
-  /// A stage-1 EL2 table described by `cfg` (arch::make_stage1_config).
+  /// A stage-1 EL2 table described by `cfg` (arch::make_stage1_config); its root cleaned as
+  /// create_stage2()'s.
   [[nodiscard]] static Result<Table> create_stage1(P& plat, const arch::Stage1Config& cfg,
                                                    const TableOptions& opt = {})
     requires(!kStage2)
@@ -142,6 +145,7 @@ class Table {
     if (cfg.granule != G || plat.page_size() != kPageSize) return fail(Error::einval);
     const Result<u64> root = plat.alloc_pages(0);
     if (!root) return fail(root.error());
+    if (!cfg.walk_cacheable) clean_new_root(plat, *root, 0);
     return Table(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, !cfg.walk_cacheable, 0, opt);
   }
 
@@ -588,6 +592,17 @@ class Table {
     TlbPolicy policy = TlbPolicy::invalidate;
   };
 
+  // With non-cacheable table walks the MMU reads the root from memory, where the allocator's
+  // zeroing may not be yet (it may still sit in the data cache, and memory hold whatever the
+  // page held before): DC CVAC of every root page to the point of coherency (Arm ARM D7.5, data
+  // cache maintenance by VA), then DSB ISH to complete it (a DC instruction is only known to be
+  // complete after a DSB, D7.5), before the caller can make the root reachable (VTTBR_EL2 /
+  // TTBR0_EL2).
+  static void clean_new_root(P& plat, u64 root, unsigned order) {
+    plat.cache_op(arch::CacheOp::dc_cvac, root, kPageSize << order);
+    plat.barrier(arch::Barrier::dsb_ish);
+  }
+
   // Every entry of every root page (those beyond the input-address size stay empty).
   [[nodiscard]] u64 root_entries() const { return u64{arch::entries_per_table(G)} << root_order_; }
 
@@ -957,7 +972,9 @@ class Table {
         const u64 desc = arch::TableDesc::make(G, *page).raw();
         if (d.act == Act::split) {
           // Break-before-make's DSB ISHST, after the fill and before the link, orders the new
-          // table's entries before it: no barrier of its own.
+          // table's entries before it: no barrier of its own. With non-cacheable walks the page
+          // is cleaned whole first, and break-before-make's DSB ISH completes the clean.
+          if (walk_cmo_) plat_->cache_op(arch::CacheOp::dc_cvac, *page, kPageSize);
           break_entry(x, false);
           write(x.ptep, desc);
           fresh_end = x.base + arch::level_size(G, x.level);
@@ -979,10 +996,23 @@ class Table {
   // one PE are not observed in program order by other observers without a barrier (Arm ARM
   // B2.3, the ordering model; hardware table walks are observers too, chapter D8), so DMB ISHST orders the
   // zeroing and filling stores before the link. One barrier per new table, and no wait.
-  void publish_table(u64 /*page*/) { plat_->barrier(arch::Barrier::dmb_ishst); }
+  // With non-cacheable table walks the walker reads the page from memory, not through the
+  // caches: the whole page is cleaned to the point of coherency (DC CVAC, D7.5; its zeroed
+  // entries too, not only those written: memory may still hold the page's old contents), and
+  // DSB ISH waits for the clean to complete before the link (it also orders the stores, so no
+  // DMB is needed then). The entries of a fresh table are stored without a clean each (fill_*).
+  void publish_table(u64 page) {
+    if (walk_cmo_) {
+      plat_->cache_op(arch::CacheOp::dc_cvac, page, kPageSize);
+      plat_->barrier(arch::Barrier::dsb_ish);
+    } else {
+      plat_->barrier(arch::Barrier::dmb_ishst);
+    }
+  }
 
-  // Every descriptor store. With non-cacheable table walks the MMU reads tables from memory,
-  // so each write is cleaned to the point of coherency as well.
+  // Every descriptor store into a reachable table. With non-cacheable table walks the MMU reads
+  // tables from memory, so each write is cleaned to the point of coherency as well (a fresh
+  // table's entries are stored before it is linked, and cleaned with it: publish_table()).
   void write(u64* ptep, u64 value) {
     plat_->write_desc(ptep, value);
     if (walk_cmo_) plat_->cache_op(arch::CacheOp::dc_cvac, plat_->virt_to_phys(ptep), sizeof(u64));
@@ -1010,12 +1040,14 @@ class Table {
     const u64 cs = arch::level_size(G, level);
     const u64 first = c.pa + (base - c.ia);
     constexpr u64 n = arch::entries_per_table(G);
-    if ((cmo && (c.clean_d || c.inval_i)) || walk_cmo_) {
+    // The page is not linked yet: plain stores, no clean of each entry even with non-cacheable
+    // walks (publish_table() or the split path cleans the whole page before the link).
+    if (cmo && (c.clean_d || c.inval_i)) {
       u64 pa = first;
       for (u64 i = 0; i < n; ++i, pa += cs) {
         const u64 leaf = make_leaf(level, pa, c.value);
-        if (cmo) cmo_new(c, leaf, level);
-        write(t + i, leaf);
+        cmo_new(c, leaf, level);
+        plat_->write_desc(t + i, leaf);
       }
     } else {
       // The common case, nothing but stores: the leaf of entry i is the first one plus i
@@ -1046,7 +1078,7 @@ class Table {
     for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
       const u64 child = child_of(parent, level, base, base + i * cs);
       if (child == 0) continue;
-      write(t + i, child);
+      plat_->write_desc(t + i, child);  // not linked yet: cleaned whole before the link
       plat_->get_page(page);
     }
   }
