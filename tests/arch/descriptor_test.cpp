@@ -132,6 +132,28 @@ TEST(Descriptor, HandComputedStage1Encodings) {
   EXPECT_EQ(mair_attr(kMairEl2, attr_index(MemType::normal_nc)), kMairNormalNc);
 }
 
+// Stage-2 XN[1:0] with FEAT_XNX (Arm ARM D8.4.2): 00 both, 01 EL0 only, 10 neither, 11 EL1 only;
+// read from a descriptor's bits 54:53.
+TEST(Descriptor, Stage2ExecuteNeverPerExceptionLevel) {
+  struct Row {
+    S2XnKind kind;
+    u64 bits;  // XN[1:0]
+    bool el1, el0;
+  };
+  const Row rows[] = {{S2XnKind::exec, 0b00, true, true},
+                      {S2XnKind::pxn, 0b01, false, true},
+                      {S2XnKind::xn, 0b10, false, false},
+                      {S2XnKind::uxn, 0b11, true, false}};
+  for (const Row& r : rows) {
+    const S2Leaf d = S2Leaf::page<Granule::k4K>(0x4000'0000).with_xn(r.kind);
+    EXPECT_EQ(S2Xn::get(d.raw()), r.bits);
+    EXPECT_EQ((d.raw() >> 53) & 3, r.bits) << "bits 54:53";
+    EXPECT_EQ(d.xn(), r.kind);
+    EXPECT_EQ(s2_exec_el1(S2Xn::get(d.raw())), r.el1) << r.bits;
+    EXPECT_EQ(s2_exec_el0(S2Xn::get(d.raw())), r.el0) << r.bits;
+  }
+}
+
 TEST(MemAttr, Stage2EncodingsDecodeToTheirTypeWithAndWithoutFwb) {
   const MemType types[] = {MemType::normal_wb, MemType::normal_nc, MemType::device_ngnre,
                            MemType::device_ngnrne};

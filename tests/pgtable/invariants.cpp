@@ -536,7 +536,10 @@ class Checker {
     if (geo_.stage == 2) {
       const bool lr = arch::S2ApRead::get(o) && !arch::S2ApRead::get(n);
       const bool lw = arch::S2ApWrite::get(o) && !arch::S2ApWrite::get(n);
-      const bool lx = arch::S2Xn::get(o) == 0 && arch::S2Xn::get(n) != 0;
+      // Execution per Exception level (FEAT_XNX, Arm ARM D8.4.2): losing it at EL1 or at EL0.
+      const u64 xo = arch::S2Xn::get(o), xn = arch::S2Xn::get(n);
+      const bool lx = (arch::s2_exec_el1(xo) && !arch::s2_exec_el1(xn)) ||
+                      (arch::s2_exec_el0(xo) && !arch::s2_exec_el0(xn));
       return lr || lw || lx;
     }
     return false;

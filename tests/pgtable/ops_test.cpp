@@ -491,6 +491,79 @@ TYPED_TEST(Ops, YoungBitsAreSetTestedAndClearedWithoutTouchingSoftwareBits) {
   EXPECT_EQ(t.mkyoung(ipa + 8 * pg).error(), Error::enoent);
 }
 
+// ---- stage-2 execute-never with FEAT_XNX ----------------------------------------------------
+
+// XN[1:0] (Arm ARM D8.4.2): 00 both, 01 EL0 only, 10 neither, 11 EL1 only.
+constexpr bool kXnEl1[4] = {true, false, false, true};
+constexpr bool kXnEl0[4] = {true, true, false, false};
+
+TEST(Stage2Regime, ExecutionIsJudgedPerExceptionLevel) {
+  const u64 base = *Stage2::encode(Prot{kPermRW, MemType::normal_wb, 0}, false) | 0x4000'0003;
+  const auto with = [&](u64 xn) { return S2Xn::put(base, xn); };
+  for (u64 a = 0; a < 4; ++a) {
+    EXPECT_EQ(Stage2::executable_el1(with(a)), kXnEl1[a]) << a;
+    EXPECT_EQ(Stage2::executable_el0(with(a)), kXnEl0[a]) << a;
+    EXPECT_EQ(Stage2::executable(with(a)), kXnEl1[a] || kXnEl0[a]) << a;
+    // decode(): kPermX only for 00 (what encode() writes for it); 01 and 11 are not ours.
+    bool exact = true;
+    const Prot p = Stage2::decode(with(a), false, &exact);
+    EXPECT_EQ(p.executable(), a == 0b00) << a;
+    EXPECT_EQ(exact, a == 0b00 || a == 0b10) << a;
+    for (u64 b = 0; b < 4; ++b) {
+      const bool lost = (kXnEl1[a] && !kXnEl1[b]) || (kXnEl0[a] && !kXnEl0[b]);
+      const bool gained = (!kXnEl1[a] && kXnEl1[b]) || (!kXnEl0[a] && kXnEl0[b]);
+      EXPECT_EQ(Stage2::reduces_perms(with(a), with(b)), lost) << a << " -> " << b;
+      EXPECT_EQ(Stage2::gains_exec(with(a), with(b)), gained) << a << " -> " << b;
+    }
+  }
+  // The cases the single-bit rule (bit 54 alone) got wrong.
+  EXPECT_TRUE(Stage2::reduces_perms(with(0b11), with(0b01))) << "EL1 loses execution";
+  EXPECT_TRUE(Stage2::reduces_perms(with(0b11), with(0b10))) << "EL1 loses execution";
+  EXPECT_TRUE(Stage2::reduces_perms(with(0b00), with(0b01))) << "EL1 loses execution";
+  EXPECT_TRUE(Stage2::gains_exec(with(0b01), with(0b00))) << "EL1 gains execution";
+}
+
+// A leaf the engine did not write (FEAT_XNX's one-level encodings, set through walk()): the
+// engine's own changes to it judge execution per Exception level.
+TYPED_TEST(Ops, OneLevelExecuteNeverEncodingsAreInvalidatedAndCacheMaintainedPerLevel) {
+  auto& e = this->env;
+  auto t = e.stage2();
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  struct SetXn {
+    static constexpr unsigned visits() { return kVisitLeaf; }
+    sim::SimPlatform* p;
+    u64 xn;
+    Status leaf(VisitCtx& x) {
+      if (DescValid::get(x.old)) p->write_desc(x.ptep, S2Xn::put(x.old, xn));
+      return {};
+    }
+  };
+  // 0b11 (EL1 may execute) -> read-only, never executable (0b10): EL1 loses execution, so the
+  // stale TLB entry must go.
+  ASSERT_TRUE(t.map(ipa, pg, pa, kRO, e.mc));
+  SetXn uxn{&*e.plat, 0b11};
+  ASSERT_TRUE(t.walk(ipa, ipa + pg, uxn));
+  auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(ipa, pg, pa, kRO, e.mc));
+  EXPECT_EQ(S2Xn::get(t.lookup(ipa)->entry), 0b10u);
+  EXPECT_EQ(e.plat->log().since(mark).count(Tlbi::ipas2e1is), 1u) << e.plat->log().since(mark).format();
+  // 0b01 (EL0 only) -> executable at both (relax_perms X): EL1 gains execution, so the
+  // instruction cache is invalidated for it.
+  SetXn pxn{&*e.plat, 0b01};
+  ASSERT_TRUE(t.walk(ipa, ipa + pg, pxn));
+  mark = e.plat->log().mark();
+  ASSERT_TRUE(t.relax_perms(ipa, Prot{kPermX, MemType::normal_wb, 0}));
+  EXPECT_EQ(S2Xn::get(t.lookup(ipa)->entry), 0b00u);
+  EXPECT_EQ(e.plat->log().since(mark).count(CacheOp::ic_ivau), 1u) << e.plat->log().since(mark).format();
+  // 0b11 -> 0b00 (map RX over it): EL0 gains execution.
+  ASSERT_TRUE(t.walk(ipa, ipa + pg, uxn));
+  mark = e.plat->log().mark();
+  ASSERT_TRUE(t.map(ipa, pg, pa, Prot{kPermRX, MemType::normal_wb, 0}, e.mc));
+  EXPECT_EQ(e.plat->log().since(mark).count(CacheOp::ic_ivau), 1u) << e.plat->log().since(mark).format();
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+}
+
 // ---- split, lookup, destroy ---------------------------------------------------------------
 
 TYPED_TEST(Ops, SplitChangesNoTranslation) {

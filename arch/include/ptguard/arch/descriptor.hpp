@@ -208,13 +208,23 @@ using S2Dbm = Bit<51>;            ///< DBM
 using S2Contiguous = Bit<52>;     ///< contiguous hint
 using S2Xn = Field<54, 53>;       ///< XN[1:0]; without FEAT_XNX bit 53 is RES0, bit 54 is XN
 
-/// Stage-2 execute-never, XN[1:0] (D8.4.2; the 0b01 and 0b11 encodings need FEAT_XNX).
+/// Stage-2 execute-never, XN[1:0] (D8.4.2, "Stage 2 execute-never"; the 0b01 and 0b11
+/// encodings need FEAT_XNX).
 enum class S2XnKind : u8 {
   exec = 0b00,     ///< executable at EL1 and EL0
-  pxn = 0b01,      ///< not executable at EL1 (FEAT_XNX)
-  xn = 0b10,       ///< not executable
-  uxn = 0b11,      ///< not executable at EL0 (FEAT_XNX)
+  pxn = 0b01,      ///< not executable at EL1, executable at EL0 (FEAT_XNX)
+  xn = 0b10,       ///< executable at neither
+  uxn = 0b11,      ///< executable at EL1, not at EL0 (FEAT_XNX)
 };
+
+/// Whether stage 2 lets EL1 execute from a leaf with XN[1:0] = `xn` (FEAT_XNX; D8.4.2):
+/// 0b00 and 0b11, that is XN[1] == XN[0].
+[[nodiscard]] constexpr bool s2_exec_el1(u64 xn) { return ((xn >> 1) & 1) == (xn & 1); }
+/// Whether stage 2 lets EL0 execute from it: 0b00 and 0b01, that is XN[1] (bit 54) clear. This
+/// is also the meaning of XN without FEAT_XNX (bit 53 RES0, bit 54 forbids EL1 and EL0 alike).
+[[nodiscard]] constexpr bool s2_exec_el0(u64 xn) { return ((xn >> 1) & 1) == 0; }
+static_assert(s2_exec_el1(0b00) && !s2_exec_el1(0b01) && !s2_exec_el1(0b10) && s2_exec_el1(0b11));
+static_assert(s2_exec_el0(0b00) && s2_exec_el0(0b01) && !s2_exec_el0(0b10) && !s2_exec_el0(0b11));
 
 class S2Leaf {
  public:

@@ -38,19 +38,23 @@ struct Stage2 {
     return attr;
   }
 
-  /// The Prot a valid leaf grants. A MemAttr that is none of ours decodes as normal_wb with
-  /// `*exact` cleared.
+  /// The Prot a valid leaf grants. kPermX for XN[1:0] = 0b00 only (executable at EL1 and EL0,
+  /// what encode() writes for kPermX). A MemAttr that is none of ours decodes as normal_wb, and
+  /// an XN of FEAT_XNX's one-level encodings (0b01: EL0 only; 0b11: EL1 only) without kPermX,
+  /// with `*exact` cleared.
   [[nodiscard]] static constexpr Prot decode(u64 leaf, bool fwb, bool* exact = nullptr) {
     const arch::S2Leaf d(leaf);
     Prot p;
     u8 perm = 0;
     if (d.readable()) perm |= kPermR;
     if (d.writable()) perm |= kPermW;
-    if ((arch::S2Xn::get(leaf) & 0b10) == 0) perm |= kPermX;
+    const u64 xn = arch::S2Xn::get(leaf);
+    if (xn == static_cast<u64>(arch::S2XnKind::exec)) perm |= kPermX;
+    const bool xn_ours = xn == static_cast<u64>(arch::S2XnKind::exec) || xn == static_cast<u64>(arch::S2XnKind::xn);
     p.perm = static_cast<Perm>(perm);
     arch::MemType t = arch::MemType::normal_wb;
     const bool ok = arch::to_mem_type(arch::decode_s2_memattr(d.memattr(), fwb), &t);
-    if (exact) *exact = ok;
+    if (exact) *exact = ok && xn_ours;
     p.type = t;
     p.sw = d.sw();
     return p;
@@ -63,16 +67,31 @@ struct Stage2 {
   static constexpr u64 kExecMask = arch::S2Xn::kMask;
   static constexpr u64 kInPlaceMask = kPermMask | arch::S2Af::kMask | arch::DescSw::kMask;
 
-  /// Whether a valid leaf lets EL1 execute from it: XN[1] (bit 54) clear (Arm ARM D8.4.2,
-  /// stage 2 XN[1:0]); decode() says the same, this reads one bit for the hot paths.
-  [[nodiscard]] static constexpr bool executable(u64 leaf) { return (arch::S2Xn::get(leaf) & 0b10) == 0; }
+  /// Whether a valid leaf lets EL1 / EL0 execute from it, XN[1:0] read as FEAT_XNX defines it
+  /// (Arm ARM D8.4.2, stage 2 XN[1:0]: 00 both, 01 EL0 only, 10 neither, 11 EL1 only). Without
+  /// FEAT_XNX bit 53 is RES0 and the engine never sets it, so both read bit 54 alone then.
+  [[nodiscard]] static constexpr bool executable_el1(u64 leaf) { return arch::s2_exec_el1(arch::S2Xn::get(leaf)); }
+  [[nodiscard]] static constexpr bool executable_el0(u64 leaf) { return arch::s2_exec_el0(arch::S2Xn::get(leaf)); }
+  /// Whether some Exception level may execute from the leaf (XN[1:0] != 0b10).
+  [[nodiscard]] static constexpr bool executable(u64 leaf) { return executable_el1(leaf) || executable_el0(leaf); }
+
+  /// Whether going from `old_leaf` to `new_leaf` lets an Exception level execute that could not
+  /// before (then the instruction cache is invalidated for it, unless CTR_EL0.DIC). Per level:
+  /// 0b11 -> 0b00 gains EL0 even though EL1 could already execute.
+  [[nodiscard]] static constexpr bool gains_exec(u64 old_leaf, u64 new_leaf) {
+    return (!executable_el1(old_leaf) && executable_el1(new_leaf)) ||
+           (!executable_el0(old_leaf) && executable_el0(new_leaf));
+  }
 
   /// Whether going from `old_leaf` to `new_leaf` removes a permission (then the TLB must be
   /// invalidated; adding permissions needs no invalidation, the MMU refetches on a fault).
+  /// Execution is judged per Exception level: a value that forbids it at a level where the old
+  /// one allowed it reduces, whatever the other level gains (0b11 -> 0b01 takes EL1's away).
   [[nodiscard]] static constexpr bool reduces_perms(u64 old_leaf, u64 new_leaf) {
     const bool lost_r = arch::S2ApRead::get(old_leaf) && !arch::S2ApRead::get(new_leaf);
     const bool lost_w = arch::S2ApWrite::get(old_leaf) && !arch::S2ApWrite::get(new_leaf);
-    const bool lost_x = (arch::S2Xn::get(old_leaf) & 0b10) == 0 && (arch::S2Xn::get(new_leaf) & 0b10) != 0;
+    const bool lost_x = (executable_el1(old_leaf) && !executable_el1(new_leaf)) ||
+                        (executable_el0(old_leaf) && !executable_el0(new_leaf));
     return lost_r || lost_w || lost_x;
   }
 };
@@ -122,6 +141,9 @@ struct Stage1El2 {
 
   /// Whether a valid leaf lets EL2 execute from it: XN (bit 54) clear (Arm ARM D8.4.2).
   [[nodiscard]] static constexpr bool executable(u64 leaf) { return !arch::S1Leaf(leaf).xn(); }
+  [[nodiscard]] static constexpr bool gains_exec(u64 old_leaf, u64 new_leaf) {
+    return !executable(old_leaf) && executable(new_leaf);
+  }
 
   [[nodiscard]] static constexpr bool reduces_perms(u64 old_leaf, u64 new_leaf) {
     const bool lost_w = arch::S1Leaf(old_leaf).writable() && !arch::S1Leaf(new_leaf).writable();

@@ -398,7 +398,7 @@ class Table {
     if (prot.perm & kPermX) nv = arch::S2Xn::put(nv, static_cast<u64>(arch::S2XnKind::exec));
     if (nv == leaf->entry) return {};
     u64* ptep = entry_ptr(addr, leaf->level);
-    if ((prot.perm & kPermX) && !cur.executable()) icache_for(nv, leaf->level);
+    if (Regime::gains_exec(leaf->entry, nv)) icache_for(nv, leaf->level);
     write(ptep, nv);
     OpState s;
     s.policy = tlb;
@@ -836,7 +836,7 @@ class Table {
                 const u64 nv = make_leaf(arch::kLastLevel, pa, attrs);
                 if ((old & 0b11) != 0b11 || ((old ^ nv) & ~Regime::kInPlaceMask) != 0) break;
                 if (old == nv) continue;
-                if (kStage2 && ((old & ~nv) & Regime::kExecMask) != 0) break;  // gains execute: general path
+                if (kStage2 && Regime::gains_exec(old, nv)) break;  // gains execute: general path
                 plat.write_desc(e + i, nv);
                 wrote = true;
                 if (((old ^ nv) & Regime::kPermMask) != 0 && Regime::reduces_perms(old, nv))
@@ -849,7 +849,9 @@ class Table {
             counted = static_cast<u32>(i);
           } else if (cc.kind == Content::Kind::clear_bits) {
             const u64 m = cc.value;
-            const bool reduces = (m & (Regime::kPermMask & ~Regime::kExecMask)) != 0;
+            // Clearing a permission bit reduces, execute-never bits included: with FEAT_XNX,
+            // clearing XN[0] turns 0b11 (EL1 may execute) into 0b10 (neither may; D8.4.2).
+            const bool reduces = (m & Regime::kPermMask) != 0;
             constexpr u32 kKeep = OpState::kMaxTlbi;
             u64 changed_at[kKeep];
             u32 changed = 0;
@@ -928,8 +930,7 @@ class Table {
         set(x, d.value);
         break;
       case Act::inplace:
-        if (kStage2 && !Regime::executable(x.old) && Regime::executable(d.value))
-          icache_for(d.value, x.level);
+        if (kStage2 && Regime::gains_exec(x.old, d.value)) icache_for(d.value, x.level);
         write(x.ptep, d.value);
         if (Regime::reduces_perms(x.old, d.value)) queue_tlbi(s, x.base, x.level, true);
         break;
@@ -1226,8 +1227,7 @@ class Table {
   // A valid page keeps its translation and gets `nv` (permissions, access flag, state bits):
   // one write, the TLB invalidated if permissions shrank, the I-cache if it became executable.
   [[nodiscard]] Status update_in_place(u64* ptep, u64 old, u64 nv, u64 addr) {
-    if (kStage2 && !Regime::executable(old) && Regime::executable(nv))
-      icache_for(nv, arch::kLastLevel);
+    if (kStage2 && Regime::gains_exec(old, nv)) icache_for(nv, arch::kLastLevel);
     write(ptep, nv);
     OpState s;
     if (Regime::reduces_perms(old, nv)) queue_tlbi(s, addr & ~(kPageSize - 1), arch::kLastLevel, false);
