@@ -227,5 +227,49 @@ TEST(Invariants, TablePagesTheHostCouldReachAreAViolation) {
   }
 }
 
+// The engine never splits a stage-1 block, so what the hypervisor gets by a transition is
+// mapped page by page: a range shared (or donated) as a whole can be unshared (or given back)
+// a page at a time.
+TEST(HostHyp, TransitionsMapPagesAtEl2SoPartsCanGoBack) {
+  OwnEnv e(false);
+  const u64 pa = OwnEnv::kMem + (u64{2} << 20);  // 2 MiB-aligned, and so is its hyp VA
+  ASSERT_TRUE(e.mp.setup_share_hyp(pa, 512));
+  e.mp.finalize();
+  EXPECT_EQ(e.mp.hyp_table().lookup(e.mp.hyp_va(pa))->level, 3) << "no EL2 block for a share";
+  ASSERT_TRUE(e.mp.host_unshare_hyp(pa + 5 * kPg, 1));
+  EXPECT_EQ(e.mp.host_state(pa + 5 * kPg), PageState::owned);
+  EXPECT_EQ(e.mp.hyp_state(pa + 5 * kPg), PageState::none);
+  EXPECT_EQ(e.mp.hyp_state(pa + 4 * kPg), PageState::shared_borrowed);
+  EXPECT_TRUE(invariants_hold(e.mp));
+
+  const u64 d = OwnEnv::kMem + (u64{4} << 20);
+  ASSERT_TRUE(e.mp.host_donate_hyp(d, 512));
+  EXPECT_EQ(e.mp.hyp_table().lookup(e.mp.hyp_va(d))->level, 3) << "no EL2 block for a donation";
+  ASSERT_TRUE(e.mp.hyp_donate_host(d + 7 * kPg, 1));
+  EXPECT_EQ(e.mp.host_state(d + 7 * kPg), PageState::owned);
+  EXPECT_EQ(e.mp.hyp_state(d + 6 * kPg), PageState::owned);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
+// A set-up mapping may be an EL2 block (the carve-out is mapped in 2 MiB blocks); giving back
+// part of one would need a stage-1 split the engine refuses, so the check phase says EINVAL
+// and nothing changes. A whole block goes back.
+TEST(HostHyp, GivingBackPartOfASetUpEl2BlockIsEinvalBeforeAnythingChanges) {
+  OwnEnv e;
+  const u64 blk = OwnEnv::kCarve + (u64{2} << 20);  // in the carve-out, before the pool
+  ASSERT_EQ(e.mp.hyp_table().lookup(e.mp.hyp_va(blk))->level, 2);
+  EXPECT_EQ(e.mp.hyp_donate_host(blk + kPg, 1).error(), Error::einval);
+  EXPECT_EQ(e.mp.hyp_donate_host(blk, 2).error(), Error::einval);
+  EXPECT_EQ(e.mp.host_annotation_owner(blk + kPg), kHypId) << "nothing changed";
+  EXPECT_EQ(e.mp.hyp_state(blk + kPg), PageState::owned);
+  EXPECT_TRUE(invariants_hold(e.mp));
+  ASSERT_TRUE(e.mp.hyp_donate_host(blk, 512));
+  EXPECT_EQ(e.mp.host_state(blk + kPg), PageState::owned);
+  EXPECT_EQ(e.mp.hyp_state(blk + kPg), PageState::none);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
 }  // namespace
 }  // namespace ptguard::test

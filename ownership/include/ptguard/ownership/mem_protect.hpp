@@ -5,7 +5,9 @@
 // host_handle_fault(); pages the host neither owns nor borrows, and pages it lent, are invalid
 // entries annotated with the owner's (or borrower's) id (state.hpp). The hypervisor's stage-1
 // EL2 table maps its private memory and what is shared with or donated to it, at
-// VA = PA + hyp_va_offset. Each guest has its own stage-2 table.
+// VA = PA + hyp_va_offset, in blocks only for what set-up maps (a transition's pages are
+// mapped page by page: the engine never splits a stage-1 block, so giving back part of a
+// set-up block is EINVAL from the checks). Each guest has its own stage-2 table.
 //
 // Every transition checks every page of its range first: memory only, the states at each
 // side, the per-page counts, and that each memcache it will draw from can cover the worst case
@@ -101,7 +103,12 @@ class MemProtect {
     host_cfg_ = *hcfg;
     const Result<arch::Stage1Config> ycfg = arch::make_stage1_config(G, arch::kMaxIaBits, cpu);
     if (!ycfg) return fail(ycfg.error());
-    Result<S1> hyp = S1::create_stage1(plat, *ycfg);
+    // Pages that change hands are mapped at EL2 page by page (hyp_force_page): the engine never
+    // splits a live EL2 block (it might map the code that runs), so a later transition on part
+    // of a block could not be done.
+    pgtable::TableOptions yopt;
+    yopt.force_page = pgtable::ForcePagePolicy{&hyp_force_page, this};
+    Result<S1> hyp = S1::create_stage1(plat, *ycfg, yopt);
     if (!hyp) return fail(hyp.error());
     hyp_ = static_cast<S1&&>(*hyp);
     hyp_cfg_ = *ycfg;
@@ -112,15 +119,14 @@ class MemProtect {
       if (Status st = fill(host_mc_, host_.max_pages_needed(c.base, c.size)); !st) return st;
       if (Status st = fill(hyp_mc_, hyp_.max_pages_needed(hyp_va(c.base), c.size)); !st) return st;
       if (Status st = host_.set_owner(c.base, c.size, kHypId, sw_owned(), host_mc_); !st) return st;
-      if (Status st = hyp_.map(hyp_va(c.base), c.size, c.base, kHypData, hyp_mc_); !st) return st;
+      if (Status st = hyp_map_blocks(hyp_va(c.base), c.size, c.base, kHypData); !st) return st;
     }
     for (const MmioRegion& m : machine.mmio) {
       if (!m.hyp) continue;
       if (Status st = fill(host_mc_, host_.max_pages_needed(m.base, m.size)); !st) return st;
       if (Status st = fill(hyp_mc_, hyp_.max_pages_needed(hyp_va(m.base), m.size)); !st) return st;
       if (Status st = host_.set_owner(m.base, m.size, kHypId, sw_owned(), host_mc_); !st) return st;
-      if (Status st = hyp_.map(hyp_va(m.base), m.size, m.base, Prot{pgtable::kPermRW, arch::MemType::device_ngnre, 0},
-                               hyp_mc_);
+      if (Status st = hyp_map_blocks(hyp_va(m.base), m.size, m.base, Prot{pgtable::kPermRW, arch::MemType::device_ngnre, 0});
           !st)
         return st;
     }
@@ -135,7 +141,7 @@ class MemProtect {
   [[nodiscard]] Status hyp_map_private(u64 va, u64 size, u64 pa, const Prot& prot) {
     if (finalized_) return fail(Error::eperm);
     if (Status st = fill(hyp_mc_, hyp_.max_pages_needed(va, size)); !st) return st;
-    return hyp_.map(va, size, pa, prot, hyp_mc_);
+    return hyp_map_blocks(va, size, pa, prot);
   }
 
   /// During set-up only: declares [pa, pa + n pages) shared from the start (host shared-owned,
@@ -211,9 +217,13 @@ class MemProtect {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::none_held); !st) return st;
+    if (Status st = check_hyp_no_split(pa, size); !st) return st;
     if (Status st = fill_host_hyp(pa, size); !st) return st;
-    return commit2(host_.map(pa, size, pa, host_prot(sw_owned()), host_mc_),
-                   [&] { return hyp_.unmap(hyp_va(pa), size, hyp_mc_); });
+    // The hypervisor's mapping goes first: it is the step an unforeseen failure would most
+    // likely hit (a stage-1 block cannot be split), and failing there leaves the page shared
+    // as before rather than the host's again while the hypervisor still maps it.
+    return commit2(hyp_.unmap(hyp_va(pa), size, hyp_mc_),
+                   [&] { return host_.map(pa, size, pa, host_prot(sw_owned()), host_mc_); });
   }
 
   /// The hypervisor pins pages the host shares with it (they cannot be unshared while pinned).
@@ -248,11 +258,13 @@ class MemProtect {
   }
 
   /// Hypervisor owned -> none; host annotated-by-hypervisor -> owned (mapped again lazily).
+  /// EINVAL if the range cuts an EL2 block mapped at set-up (a stage-1 block is never split).
   [[nodiscard]] Status hyp_donate_host(u64 pa, u64 n) {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host_annotation(pa, size, annotation_owned_by(kHypId)); !st) return st;
     if (Status st = check_hyp_state(pa, size, PageState::owned); !st) return st;
+    if (Status st = check_hyp_no_split(pa, size); !st) return st;
     if (Status st = fill_host_hyp(pa, size); !st) return st;
     return commit2(hyp_.unmap(hyp_va(pa), size, hyp_mc_), [&] { return host_.unmap(pa, size, host_mc_); });
   }
@@ -797,6 +809,38 @@ class MemProtect {
     if (annotation) return false;  // block-level annotations are fine
     return !(prot == kHostMem || prot == kHostMmio);
   }
+  // Blocks at EL2 only for set-up mappings (hyp_map_blocks); everything a transition maps is
+  // mapped page by page, so any part of it can be unshared or given back later.
+  static bool hyp_force_page(void* ctx, u64, u64, const Prot&, bool) {
+    return !static_cast<const MemProtect*>(ctx)->hyp_blocks_;
+  }
+  // A set-up mapping at EL2 (the carve-out, the hypervisor's MMIO, its private ranges), in the
+  // largest blocks that fit. Draws from the hypervisor's memcache, filled by the caller.
+  [[nodiscard]] Status hyp_map_blocks(u64 va, u64 size, u64 pa, const Prot& prot) {
+    hyp_blocks_ = true;
+    const Status st = hyp_.map(va, size, pa, prot, hyp_mc_);
+    hyp_blocks_ = false;
+    return st;
+  }
+  // Unmapping [hyp_va(pa), +size) at EL2 must not cut a block (the engine refuses to split a
+  // stage-1 block, EINVAL): transitions map pages, but set-up mappings (the carve-out) may be
+  // blocks. Checked before anything changes.
+  [[nodiscard]] Status check_hyp_no_split(u64 pa, u64 size) const {
+    const u64 va = hyp_va(pa);
+    if (size == kPage) {
+      const Result<pgtable::Leaf> l = hyp_.lookup(va);
+      if (!l) return fail(l.error());
+      return l->size == kPage ? Status{} : fail(Error::einval);
+    }
+    struct V {
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitLeafRun; }
+      Status leaf(pgtable::VisitCtx& x) {
+        return x.addr == x.base && x.end == x.base + arch::level_size(G, x.level) ? Status{} : fail(Error::einval);
+      }
+      Status leaf_run(u64*, u64, u64, u64, u64) { return {}; }  // last-level entries: whole pages
+    } v;
+    return hyp_.walk(va, va + size, v);
+  }
   static constexpr Prot host_prot(u8 sw) { return Prot{pgtable::kPermRWX, arch::MemType::normal_wb, sw}; }
   static constexpr Prot hyp_prot(u8 sw) { return Prot{pgtable::kPermRW, arch::MemType::normal_wb, sw}; }
 
@@ -1100,6 +1144,7 @@ class MemProtect {
   arch::Stage1Config hyp_cfg_{};
   pgtable::Memcache host_mc_{};
   pgtable::Memcache hyp_mc_{};
+  bool hyp_blocks_ = false;  ///< hyp_map_blocks() is mapping: EL2 blocks allowed
   Guest guests_[kMaxGuests]{};
   bool finalized_ = false;
 };
