@@ -271,5 +271,78 @@ TEST(HostHyp, GivingBackPartOfASetUpEl2BlockIsEinvalBeforeAnythingChanges) {
   EXPECT_TRUE(invariants_hold(e.mp));
 }
 
+// init refuses a machine description it cannot protect, before it allocates anything.
+Status init_with(const std::vector<Region>& memory, const std::vector<MmioRegion>& mmio, Region carve,
+                 u64 hyp_offset, std::size_t* allocated = nullptr) {
+  sim::PhysMem mem;
+  EXPECT_TRUE(mem.add_region(0x4000'0000, u64{16} << 20));
+  sim::SimPlatform plat(mem, 0x4000'0000, u64{16} << 20, kPg);
+  const MachineDesc m{memory, mmio, carve, hyp_offset};
+  std::vector<PageMeta> meta(memory_pages(m, kPg));
+  auto mp = std::make_unique<OwnEnv::MP>();
+  const Status st = mp->init(plat, m, meta, CpuFeatures::modern());
+  if (allocated != nullptr) *allocated = plat.allocator().pool_pages() - plat.allocator().free_page_count();
+  return st;
+}
+
+TEST(Setup, InitRefusesAnOffsetThatLeavesMemoryWithoutAnEl2Address) {
+  const std::vector<Region> ram{{0x4000'0000, u64{16} << 20}};
+  EXPECT_TRUE(init_with(ram, {}, Region{0x4000'0000, u64{16} << 20}, OwnEnv::kHypOffset));
+  // The last page of memory ends exactly at the top of the 48-bit EL2 range: fine.
+  EXPECT_TRUE(init_with(ram, {}, Region{}, (u64{1} << 48) - 0x4100'0000));
+  // One page past it, or a PA + offset that wraps past 2^64: EINVAL.
+  EXPECT_EQ(init_with(ram, {}, Region{}, (u64{1} << 48) - 0x4100'0000 + kPg).error(), Error::einval);
+  EXPECT_EQ(init_with(ram, {}, Region{}, ~u64{0} - 0x4000'0000).error(), Error::einval);
+  // The hypervisor's MMIO is mapped at EL2 too; the host's is not.
+  const std::vector<MmioRegion> hyp_uart{{0x0900'0000, 0x1000, true}};
+  const u64 tight = (u64{1} << 48) - 0x4100'0000;  // memory fits, the UART (lower) does too
+  EXPECT_TRUE(init_with(ram, hyp_uart, Region{}, tight));
+  const std::vector<MmioRegion> hyp_high{{0x8000'0000, 0x1000, true}};
+  const std::vector<MmioRegion> host_high{{0x8000'0000, 0x1000, false}};
+  EXPECT_EQ(init_with(ram, hyp_high, Region{}, tight).error(), Error::einval);
+  EXPECT_TRUE(init_with(ram, host_high, Region{}, tight));
+  std::size_t allocated = 99;
+  EXPECT_EQ(init_with(ram, hyp_high, Region{}, tight, &allocated).error(), Error::einval);
+  EXPECT_EQ(allocated, 0u) << "refused before any table exists";
+}
+
+TEST(Setup, InitRefusesRegionsThatOverlapOrLeaveThePaRangeAndUnalignedHypRegions) {
+  const std::vector<Region> ram{{0x4000'0000, u64{16} << 20}};
+  const Region none{};
+  // Memory: overlapping, sharing a page, out of order, empty, wrapping, past 48 bits.
+  EXPECT_EQ(init_with({{0x4000'0000, 0x2000}, {0x4000'1000, 0x2000}}, {}, none, 0).error(), Error::einval);
+  EXPECT_EQ(init_with({{0x4000'0000, 0x1800}, {0x4000'1800, 0x800}}, {}, none, 0).error(), Error::einval);
+  EXPECT_EQ(init_with({{0x5000'0000, 0x1000}, {0x4000'0000, 0x1000}}, {}, none, 0).error(), Error::einval);
+  EXPECT_EQ(init_with({{0x4000'0000, 0}}, {}, none, 0).error(), Error::einval);
+  EXPECT_EQ(init_with({{~u64{0} - 0xfff, 0x2000}}, {}, none, 0).error(), Error::einval);
+  EXPECT_EQ(init_with({{(u64{1} << 48) - 0x1000, 0x2000}}, {}, none, 0).error(), Error::einval);
+  EXPECT_TRUE(init_with({{(u64{1} << 48) - 0x2000, 0x2000}}, {}, none, 0));
+  // MMIO: overlapping memory (or sharing a page with it), each other, empty, past 48 bits.
+  EXPECT_EQ(init_with(ram, {{0x40ff'f800, 0x800, false}}, none, 0).error(), Error::einval);
+  EXPECT_EQ(init_with(ram, {{0x4100'0000, 0x800, false}}, none, 0), Status{}) << "the next page: fine";
+  EXPECT_EQ(init_with(ram, {{0x0900'0000, 0x2000, false}, {0x0900'1000, 0x1000, true}}, none, 0).error(),
+            Error::einval);
+  EXPECT_EQ(init_with(ram, {{0x0900'0000, 0x800, false}, {0x0900'0800, 0x800, false}}, none, 0).error(),
+            Error::einval)
+      << "two regions in one page";
+  EXPECT_EQ(init_with(ram, {{0x0900'0000, 0, false}}, none, 0).error(), Error::einval);
+  EXPECT_EQ(init_with(ram, {{u64{1} << 48, 0x1000, false}}, none, 0).error(), Error::einval);
+  // The hypervisor's MMIO is mapped whole at EL2: page-aligned; the host's may have
+  // unaligned edges (it is faulted in a page at a time).
+  EXPECT_EQ(init_with(ram, {{0x0900'0800, 0x800, true}}, none, 0).error(), Error::einval);
+  EXPECT_EQ(init_with(ram, {{0x0900'0000, 0x800, true}}, none, 0).error(), Error::einval);
+  EXPECT_TRUE(init_with(ram, {{0x0900'0800, 0x800, false}}, none, 0));
+}
+
+TEST(Setup, InitRefusesACarveOutOutsideMemoryOrUnaligned) {
+  const std::vector<Region> ram{{0x4000'0000, u64{16} << 20}, {0x5000'0000, u64{16} << 20}};
+  EXPECT_EQ(init_with(ram, {}, Region{0x3000'0000, 0x1000}, 0).error(), Error::einval) << "outside";
+  EXPECT_EQ(init_with(ram, {}, Region{0x40ff'f000, 0x2000}, 0).error(), Error::einval) << "past the region's end";
+  EXPECT_EQ(init_with(ram, {}, Region{0x40ff'f000, 0x1000'2000}, 0).error(), Error::einval) << "across two regions";
+  EXPECT_EQ(init_with(ram, {}, Region{0x4000'0800, 0x1000}, 0).error(), Error::einval) << "unaligned base";
+  EXPECT_EQ(init_with(ram, {}, Region{0x4000'0000, 0x1800}, 0).error(), Error::einval) << "unaligned size";
+  EXPECT_TRUE(init_with(ram, {}, Region{0x4000'0000, u64{16} << 20}, 0));
+}
+
 }  // namespace
 }  // namespace ptguard::test

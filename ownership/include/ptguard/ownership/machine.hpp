@@ -37,10 +37,15 @@ struct MmioRegion {
   [[nodiscard]] constexpr Region region() const { return Region{base, size}; }
 };
 
-/// The input to setting up. Memory regions must be sorted, must not share a page with each
-/// other, and must not overlap MMIO. Their edges need not be page-aligned: a partly covered page
-/// is memory the host may fault in (Linux had to learn this), but no transition takes it (a
-/// transition's range must lie inside one region).
+/// The input to setting up (MemProtect::check_machine lists what init accepts; EINVAL
+/// otherwise). Memory regions must be sorted, must not share a page with each other or with
+/// MMIO, and must lie inside the physical-address range; MMIO regions must not share a page with
+/// each other. Memory and host-MMIO edges need not be page-aligned: a partly covered page is
+/// one the host may fault in (Linux had to learn this), but no transition takes it (a
+/// transition's range must lie inside one region). The hypervisor's MMIO and the carve-out are
+/// mapped or annotated whole at set-up, so they must be page-aligned; every page of memory and
+/// of the hypervisor's MMIO must have an EL2 address (PA + hyp_va_offset, no wrap, inside the
+/// EL2 table's VA range).
 struct MachineDesc {
   std::span<const Region> memory;
   std::span<const MmioRegion> mmio;

@@ -70,26 +70,22 @@ class MemProtect {
   /// empty: filled by faults), the hypervisor's stage-1 (48-bit VA), the hypervisor's carve-out
   /// (owned by it, annotated in the host's table, mapped at EL2) and the MMIO regions given to
   /// the hypervisor. `meta` is the per-page array, one entry per page of memory
-  /// (memory_pages()). Errors: EINVAL for a description that is not sorted and disjoint, a
-  /// carve-out outside memory, or a short `meta`; ENOMEM from the platform.
+  /// (memory_pages()). Errors: EINVAL for a description check_machine() refuses or a short
+  /// `meta`; ENOMEM from the platform. Nothing is allocated when the description is refused.
   [[nodiscard]] Status init(P& plat, const MachineDesc& machine, std::span<PageMeta> meta,
                             const arch::CpuFeatures& cpu) {
     plat_ = &plat;
     machine_ = machine;
     meta_ = meta;
     cpu_ = cpu;
-    u64 prev_end = 0;
-    for (const Region& r : machine.memory) {
-      if (r.size == 0 || r.end() < r.base || r.first_page(kPage) < prev_end) return fail(Error::einval);
-      prev_end = r.end_page(kPage);
-      for (const MmioRegion& m : machine.mmio)
-        if (m.base < r.end() && r.base < m.base + m.size) return fail(Error::einval);
-    }
-    if (meta.size() < memory_pages(machine, kPage)) return fail(Error::einval);
-    for (PageMeta& m : meta) m = PageMeta{};
     const unsigned ia = cpu.pa_bits > arch::kMaxOaBits ? arch::kMaxOaBits : cpu.pa_bits;
     const Result<arch::Stage2Config> hcfg = arch::make_stage2_config(G, ia, cpu);
     if (!hcfg) return fail(hcfg.error());
+    const Result<arch::Stage1Config> ycfg = arch::make_stage1_config(G, arch::kMaxIaBits, cpu);
+    if (!ycfg) return fail(ycfg.error());
+    if (Status st = check_machine(machine, hcfg->geometry.ia_bits, ycfg->ia_bits); !st) return st;
+    if (meta.size() < memory_pages(machine, kPage)) return fail(Error::einval);
+    for (PageMeta& m : meta) m = PageMeta{};
     pgtable::TableOptions hopt;
     hopt.force_page = pgtable::ForcePagePolicy{&host_force_page, nullptr};
     hopt.dic = cpu.dic;
@@ -101,8 +97,6 @@ class MemProtect {
     if (!host) return fail(host.error());
     host_ = static_cast<S2&&>(*host);
     host_cfg_ = *hcfg;
-    const Result<arch::Stage1Config> ycfg = arch::make_stage1_config(G, arch::kMaxIaBits, cpu);
-    if (!ycfg) return fail(ycfg.error());
     // Pages that change hands are mapped at EL2 page by page (hyp_force_page): the engine never
     // splits a live EL2 block (it might map the code that runs), so a later transition on part
     // of a block could not be done.
@@ -115,7 +109,6 @@ class MemProtect {
     // The carve-out: the hypervisor's from the start.
     const Region c = machine.hyp_carveout;
     if (c.size != 0) {
-      if (range_kind(c.base, c.size) != Kind::memory) return fail(Error::einval);
       if (Status st = fill(host_mc_, host_.max_pages_needed(c.base, c.size)); !st) return st;
       if (Status st = fill(hyp_mc_, hyp_.max_pages_needed(hyp_va(c.base), c.size)); !st) return st;
       if (Status st = host_.set_owner(c.base, c.size, kHypId, sw_owned(), host_mc_); !st) return st;
@@ -131,6 +124,51 @@ class MemProtect {
         return st;
     }
     finalized_ = false;
+    return {};
+  }
+
+  /// What init() accepts (EINVAL otherwise), checked before anything is allocated:
+  ///  - memory regions non-empty, sorted, not sharing a page with each other, and inside the
+  ///    host's physical-address range (their edges may be unaligned: see MachineDesc);
+  ///  - MMIO regions non-empty, inside that range, sharing no page with memory or with each
+  ///    other; the hypervisor's ones page-aligned (they are mapped whole at EL2 at set-up; the
+  ///    host's are faulted in a page at a time, so their edges may be unaligned like memory's);
+  ///  - the carve-out page-aligned and inside one memory region;
+  ///  - hyp_va_offset such that every page of memory and of the hypervisor's MMIO has an EL2
+  ///    address: PA + offset neither wraps nor passes the EL2 table's `hyp_ia` bits.
+  [[nodiscard]] static Status check_machine(const MachineDesc& m, unsigned host_ia, unsigned hyp_ia) {
+    const u64 pa_end = u64{1} << host_ia, va_end = u64{1} << hyp_ia;
+    // [lo, hi) page-rounded, inside the PA range and with an EL2 address when `at_el2`.
+    const auto extent_ok = [&](u64 base, u64 size, bool at_el2) {
+      if (size == 0 || base + size < base || base + size > pa_end) return false;
+      const u64 hi = (base + size + kPage - 1) & ~(kPage - 1);
+      return !at_el2 || (hi + m.hyp_va_offset >= hi && hi + m.hyp_va_offset <= va_end);
+    };
+    const auto pages_overlap = [](u64 b1, u64 s1, u64 b2, u64 s2) {
+      const Region r1{b1, s1}, r2{b2, s2};
+      return r1.first_page(kPage) < r2.end_page(kPage) && r2.first_page(kPage) < r1.end_page(kPage);
+    };
+    u64 prev_end = 0;
+    for (const Region& r : m.memory) {
+      if (!extent_ok(r.base, r.size, true) || r.first_page(kPage) < prev_end) return fail(Error::einval);
+      prev_end = r.end_page(kPage);
+    }
+    for (std::size_t i = 0; i < m.mmio.size(); ++i) {
+      const MmioRegion& x = m.mmio[i];
+      if (!extent_ok(x.base, x.size, x.hyp)) return fail(Error::einval);
+      if (x.hyp && ((x.base | x.size) & (kPage - 1)) != 0) return fail(Error::einval);
+      for (const Region& r : m.memory)
+        if (pages_overlap(x.base, x.size, r.base, r.size)) return fail(Error::einval);
+      for (std::size_t j = 0; j < i; ++j)
+        if (pages_overlap(x.base, x.size, m.mmio[j].base, m.mmio[j].size)) return fail(Error::einval);
+    }
+    const Region c = m.hyp_carveout;
+    if (c.size != 0) {
+      if (((c.base | c.size) & (kPage - 1)) != 0) return fail(Error::einval);
+      bool inside = false;
+      for (const Region& r : m.memory) inside |= r.contains(c.base, c.size);
+      if (!inside) return fail(Error::einval);
+    }
     return {};
   }
 
