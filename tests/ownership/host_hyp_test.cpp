@@ -344,5 +344,35 @@ TEST(Setup, InitRefusesACarveOutOutsideMemoryOrUnaligned) {
   EXPECT_TRUE(init_with(ram, {}, Region{0x4000'0000, u64{16} << 20}, 0));
 }
 
+// The checker walks the hypervisor's whole VA range: a mapping at EL2 that is not the
+// hypervisor's own, wherever it is, is reported (not only at the EL2 addresses of memory).
+TEST(Invariants, AStrayEl2MappingAnywhereIsAViolation) {
+  struct Case {
+    u64 va, pa;
+    const char* what;
+  };
+  constexpr u64 kVa = 0x1000'0000;  // below every EL2 address of memory
+  for (const Case& c : {Case{kVa, OwnEnv::kMem, "the hypervisor maps something not its own away from its EL2 address"},
+                        Case{kVa, OwnEnv::kGic, "the hypervisor maps something not its own away from its EL2 address"},
+                        Case{OwnEnv::kHypOffset + OwnEnv::kGic, OwnEnv::kGic,
+                             "the hypervisor maps something that is neither memory nor its own"},
+                        Case{kVa, OwnEnv::kCarve, nullptr}, Case{kVa, OwnEnv::kUart, nullptr}}) {
+    SCOPED_TRACE(c.pa);
+    OwnEnv e;
+    ASSERT_TRUE(invariants_hold(e.mp));
+    ASSERT_TRUE(e.mp.hyp_memcache().topup(*e.plat, 4));
+    auto& hyp = const_cast<OwnEnv::MP::S1&>(e.mp.hyp_table());
+    ASSERT_TRUE(hyp.map(c.va, kPg, c.pa, pgtable::Prot{pgtable::kPermRW}, e.mp.hyp_memcache()));
+    std::vector<u32> scratch(e.meta.size());
+    OwnEnv::MP::Violation v;
+    EXPECT_EQ(e.mp.check_invariants(scratch, &v), c.what == nullptr);
+    if (c.what != nullptr) {
+      EXPECT_STREQ(v.what, c.what);
+      EXPECT_EQ(v.pa, c.pa);
+      EXPECT_EQ(v.who, kHypId);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ptguard::test

@@ -708,8 +708,9 @@ class MemProtect {
   ///    with the hypervisor;
   ///  - a lent page is invalid at its owner and mapped by at most its borrower (by none once
   ///    relinquished);
-  ///  - the hypervisor maps nothing it neither owns nor borrows; no guest maps a page that is
-  ///    not its own, shared with it or lent to it.
+  ///  - the hypervisor maps nothing it neither owns nor borrows, anywhere in its VA range (its
+  ///    carve-out and MMIO at any address, memory only at PA + hyp_va_offset); no guest maps a
+  ///    page that is not its own, shared with it or lent to it.
   [[nodiscard]] bool check_invariants(std::span<u32> scratch, Violation* out) const {
     if (scratch.size() < meta_.size()) return bad(out, "scratch smaller than the page array", 0, 0);
     // 0. Every table page lies where the host cannot reach it.
@@ -802,6 +803,34 @@ class MemProtect {
         if (ys == PageState::shared_borrowed && hs != PageState::shared_owned) return bad(out, "hypervisor borrows a page the host has not shared", pa, kHypId);
       }
     }
+    // 3. Every valid leaf of the hypervisor's table, over its whole VA range (step 2 only looks
+    //    at the EL2 addresses of memory): a mapping anywhere else must be its own (carve-out,
+    //    its MMIO), and memory is mapped only at its EL2 address, where step 2 checked its state.
+    struct V {
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitLeafRun; }
+      const MemProtect* self;
+      Violation v{};
+      Status check(u64 va, u64 end, u64 pa) {
+        if (const char* what = self->stray_hyp_leaf(va, end - va, pa); what != nullptr) {
+          v = {what, pa, kHypId};
+          return fail(Error::einval);
+        }
+        return {};
+      }
+      Status leaf(pgtable::VisitCtx& x) {
+        if (!arch::DescValid::get(x.old)) return {};
+        return check(x.addr, x.end, (x.old & arch::leaf_address_mask(G, x.level)) + (x.addr - x.base));
+      }
+      Status leaf_run(u64* table, u64 idx, u64 n, u64 addr, u64) {
+        for (u64 i = 0; i < n; ++i, addr += kPage) {
+          const u64 e = table[idx + i];
+          if (!arch::DescValid::get(e)) continue;
+          if (Status st = check(addr, addr + kPage, e & arch::leaf_address_mask(G, arch::kLastLevel)); !st) return st;
+        }
+        return {};
+      }
+    } hv{this};
+    if (!hyp_.walk(0, u64{1} << hyp_.ia_bits(), hv)) return bad(out, hv.v.what, hv.v.pa, hv.v.who);
     return true;
   }
 
@@ -970,6 +999,34 @@ class MemProtect {
       }
     } v{this};
     if (!t.walk(0, u64{1} << t.ia_bits(), v)) return bad(out, kWhat, v.found, who);
+    return true;
+  }
+
+  // Why an EL2 leaf mapping [va, +len) to [pa, +len) is stray, or nullptr if it is not. The
+  // hypervisor may map its carve-out and its MMIO anywhere (its code, data, pools, fixmap);
+  // memory only at PA + hyp_va_offset, where the page's state says whether it may.
+  [[nodiscard]] const char* stray_hyp_leaf(u64 va, u64 len, u64 pa) const {
+    if (hyp_covered(pa, len, false)) return nullptr;
+    if (va != hyp_va(pa)) return "the hypervisor maps something not its own away from its EL2 address";
+    if (!hyp_covered(pa, len, true)) return "the hypervisor maps something that is neither memory nor its own";
+    return nullptr;
+  }
+  // Whether every byte of [pa, +len) is in the carve-out, the hypervisor's MMIO or (with
+  // `memory`) a page of memory.
+  [[nodiscard]] bool hyp_covered(u64 pa, u64 len, bool memory) const {
+    const u64 end = pa + len;
+    while (pa < end) {
+      u64 next = pa;
+      const Region c = machine_.hyp_carveout;
+      if (c.size != 0 && c.contains(pa)) next = c.end();
+      for (const MmioRegion& m : machine_.mmio)
+        if (m.hyp && m.region().contains(pa)) next = m.base + m.size;
+      if (memory)
+        for (const Region& r : machine_.memory)
+          if (r.touches_page(pa, kPage)) next = r.end_page(kPage);
+      if (next == pa) return false;
+      pa = next;
+    }
     return true;
   }
 
