@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 
 #include "env.hpp"
 
@@ -41,6 +42,40 @@ TEST(Guests, CreationRules) {
   EXPECT_EQ(e.mp.create_guest(kHypId, 9).error(), Error::einval);
   EXPECT_EQ(e.mp.create_guest(kHostId, 9).error(), Error::einval);
   EXPECT_TRUE(e.mp.create_guest(kMaxGuestId, 9)) << "the owner field's limit is allowed";
+}
+
+// A VMID tags TLB entries: a guest on the host's VMID, on one another guest still holds, or on
+// one wider than the VMID field would translate through another table's entries.
+TEST(Guests, VmidRules) {
+  GuestEnv e;  // kG1 on VMID 1, kG2 on VMID 2
+  constexpr ComponentId kG3 = 4;
+  EXPECT_EQ(e.mp.create_guest(kG3, OwnEnv::MP::kHostVmid).error(), Error::einval);
+  EXPECT_EQ(e.mp.create_guest(kG3, 1).error(), Error::einval) << "held by a live guest";
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  EXPECT_EQ(e.mp.create_guest(kG3, 1).error(), Error::einval) << "held until the guest is reclaimed";
+  ASSERT_TRUE(e.mp.reclaim_guest(kG1));
+  ASSERT_TRUE(e.mp.create_guest(kG3, 1)) << "free again";
+  EXPECT_EQ(e.mp.guest(kG3)->table.vmid(), 1u);
+  EXPECT_TRUE(e.mp.create_guest(kG1, 0xffff)) << "16-bit VMIDs on this CPU";
+  EXPECT_EQ(e.mp.guest(kG3 + 1), nullptr) << "nothing created by the refusals";
+  EXPECT_TRUE(invariants_hold(e.mp));
+
+  // A CPU with 8-bit VMIDs: 0x100 does not fit the field (it would be VMID 0, the host's).
+  sim::PhysMem mem;
+  ASSERT_TRUE(mem.add_region(0x4000'0000, u64{16} << 20));
+  sim::SimPlatform plat(mem, 0x4000'0000, u64{16} << 20, kPg);
+  const std::vector<Region> ram{{0x4000'0000, u64{16} << 20}};
+  const MachineDesc m{ram, {}, Region{0x4000'0000, u64{16} << 20}, OwnEnv::kHypOffset};
+  std::vector<PageMeta> meta(memory_pages(m, kPg));
+  CpuFeatures cpu = CpuFeatures::modern();
+  cpu.vmid_bits = 8;
+  auto mp = std::make_unique<OwnEnv::MP>();
+  ASSERT_TRUE(mp->init(plat, m, meta, cpu));
+  ASSERT_EQ(mp->host_config().vmid_bits, 8u);
+  EXPECT_EQ(mp->create_guest(kG1, 0x100).error(), Error::einval);
+  EXPECT_EQ(mp->create_guest(kG1, 0xffff).error(), Error::einval);
+  EXPECT_TRUE(mp->create_guest(kG1, 0xff));
+  EXPECT_TRUE(invariants_hold(*mp));
 }
 
 TEST(Guests, ShareWithSeveralGuestsIsCounted) {

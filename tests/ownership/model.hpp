@@ -59,9 +59,17 @@ struct SmallEnv {
     if (finalize) mp.finalize();
   }
 
-  /// Creates a guest (VMID = id) with a memcache of `mc_pages` pages.
+  /// Creates a guest (on the lowest VMID no guest holds: ids need not fit a VMID) with a
+  /// memcache of `mc_pages` pages.
   void add_guest(ComponentId id, u32 mc_pages = 16) {
-    ASSERT_TRUE(mp.create_guest(id, static_cast<u16>(id)));
+    const auto held = [this](u16 v) {
+      for (const auto& g : mp.guests())
+        if (g.used && g.table.vmid() == v) return true;
+      return false;
+    };
+    u16 vmid = 1;
+    while (held(vmid)) ++vmid;
+    ASSERT_TRUE(mp.create_guest(id, vmid));
     ASSERT_TRUE(mp.guest(id)->mc.topup(*plat, mc_pages));
   }
   /// Refills a live or dead guest's memcache to at least `n` pages (nothing if it is gone).

@@ -50,6 +50,8 @@ class MemProtect {
   static constexpr Prot kHypData{pgtable::kPermRW, arch::MemType::normal_wb, 0};
 
   static constexpr u16 kMaxPins = 0xffff;
+  /// The host's stage-2 runs on VMID 0; no guest may use it.
+  static constexpr u16 kHostVmid = 0;
   static constexpr u32 kMaxGuestShares = 0xffff'ffffu;
 
   struct Guest {
@@ -93,7 +95,7 @@ class MemProtect {
     // into its identity stage-2 needs no maintenance (as in pKVM). Pages that change hands are
     // scrubbed and cleaned by the transitions that move them.
     hopt.cache_maintenance = false;
-    Result<S2> host = S2::create_stage2(plat, *hcfg, 0, hopt);
+    Result<S2> host = S2::create_stage2(plat, *hcfg, kHostVmid, hopt);
     if (!host) return fail(host.error());
     host_ = static_cast<S2&&>(*host);
     host_cfg_ = *hcfg;
@@ -338,11 +340,20 @@ class MemProtect {
   // ---- guests ----------------------------------------------------------------------------
 
   /// Creates guest `id` (kFirstGuestId..kMaxGuestId) with an empty stage-2 table on VMID
-  /// `vmid`. EINVAL for an id out of range; EEXIST if the id is in use; EBUSY if all
-  /// kMaxGuests slots are; ENOMEM from the platform.
+  /// `vmid`. EINVAL for an id out of range, for VMID 0 (the host's), for a VMID wider than the
+  /// VMID field the host's configuration uses (8 or 16 bits), and for a VMID another guest
+  /// still holds (alive, or torn down and not yet reclaimed: its TLB entries are tagged with
+  /// it); EEXIST if the id is in use; EBUSY if all kMaxGuests slots are; ENOMEM from the
+  /// platform.
   [[nodiscard]] Status create_guest(ComponentId id, u16 vmid) {
     if (id < kFirstGuestId || id > kMaxGuestId) return fail(Error::einval);
+    // Two tables on one VMID share TLB entries: a guest on the host's VMID, or on one a
+    // truncated VMID field folds onto another, would translate through the other's entries.
+    if (vmid == kHostVmid || (host_cfg_.vmid_bits < 16 && (vmid >> host_cfg_.vmid_bits) != 0))
+      return fail(Error::einval);
     if (find_guest(id) != nullptr) return fail(Error::eexist);
+    for (const Guest& g : guests_)
+      if (g.used && g.table.vmid() == vmid) return fail(Error::einval);
     Guest* slot = nullptr;
     for (Guest& g : guests_)
       if (!g.used) {
