@@ -221,7 +221,7 @@ TEST(Invariants, TablePagesTheHostCouldReachAreAViolation) {
     OwnEnv::MP::Violation v;
     EXPECT_EQ(mp->check_invariants(scratch, &v), pool_in_carveout);
     if (!pool_in_carveout) {
-      EXPECT_STREQ(v.what, "a table page lies in memory the host may own (not in the carve-out)");
+      EXPECT_STREQ(v.what, "a table page lies in memory the hypervisor does not own");
       EXPECT_EQ(v.pa, mp->host_table().root_pa());
     }
   }
@@ -372,6 +372,68 @@ TEST(Invariants, AStrayEl2MappingAnywhereIsAViolation) {
       EXPECT_EQ(v.who, kHypId);
     }
   }
+}
+
+// Table pages (and the pages memcaches keep for tables) must be the hypervisor's in the host's
+// table: the carve-out, or memory donated to it. Being in the carve-out is not enough once the
+// host's table says the host owns the page.
+TEST(Invariants, EveryTablePageIsAnnotatedAsTheHypervisorsAtTheHost) {
+  OwnEnv e;
+  ASSERT_TRUE(invariants_hold(e.mp));
+  const u64 root = e.mp.hyp_table().root_pa();
+  ASSERT_TRUE(e.mp.host_memcache().topup(*e.plat, 4));
+  auto& host = const_cast<OwnEnv::MP::S2&>(e.mp.host_table());
+  ASSERT_TRUE(host.unmap(root, kPg, e.mp.host_memcache()));  // the host's again (bypassing the checks)
+  std::vector<u32> scratch(e.meta.size());
+  OwnEnv::MP::Violation v;
+  EXPECT_FALSE(e.mp.check_invariants(scratch, &v));
+  EXPECT_STREQ(v.what, "a table page lies in memory the hypervisor does not own");
+  EXPECT_EQ(v.pa, root);
+  EXPECT_EQ(v.who, kHypId);
+}
+
+// A pool outside the carve-out is fine once the host has donated it to the hypervisor; then
+// giving back a page that holds a table, or one a memcache keeps, is EBUSY.
+TEST(HostHyp, GivingBackATablePageIsEbusy) {
+  sim::PhysMem mem;
+  ASSERT_TRUE(mem.add_region(0x4000'0000, u64{64} << 20));
+  constexpr u64 kPoolBase = 0x4200'0000, kPoolPages = 1024;
+  sim::SimPlatform plat(mem, kPoolBase, kPoolPages * kPg, kPg);
+  const std::vector<Region> regions{{0x4000'0000, u64{64} << 20}};
+  const MachineDesc m{regions, {}, Region{0x4000'0000, u64{16} << 20}, OwnEnv::kHypOffset};
+  std::vector<PageMeta> meta(memory_pages(m, kPg));
+  auto mp = std::make_unique<OwnEnv::MP>();
+  ASSERT_TRUE(mp->init(plat, m, meta, CpuFeatures::modern()));
+  mp->finalize();
+  EXPECT_FALSE(invariants_hold(*mp)) << "the pool is the host's";
+  ASSERT_TRUE(mp->host_donate_hyp(kPoolBase, kPoolPages));
+  EXPECT_TRUE(invariants_hold(*mp)) << "the pool is the hypervisor's";
+  ASSERT_TRUE(mp->create_guest(2, 1));
+  ASSERT_TRUE(mp->guest(2)->mc.topup(plat, 2));
+  // Pages in use: the roots, a table below a root, a page waiting in a memcache.
+  const u64 guest_root = mp->guest(2)->table.root_pa();
+  EXPECT_EQ(mp->hyp_donate_host(mp->host_table().root_pa(), 1).error(), Error::ebusy);
+  EXPECT_EQ(mp->hyp_donate_host(mp->hyp_table().root_pa(), 1).error(), Error::ebusy);
+  EXPECT_EQ(mp->hyp_donate_host(guest_root, 1).error(), Error::ebusy);
+  u64 cached = 0;
+  mp->guest(2)->mc.for_each(plat, [&](u64 pa) { cached = pa; });
+  ASSERT_NE(cached, 0u);
+  EXPECT_EQ(mp->hyp_donate_host(cached, 1).error(), Error::ebusy) << "a memcache page";
+  const auto below_root = [&](u64 root) {
+    return arch::TableDesc(plat.phys_to_virt(root)[arch::level_index(Granule::k4K, mp->hyp_config().start_level,
+                                                                     mp->hyp_va(kPoolBase))])
+        .next_table(Granule::k4K);
+  };
+  EXPECT_EQ(mp->hyp_donate_host(below_root(mp->hyp_table().root_pa()), 1).error(), Error::ebusy);
+  EXPECT_EQ(mp->hyp_donate_host(kPoolBase, kPoolPages).error(), Error::ebusy) << "a range holding one";
+  EXPECT_EQ(mp->host_annotation_owner(guest_root), kHypId) << "nothing changed";
+  EXPECT_TRUE(invariants_hold(*mp));
+  // A pool page nobody uses goes back.
+  u64 unused = kPoolBase + (kPoolPages - 1) * kPg;
+  ASSERT_FALSE(plat.allocator().allocated(unused));
+  ASSERT_TRUE(mp->hyp_donate_host(unused, 1));
+  EXPECT_EQ(mp->host_state(unused), PageState::owned);
+  EXPECT_THAT(plat.violations(), IsEmpty());
 }
 
 }  // namespace

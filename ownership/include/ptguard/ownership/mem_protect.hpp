@@ -24,6 +24,7 @@
 #pragma once
 
 #include <span>
+#include <type_traits>
 
 #include "ptguard/arch/error.hpp"
 #include "ptguard/arch/regs.hpp"
@@ -298,12 +299,16 @@ class MemProtect {
   }
 
   /// Hypervisor owned -> none; host annotated-by-hypervisor -> owned (mapped again lazily).
-  /// EINVAL if the range cuts an EL2 block mapped at set-up (a stage-1 block is never split).
+  /// EBUSY if a page holds a table or waits in a memcache to become one; EINVAL if the range
+  /// cuts an EL2 block mapped at set-up (a stage-1 block is never split).
   [[nodiscard]] Status hyp_donate_host(u64 pa, u64 n) {
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host_annotation(pa, size, annotation_owned_by(kHypId)); !st) return st;
     if (Status st = check_hyp_state(pa, size, PageState::owned); !st) return st;
+    // A page the hypervisor uses for a table (or keeps in a memcache for one) stays its own:
+    // the host must never own a page that translates for anyone.
+    if (holds_table_page(pa, size)) return fail(Error::ebusy);
     if (Status st = check_hyp_no_split(pa, size); !st) return st;
     if (Status st = fill_host_hyp(pa, size); !st) return st;
     return commit2(hyp_.unmap(hyp_va(pa), size, hyp_mc_), [&] { return host_.unmap(pa, size, host_mc_); });
@@ -712,6 +717,8 @@ class MemProtect {
 
   /// Walks every table and checks the global invariants. `scratch` needs one u32 per page of
   /// memory (memory_pages()). Returns false and fills `*out` at the first violation:
+  ///  - every page of every table, and every page a memcache keeps for one, lies outside
+  ///    memory or is annotated as the hypervisor's in the host's table;
   ///  - every memory page has exactly one owner, and the host's table annotates every page the
   ///    host neither owns nor borrows, and every page it lent, with the right id and state;
   ///  - shared-owned on one side matches shared-borrowed on the other (the hypervisor, guests
@@ -724,10 +731,18 @@ class MemProtect {
   ///    page that is not its own, shared with it or lent to it.
   [[nodiscard]] bool check_invariants(std::span<u32> scratch, Violation* out) const {
     if (scratch.size() < meta_.size()) return bad(out, "scratch smaller than the page array", 0, 0);
-    // 0. Every table page lies where the host cannot reach it.
-    if (!tables_out_of_host_reach(host_, kHostId, out) || !tables_out_of_host_reach(hyp_, kHypId, out)) return false;
-    for (const Guest& g : guests_)
-      if (g.used && !tables_out_of_host_reach(g.table, g.id, out)) return false;
+    // 0. Every table page (and every page a memcache keeps for one) is the hypervisor's.
+    {
+      u64 at = 0;
+      ComponentId whose = 0;
+      if (!each_table_page([&](u64 pa, ComponentId who) {
+            if (table_page_out_of_host_reach(pa)) return true;
+            at = pa;
+            whose = who;
+            return false;
+          }))
+        return bad(out, "a table page lies in memory the hypervisor does not own", at, whose);
+    }
     // 1. Count, per page, the guest mappings that borrow it shared (sw 10), and check each
     //    guest leaf against the host's view.
     for (u32& c : scratch) c = 0;
@@ -988,29 +1003,46 @@ class MemProtect {
 
 
 
-  // Where a table page may lie: in the hypervisor's carve-out, or outside every memory region.
-  // Any other page of memory is one the host may own and fault in, and a table the host can
-  // write undoes every isolation promise (pKVM's tables come from the hypervisor's own pool).
-  // The platform chooses where table pages come from; the invariant checker holds it to this.
-  [[nodiscard]] bool table_page_out_of_host_reach(u64 pa) const { return in_carveout(pa) || !is_memory(pa); }
-  template <typename T>
-  [[nodiscard]] bool tables_out_of_host_reach(const T& t, ComponentId who, Violation* out) const {
-    static constexpr const char* kWhat = "a table page lies in memory the host may own (not in the carve-out)";
-    for (unsigned i = 0; i < t.root_pages(); ++i)
-      if (!table_page_out_of_host_reach(t.root_pa() + i * kPage)) return bad(out, kWhat, t.root_pa() + i * kPage, who);
-    struct V {
-      static constexpr unsigned visits() { return pgtable::kVisitTablePre; }
-      const MemProtect* self;
-      u64 found = 0;
-      Status table_pre(pgtable::VisitCtx& x) {
-        const u64 next = arch::TableDesc(x.old).next_table(G);
-        if (self->table_page_out_of_host_reach(next)) return {};
-        found = next;
-        return fail(Error::eperm);
-      }
-    } v{this};
-    if (!t.walk(0, u64{1} << t.ia_bits(), v)) return bad(out, kWhat, v.found, who);
+  // Where a table page may lie: in memory the host's table annotates as the hypervisor's (its
+  // carve-out, or pages donated to it), or outside every memory region. Any other page of
+  // memory is one the host may own and fault in, and a table the host can write undoes every
+  // isolation promise (pKVM's tables come from the hypervisor's own pool). The platform
+  // chooses where table pages come from; the invariant checker holds it to this, and
+  // hyp_donate_host refuses to give such a page back (EBUSY).
+  [[nodiscard]] bool table_page_out_of_host_reach(u64 pa) const {
+    return !is_memory(pa) || (host_annotation_owner(pa) == kHypId && host_state(pa) == PageState::none);
+  }
+  // Calls f(pa, who) for every page of every table (roots included) and every page a memcache
+  // holds for one, `who` the table's component; stops and returns false when f does.
+  template <typename F>
+  [[nodiscard]] bool each_table_page(F&& f) const {
+    const auto table = [&](const auto& t, ComponentId who) {
+      for (unsigned i = 0; i < t.root_pages(); ++i)
+        if (!f(t.root_pa() + i * kPage, who)) return false;
+      struct V {
+        static constexpr unsigned visits() { return pgtable::kVisitTablePre; }
+        std::remove_reference_t<F>* f;
+        ComponentId who;
+        Status table_pre(pgtable::VisitCtx& x) {
+          return (*f)(arch::TableDesc(x.old).next_table(G), who) ? Status{} : fail(Error::eperm);
+        }
+      } v{&f, who};
+      return t.walk(0, u64{1} << t.ia_bits(), v).has_value();
+    };
+    const auto cache = [&](const pgtable::Memcache& mc, ComponentId who) {
+      bool ok = true;
+      mc.for_each(*plat_, [&](u64 pa) { ok = ok && f(pa, who); });
+      return ok;
+    };
+    if (!table(host_, kHostId) || !cache(host_mc_, kHostId)) return false;
+    if (!table(hyp_, kHypId) || !cache(hyp_mc_, kHypId)) return false;
+    for (const Guest& g : guests_)
+      if (g.used && (!table(g.table, g.id) || !cache(g.mc, g.id))) return false;
     return true;
+  }
+  // Whether a page of [pa, +size) holds a table or waits in a memcache to become one.
+  [[nodiscard]] bool holds_table_page(u64 pa, u64 size) const {
+    return !each_table_page([&](u64 t, ComponentId) { return t - pa >= size; });
   }
 
   // Why an EL2 leaf mapping [va, +len) to [pa, +len) is stray, or nullptr if it is not. The

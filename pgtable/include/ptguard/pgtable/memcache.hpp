@@ -57,6 +57,17 @@ class Memcache {
     return pa;
   }
 
+  /// Calls f(pa) for every page held, without taking any (an owner checking where its
+  /// table pages lie must see these too: each becomes a table page on the next operation).
+  template <Platform P, typename F>
+  void for_each(P& plat, F&& f) const {
+    u64 pa = head_;
+    for (u32 i = 0; i < count_; ++i) {
+      f(pa);
+      pa = *plat.phys_to_virt(pa);
+    }
+  }
+
   /// Returns every page to the platform.
   template <Platform P>
   void drain(P& plat) {
