@@ -302,5 +302,54 @@ TEST(Guests, PermissionChangesOnSharedPagesKeepTheState) {
   EXPECT_TRUE(invariants_hold(e.mp));
 }
 
+// A platform whose fixmap maps nothing: scrubbing is impossible, so a reclaim that would give
+// the host a page the guest wrote fails before changing anything (EOPNOTSUPP), rather than
+// skipping the scrub.
+struct NoFixmapPlatform : sim::SimPlatform {
+  using sim::SimPlatform::SimPlatform;
+  void* fixmap_map(u64) { return nullptr; }
+  void fixmap_unmap() {}
+};
+
+TEST(Guests, WithoutAFixmapReclaimsThatNeedAScrubFailBeforeChangingAnything) {
+  using MP = MemProtect<Granule::k4K, NoFixmapPlatform>;
+  sim::PhysMem mem;
+  ASSERT_TRUE(mem.add_region(0x4000'0000, u64{64} << 20));
+  NoFixmapPlatform plat(mem, 0x4000'0000, u64{16} << 20, kPg);
+  const std::vector<Region> ram{{0x4000'0000, u64{64} << 20}};
+  const MachineDesc m{ram, {}, Region{0x4000'0000, u64{16} << 20}, OwnEnv::kHypOffset};
+  std::vector<PageMeta> meta(memory_pages(m, kPg));
+  auto mp = std::make_unique<MP>();
+  ASSERT_TRUE(mp->init(plat, m, meta, CpuFeatures::modern()));
+  mp->finalize();
+  constexpr u64 kPa = 0x4200'0000, kShared = kPa + 0x10'0000, kIpa = 0x1000'0000;
+  ASSERT_TRUE(mp->create_guest(kG1, 1));
+  ASSERT_TRUE(mp->guest(kG1)->mc.topup(plat, 16));
+  ASSERT_TRUE(mp->host_donate_guest(kPa, 2, kG1, kIpa));
+  ASSERT_TRUE(mp->host_share_guest(kShared, 1, kG1, kIpa + 0x10'0000, pgtable::kPermRW));
+  // Forced reclaim: refused, the guest keeps its page.
+  EXPECT_EQ(mp->host_force_reclaim(kPa).error(), Error::eopnotsupp);
+  EXPECT_EQ(mp->guest_state(kG1, kIpa), PageState::owned);
+  EXPECT_EQ(mp->host_annotation_owner(kPa), kG1);
+  EXPECT_TRUE(invariants_hold(*mp));
+  // Reclaim after teardown: refused, nothing changed; the guest stays until it can be scrubbed.
+  ASSERT_TRUE(mp->teardown_guest(kG1));
+  EXPECT_EQ(mp->reclaim_guest(kG1).error(), Error::eopnotsupp);
+  ASSERT_NE(mp->guest(kG1), nullptr);
+  EXPECT_EQ(mp->host_annotation_owner(kPa), kG1);
+  EXPECT_EQ(mp->host_annotation_owner(kPa + kPg), kG1);
+  EXPECT_EQ(mp->page_meta(kShared).guest_shares, 1u);
+  EXPECT_TRUE(invariants_hold(*mp));
+  // A guest that owns nothing needs no scrub: its reclaim works without a fixmap.
+  ASSERT_TRUE(mp->create_guest(kG2, 2));
+  ASSERT_TRUE(mp->guest(kG2)->mc.topup(plat, 16));
+  ASSERT_TRUE(mp->host_share_guest(kShared, 1, kG2, kIpa, pgtable::kPermR));
+  ASSERT_TRUE(mp->teardown_guest(kG2));
+  ASSERT_TRUE(mp->reclaim_guest(kG2));
+  EXPECT_EQ(mp->guest(kG2), nullptr);
+  EXPECT_EQ(mp->page_meta(kShared).guest_shares, 1u);
+  EXPECT_TRUE(invariants_hold(*mp));
+}
+
 }  // namespace
 }  // namespace ptguard::test

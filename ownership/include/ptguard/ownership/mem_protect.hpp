@@ -592,25 +592,43 @@ class MemProtect {
   /// After teardown: scrubs every page the guest owned (zeroed through the fixmap; cleaned to
   /// the point of coherency without FWB) and gives it to the host; pages shared with the guest
   /// return to the host (their share count drops); borrowed pages stay lent until the host
-  /// reclaims them; then the guest's table is freed. EPERM for a live guest.
+  /// reclaims them; then the guest's table is freed. EPERM for a live guest; EOPNOTSUPP, with
+  /// nothing changed, if a page needs scrubbing and the platform's fixmap maps nothing (a page
+  /// is never given to the host unscrubbed).
   [[nodiscard]] Status reclaim_guest(ComponentId id) {
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (g->alive) return fail(Error::eperm);
+    // Pages whose host entry names this guest as owner (donated to it) or that it shared back:
+    // they are scrubbed before the host gets them. Lent pages stay lent (the host reclaims
+    // them).
+    const auto to_scrub = [&](u64 pa) {
+      if (meta(pa).guest != id || host_state(pa) == PageState::lent) return false;
+      return host_annotation_owner(pa) == id || host_state(pa) == PageState::shared_borrowed;
+    };
+    // The fixmap is tried on the first such page before anything changes: a platform without
+    // one fails here, cleanly. (One whose fixmap maps some pages of memory and not others
+    // breaks its contract; the loop below then stops before the page it cannot scrub, every
+    // page before it reclaimed whole, and a retry carries on.)
+    for (const Region& r : machine_.memory) {
+      u64 pa = r.first_page(kPage);
+      while (pa < r.end_page(kPage) && !to_scrub(pa)) pa += kPage;
+      if (pa == r.end_page(kPage)) continue;
+      if (plat_->fixmap_map(pa) == nullptr) return fail(Error::eopnotsupp);
+      plat_->fixmap_unmap();
+      break;
+    }
     // All the host-table pages the page-by-page changes below can take, filled before the
     // first change (a bound over every region of memory), so nothing fails half-way.
     u64 bound = 0;
     for (const Region& r : machine_.memory)
       bound += host_.max_pages_needed(r.first_page(kPage), r.pages(kPage) * kPage);
     if (Status st = fill(host_mc_, bound > 0xffff'ffffu ? 0xffff'ffffu : static_cast<u32>(bound)); !st) return st;
-    // Every page whose host entry names this guest as owner (donated to it).
     for (const Region& r : machine_.memory) {
       for (u64 pa = r.first_page(kPage); pa < r.end_page(kPage); pa += kPage) {
+        if (!to_scrub(pa)) continue;
         PageMeta& m = meta(pa);
-        if (m.guest != id) continue;
-        if (host_state(pa) == PageState::lent) continue;  // lent: the host reclaims it
-        if (host_annotation_owner(pa) != id && host_state(pa) != PageState::shared_borrowed) continue;
-        scrub(pa);
+        if (Status st = scrub(pa); !st) return st;
         if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
         m.guest = 0;
         m.guest_ipa = 0;
@@ -643,7 +661,8 @@ class MemProtect {
   /// it. The page is scrubbed and given to the host; the guest's address keeps a poisoned
   /// annotation, so its later access faults, its share of that address is EHWPOISON, and a
   /// later share or donation to it is EPERM, until the guest is torn down. EPERM if the page is
-  /// not owned by a live guest.
+  /// not owned by a live guest; EOPNOTSUPP, with nothing changed, if the platform's fixmap
+  /// cannot map the page (it is never given to the host unscrubbed).
   [[nodiscard]] Status host_force_reclaim(u64 pa) {
     u64 size = 0;
     if (Status st = check_memory(pa, 1, &size); !st) return st;
@@ -653,9 +672,15 @@ class MemProtect {
       return fail(Error::eperm);
     if (g->mc.size() < g->table.max_pages_needed(m.guest_ipa, kPage)) return fail(Error::enomem);
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, kPage)); !st) return st;
-    if (Status st = g->table.annotate(m.guest_ipa, kPage, arch::InvalidDesc(annotation_poisoned()), g->mc); !st)
+    // The fixmap is taken before anything changes (no fixmap: nothing to undo), and the page
+    // zeroed only once the guest has lost it, so nothing it writes survives.
+    void* const p = plat_->fixmap_map(pa);
+    if (p == nullptr) return fail(Error::eopnotsupp);
+    if (Status st = g->table.annotate(m.guest_ipa, kPage, arch::InvalidDesc(annotation_poisoned()), g->mc); !st) {
+      plat_->fixmap_unmap();
       return st;
-    scrub(pa);
+    }
+    zero_mapped(p, pa);
     if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
     m = PageMeta{};
     return {};
@@ -1171,14 +1196,19 @@ class MemProtect {
     return g.table.map(ipa, kPage, pa, p, g.mc);
   }
   // Zeroes a page through the hypervisor's private mapping slot, and without FWB cleans it to
-  // the point of coherency so no stale line survives for the next owner.
-  void scrub(u64 pa) {
-    void* p = plat_->fixmap_map(pa);
-    if (p != nullptr) {
-      __builtin_memset(p, 0, kPage);
-      if (!cpu_.fwb) plat_->cache_op(arch::CacheOp::dc_civac, pa, kPage);
-      plat_->fixmap_unmap();
-    }
+  // the point of coherency so no stale line survives for the next owner. EOPNOTSUPP, nothing
+  // written, if the fixmap cannot map it: the caller must not give the page away then.
+  [[nodiscard]] Status scrub(u64 pa) {
+    void* const p = plat_->fixmap_map(pa);
+    if (p == nullptr) return fail(Error::eopnotsupp);
+    zero_mapped(p, pa);
+    return {};
+  }
+  // The rest of scrub() once the fixmap maps `pa` at `p`; releases the fixmap.
+  void zero_mapped(void* p, u64 pa) {
+    __builtin_memset(p, 0, kPage);
+    if (!cpu_.fwb) plat_->cache_op(arch::CacheOp::dc_civac, pa, kPage);
+    plat_->fixmap_unmap();
   }
 
   [[nodiscard]] u64 meta_index(u64 pa) const {
