@@ -48,9 +48,6 @@ struct InjEnv : SmallEnv {
 struct NamedStep {
   const char* what;
   std::function<Status(InjEnv&)> run;
-  /// Known not all-or-nothing (reclaim_guest: see DISABLED_ReclaimGuestIsAllOrNothing): run
-  /// with the injection off. Drop once fixed.
-  bool known_partial = false;
 };
 
 // A sequence touching every transition, the host's faults and guests' lives.
@@ -93,11 +90,9 @@ const std::vector<NamedStep>& sequence() {
 
 // Runs the sequence; with `drain`, the host's and the hypervisor's memcaches are emptied before
 // each step, so every step allocates what it needs then and there. The `fail_at`-th allocation
-// from the start fails, except inside a known_partial step (reported bug), which runs with the
-// injection off (*enomem_seen counts it as met).
+// from the start fails.
 void run_sequence(InjEnv& e, bool drain, u64 fail_at, int* enomem_seen) {
   auto& alloc = e.plat->allocator();
-  const u64 a0 = alloc.stats().alloc_calls;
   if (fail_at != 0) alloc.fail_nth(fail_at);
   for (const NamedStep& s : sequence()) {
     SCOPED_TRACE(s.what);
@@ -107,14 +102,7 @@ void run_sequence(InjEnv& e, bool drain, u64 fail_at, int* enomem_seen) {
     }
     const Snapshot before = snapshot(e, kIds, kIpas);
     const u64 injected = alloc.stats().injected_failures;
-    const u64 used = alloc.stats().alloc_calls - a0;
-    if (s.known_partial && fail_at > used) alloc.clear_fault_injection();
     Status st = s.run(e);
-    if (s.known_partial && fail_at > used) {
-      const u64 now = alloc.stats().alloc_calls - a0;
-      if (fail_at <= now) ++*enomem_seen;  // the failure would have landed in here: skipped
-      else alloc.fail_nth(fail_at - now);
-    }
     if (!st && st.error() == Error::enomem && alloc.stats().injected_failures == injected + 1) {
       ++*enomem_seen;
       ASSERT_TRUE(same(before, snapshot(e, kIds, kIpas))) << s.what << " failed with ENOMEM and changed something";
@@ -236,14 +224,10 @@ TEST(GuestMemcache, RelinquishWithAShortMemcacheChangesNothing) {
   EXPECT_TRUE(invariants_hold(e.mp));
 }
 
-// BUG (reported): reclaim_guest fills the host's memcache page by page inside its loops, so an
-// allocation failure part-way returns ENOMEM after earlier pages were scrubbed and given back
-// (and the failing page already scrubbed): not all-or-nothing, and the invariants break (the
-// dead guest's table still maps pages the host owns again). Worse, in the second loop the share
-// count is decremented before the fill, so after an ENOMEM there a retry skips the page
-// (count 0) and leaves it shared-owned at the host with no borrower for good. Fix: before the
-// first change, sum the worst case over every page to be returned (the host's
-// max_pages_needed per page) and fill once; decrement counts only after the map.
+// A fixed bug: reclaim_guest filled the host's memcache page by page inside its loops, so an
+// allocation failure part-way returned ENOMEM after earlier pages were scrubbed and given back,
+// and a share count decremented before its fill made a retry skip the page for good. It now
+// fills the worst case over every page once, before the first change.
 TEST(FaultInjection, ReclaimGuestIsAllOrNothing) {
   u64 allocs = 0;
   for (u64 k = 0; k == 0 || k <= allocs; ++k) {

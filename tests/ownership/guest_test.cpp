@@ -173,6 +173,41 @@ TEST(Guests, LendRelinquishReclaim) {
   EXPECT_EQ(e.mp.host_reclaim_lent(pa, 1).error(), Error::eperm);
 }
 
+// A torn-down guest's table still maps its pages, and the TLBs may hold those translations
+// under its VMID: reclaim must invalidate them (and wait) before the first page is scrubbed or
+// its host entry changes, or a stale entry would reach a page the host owns again.
+TEST(Guests, ReclaimInvalidatesTheGuestsTlbFirst) {
+  GuestEnv e;
+  const u64 owned = OwnEnv::kMem + (u64{4} << 20), shared = owned + (u64{2} << 20);
+  ASSERT_TRUE(e.mp.host_donate_guest(owned, 2, kG1, 0x1000'0000));
+  ASSERT_TRUE(e.mp.host_share_guest(shared, 1, kG1, 0x2000'0000, pgtable::kPermRW));
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  const u16 vmid = e.mp.guest(kG1)->table.vmid();
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(e.mp.reclaim_guest(kG1));
+  const auto ev = e.plat->log().since(mark);
+  // The first fixmap mapping is reclaim's probe that the fixmap works (nothing changes by it);
+  // every later one is a scrub.
+  std::size_t flush = ev.size(), first_write = ev.size(), first_scrub = ev.size(), fixmaps = 0;
+  for (std::size_t i = 0; i < ev.size(); ++i) {
+    if (ev[i].kind == sim::EventKind::fixmap_map && fixmaps++ == 1) first_scrub = i;
+    if (flush == ev.size() && ev[i].kind == sim::EventKind::tlbi && ev[i].tlbi_op == Tlbi::vmalls12e1is &&
+        ev[i].vmid == vmid)
+      flush = i;
+    if (first_write == ev.size() && ev[i].kind == sim::EventKind::write) first_write = i;
+  }
+  ASSERT_LT(flush, ev.size()) << "no TLBI VMALLS12E1IS for the guest's VMID";
+  ASSERT_GT(flush, 0u);
+  EXPECT_EQ(ev[flush - 1], sim::Event::barrier(Barrier::dsb_ishst));
+  ASSERT_LT(flush + 1, ev.size());
+  EXPECT_EQ(ev[flush + 1], sim::Event::barrier(Barrier::dsb_ish)) << "the invalidation completes first";
+  EXPECT_LT(flush, first_write) << "a table entry changed before the guest's TLB entries went";
+  EXPECT_LT(flush, first_scrub) << "a page was scrubbed before the guest's TLB entries went";
+  EXPECT_LT(first_write, ev.size()) << "reclaim changed no entry: the test checks nothing";
+  EXPECT_LT(first_scrub, ev.size()) << "reclaim scrubbed nothing: the test checks nothing";
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
 TEST(Guests, TeardownRelinquishesAndReclaimScrubs) {
   GuestEnv e;
   const u64 owned = OwnEnv::kMem + (u64{4} << 20), shared = owned + (u64{2} << 20), lent = shared + 16 * kPg;

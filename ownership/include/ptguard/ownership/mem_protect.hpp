@@ -592,7 +592,9 @@ class MemProtect {
   /// After teardown: scrubs every page the guest owned (zeroed through the fixmap; cleaned to
   /// the point of coherency without FWB) and gives it to the host; pages shared with the guest
   /// return to the host (their share count drops); borrowed pages stay lent until the host
-  /// reclaims them; then the guest's table is freed. EPERM for a live guest; EOPNOTSUPP, with
+  /// reclaims them; then the guest's table is freed. Before the first page changes hands, every
+  /// TLB entry of the guest's VMID is invalidated (its table still maps those pages, and the VMID
+  /// may be reused once this returns). EPERM for a live guest; EOPNOTSUPP, with
   /// nothing changed, if a page needs scrubbing and the platform's fixmap maps nothing (a page
   /// is never given to the host unscrubbed).
   [[nodiscard]] Status reclaim_guest(ComponentId id) {
@@ -624,6 +626,12 @@ class MemProtect {
     for (const Region& r : machine_.memory)
       bound += host_.max_pages_needed(r.first_page(kPage), r.pages(kPage) * kPage);
     if (Status st = fill(host_mc_, bound > 0xffff'ffffu ? 0xffff'ffffu : static_cast<u32>(bound)); !st) return st;
+    // The guest's table still maps its own pages and what was shared with it, and the TLBs may
+    // still hold those translations under its VMID: drop them all before the first page is
+    // scrubbed or given back, or a CPU could keep reaching a page the host owns again (and,
+    // once the VMID is reused, a new guest could). The guest runs no more, so nothing refills
+    // them. Cannot fail: the guest's table has its root until the end of this call.
+    if (Status st = g->table.flush_tlb(); !st) return st;
     for (const Region& r : machine_.memory) {
       for (u64 pa = r.first_page(kPage); pa < r.end_page(kPage); pa += kPage) {
         if (!to_scrub(pa)) continue;
