@@ -113,6 +113,7 @@ class BenchPlatform {
 
   [[nodiscard]] void* fixmap_map(u64 pa) { return phys_to_virt(pa & ~(kPageSize - 1)); }
   void fixmap_unmap() {}
+  [[nodiscard]] bool in_page_pool(u64 pa) const { return pa - arena_pa_ < (u64{npages_} << kPageShift); }
 
   // --- the benchmarks' side -------------------------------------------------------------------
   /// Pages allocated and not freed (table pages in use, plus whatever a memcache holds).

@@ -83,6 +83,7 @@ struct StaticPlatform {
   void cache_op(CacheOp, u64, u64) { maintenance = maintenance + 1; }
   void* fixmap_map(u64 pa) { return reinterpret_cast<void*>(pa); }
   void fixmap_unmap() {}
+  bool in_page_pool(u64 pa) const { return pa - reinterpret_cast<u64>(&pool[0][0]) < kPages * 4096; }
 };
 static_assert(Platform<StaticPlatform>);
 

@@ -255,20 +255,33 @@ TEST(HostHyp, TransitionsMapPagesAtEl2SoPartsCanGoBack) {
 // A set-up mapping may be an EL2 block (the carve-out is mapped in 2 MiB blocks); giving back
 // part of one would need a stage-1 split the engine refuses, so the check phase says EINVAL
 // and nothing changes. A whole block goes back.
-TEST(HostHyp, GivingBackPartOfASetUpEl2BlockIsEinvalBeforeAnythingChanges) {
+// The carve-out holds the hypervisor's code and data, which it may map at other EL2 addresses
+// too: it is never given back, a page or a whole set-up block of it.
+TEST(HostHyp, GivingBackTheCarveOutIsEperm) {
   OwnEnv e;
   const u64 blk = OwnEnv::kCarve + (u64{2} << 20);  // in the carve-out, before the pool
   ASSERT_EQ(e.mp.hyp_table().lookup(e.mp.hyp_va(blk))->level, 2);
-  EXPECT_EQ(e.mp.hyp_donate_host(blk + kPg, 1).error(), Error::einval);
-  EXPECT_EQ(e.mp.hyp_donate_host(blk, 2).error(), Error::einval);
+  EXPECT_EQ(e.mp.hyp_donate_host(blk + kPg, 1).error(), Error::eperm);
+  EXPECT_EQ(e.mp.hyp_donate_host(blk, 512).error(), Error::eperm);
+  EXPECT_EQ(e.mp.hyp_donate_host(OwnEnv::kCarve + OwnEnv::kCarveSize - kPg, 2).error(), Error::eperm)
+      << "a range reaching into it";
   EXPECT_EQ(e.mp.host_annotation_owner(blk + kPg), kHypId) << "nothing changed";
   EXPECT_EQ(e.mp.hyp_state(blk + kPg), PageState::owned);
-  EXPECT_TRUE(invariants_hold(e.mp));
-  ASSERT_TRUE(e.mp.hyp_donate_host(blk, 512));
-  EXPECT_EQ(e.mp.host_state(blk + kPg), PageState::owned);
-  EXPECT_EQ(e.mp.hyp_state(blk + kPg), PageState::none);
   EXPECT_THAT(e.plat->violations(), IsEmpty());
   EXPECT_TRUE(invariants_hold(e.mp));
+}
+
+TEST(Invariants, EveryCarveOutPageStaysTheHypervisorsAtTheHost) {
+  OwnEnv e;
+  const u64 pa = OwnEnv::kCarve + kPg;  // not a table page: the pool starts 16 MiB in
+  ASSERT_TRUE(e.mp.host_memcache().topup(*e.plat, 4));
+  auto& host = const_cast<OwnEnv::MP::S2&>(e.mp.host_table());
+  ASSERT_TRUE(host.unmap(pa, kPg, e.mp.host_memcache()));  // the host's again (bypassing the checks)
+  std::vector<u32> scratch(e.meta.size());
+  OwnEnv::MP::Violation v;
+  EXPECT_FALSE(e.mp.check_invariants(scratch, &v));
+  EXPECT_STREQ(v.what, "carve-out page not the hypervisor's at the host");
+  EXPECT_EQ(v.pa, pa);
 }
 
 // init refuses a machine description it cannot protect, before it allocates anything.
@@ -393,7 +406,7 @@ TEST(Invariants, EveryTablePageIsAnnotatedAsTheHypervisorsAtTheHost) {
 }
 
 // A pool outside the carve-out is fine once the host has donated it to the hypervisor; then
-// giving back a page that holds a table, or one a memcache keeps, is EBUSY.
+// giving back a page of it (holding a table, kept by a memcache, or free) is EBUSY.
 TEST(HostHyp, GivingBackATablePageIsEbusy) {
   sim::PhysMem mem;
   ASSERT_TRUE(mem.add_region(0x4000'0000, u64{64} << 20));
@@ -428,11 +441,15 @@ TEST(HostHyp, GivingBackATablePageIsEbusy) {
   EXPECT_EQ(mp->hyp_donate_host(kPoolBase, kPoolPages).error(), Error::ebusy) << "a range holding one";
   EXPECT_EQ(mp->host_annotation_owner(guest_root), kHypId) << "nothing changed";
   EXPECT_TRUE(invariants_hold(*mp));
-  // A pool page nobody uses goes back.
-  u64 unused = kPoolBase + (kPoolPages - 1) * kPg;
+  // A free pool page stays too: the next allocation could make it a table.
+  const u64 unused = kPoolBase + (kPoolPages - 1) * kPg;
   ASSERT_FALSE(plat.allocator().allocated(unused));
-  ASSERT_TRUE(mp->hyp_donate_host(unused, 1));
-  EXPECT_EQ(mp->host_state(unused), PageState::owned);
+  EXPECT_EQ(mp->hyp_donate_host(unused, 1).error(), Error::ebusy);
+  // A donated page outside the pool goes back.
+  ASSERT_TRUE(mp->host_donate_hyp(kPoolBase - kPg, 1));
+  ASSERT_TRUE(mp->hyp_donate_host(kPoolBase - kPg, 1));
+  EXPECT_EQ(mp->host_state(kPoolBase - kPg), PageState::owned);
+  EXPECT_TRUE(invariants_hold(*mp));
   EXPECT_THAT(plat.violations(), IsEmpty());
 }
 

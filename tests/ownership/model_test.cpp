@@ -165,6 +165,7 @@ struct Model {
           return p.host == PS::none && p.owner == kHypId && p.hyp == PS::owned ? Res{} : Error::eperm;
         }))
       return r;
+    if (idx(pa) < SmallEnv::kCarvePages) return Error::eperm;  // the carve-out is never given back
     each(pa, n, [&](MPage& p) -> Res { to_owned(p, false); return {}; });
     return {};
   }

@@ -195,7 +195,7 @@ const Row kMatrix[kNumStates] = {
     {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, P, OK(own.L(Life::dead)), P, OK(relinq.L(Life::gone)), P, P, P,
      P, P, P},
     /* HypCarveout    */
-    {P, P, P, P, P, OK(own), P, P, P, P, N, N, P, P, P, P, P, P, OK(carve.L(Life::dead)), P, P, P, P, P, P, P},
+    {P, P, P, P, P, P, P, P, P, P, N, N, P, P, P, P, P, P, OK(carve.L(Life::dead)), P, P, P, P, P, P, P},
 };
 
 struct Fixture : SmallEnv {

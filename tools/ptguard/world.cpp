@@ -103,7 +103,8 @@ std::unique_ptr<World> World::create(const MachineSpec& spec, std::string* why) 
   w->mp_ = std::make_unique<MP>();
   if (Status st = w->mp_->init(*w->plat_, desc, w->meta_, arch::CpuFeatures::modern()); !st) {
     *why = fmt::format("setting up the ownership layer failed: {} (regions must be sorted, disjoint, page-aligned; "
-                       "the carve-out inside ram)",
+                       "the carve-out inside ram; pa + hyp-offset of ram and the hypervisor's mmio inside the "
+                       "48-bit EL2 VA space)",
                        name(st.error()));
     return nullptr;
   }

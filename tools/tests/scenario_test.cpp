@@ -200,13 +200,14 @@ TEST(Map, MergesRangesAndNamesEveryComponent) {
   EXPECT_EQ(total, (ptguard::u64{1} << 30) + 0x1'0000 + 0x1000);
 }
 
-TEST(Map, MemoryBeyondTheHypervisorsVaSpaceReadsAsUnmappedThere) {
-  // The second bank's hypervisor VAs (pa + 0xffff_0000_0000) start at 2^48, past the EL2
-  // table's 48-bit VA space. The walk there must be clipped, not wrapped onto VA 0 (where the
-  // hypervisor maps a page of its own) and not refused (a warning in the map).
+TEST(Map, MmioBeyondTheHypervisorsVaSpaceReadsAsUnmappedThere) {
+  // The host's second MMIO region has hypervisor VAs (pa + 0xffff_0000_0000) from 2^48 on, past
+  // the EL2 table's 48-bit VA space (allowed: the hypervisor never maps the host's MMIO). The
+  // map's walk there must be clipped, not wrapped onto VA 0 (where the hypervisor maps a page of
+  // its own) and not refused (a warning in the map).
   Scenario s;
   std::ostringstream out, err;
-  ASSERT_TRUE(s.parse("ram 0x8000_0000 512M\nram 0x1_0000_0000 256M\nmmio 0x0900_0000 4K uart hyp\n"
+  ASSERT_TRUE(s.parse("ram 0x8000_0000 512M\nmmio 0x0900_0000 4K uart hyp\nmmio 0x1_0000_0000 64K pcie\n"
                       "carveout 0x8000_0000 32M\npool 0x8000_0000 16M\nhyp-offset 0xffff_0000_0000\n"
                       "boot setup\nhyp-map-private 0x1000 4K to 0x8000_0000 rw expect ok\nfinalize\n",
                       "m", err))
@@ -216,7 +217,22 @@ TEST(Map, MemoryBeyondTheHypervisorsVaSpaceReadsAsUnmappedThere) {
   const std::string t = map_text(m);
   EXPECT_TRUE(m.problems.empty()) << t;
   EXPECT_EQ(t.find("warning"), std::string::npos) << t;
-  EXPECT_NE(t.find("0x100000000-0x110000000     256M  ram    host      owned            -\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("0x100000000-0x100010000      64K  pcie   host      owned            -"), std::string::npos) << t;
+}
+
+TEST(Map, MemoryBeyondTheHypervisorsVaSpaceIsRefusedAtBoot) {
+  // Memory whose hypervisor VA would lie past the EL2 VA space could never be shared with or
+  // donated to the hypervisor: the ownership layer refuses such a description (EINVAL).
+  Scenario s;
+  std::ostringstream out, err;
+  ASSERT_TRUE(s.parse("ram 0x8000_0000 512M\nram 0x1_0000_0000 256M\nmmio 0x0900_0000 4K uart hyp\n"
+                      "carveout 0x8000_0000 32M\npool 0x8000_0000 16M\nhyp-offset 0xffff_0000_0000\n"
+                      "boot setup\nfinalize\n",
+                      "m", err))
+      << err.str();
+  EXPECT_EQ(s.run(ScenarioOptions{}, out, err).exit_code, 2) << out.str() << err.str();
+  EXPECT_NE(err.str().find("EINVAL"), std::string::npos) << err.str();
+  EXPECT_NE(err.str().find("hyp-offset"), std::string::npos) << err.str();
 }
 
 // ---- bad input: file:line:col, a caret, exit 2, nothing run ----------------------------------

@@ -21,6 +21,10 @@
 // engine's force-page policy). Block-level annotations are allowed (a GiB donated to a guest is
 // one entry at level 1). When a block-sized range returns to the default state it is NOT merged
 // back into a block: the pages stay mapped page by page until the range is unmapped.
+//
+// The platform: the engine's (pgtable/platform.hpp), plus fixmap_map(pa) -> void* (nullptr: no
+// fixmap) and fixmap_unmap() for scrubbing, and in_page_pool(pa) -> bool, whether alloc_pages
+// may ever hand out that page (hyp_donate_host never gives such a page to the host).
 #pragma once
 
 #include <span>
@@ -306,9 +310,13 @@ class MemProtect {
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host_annotation(pa, size, annotation_owned_by(kHypId)); !st) return st;
     if (Status st = check_hyp_state(pa, size, PageState::owned); !st) return st;
-    // A page the hypervisor uses for a table (or keeps in a memcache for one) stays its own:
-    // the host must never own a page that translates for anyone.
-    if (holds_table_page(pa, size)) return fail(Error::ebusy);
+    // The carve-out is the hypervisor's for good: its code and data may be mapped at other EL2
+    // addresses too (hyp_map_private), which giving a page back would not unmap.
+    if (overlaps_carveout(pa, size)) return fail(Error::eperm);
+    // A page the platform may hand out for a table stays the hypervisor's: the host must never
+    // own a page that translates for anyone, and a free pool page can become one at any time.
+    for (u64 x = pa; x < pa + size; x += kPage)
+      if (plat_->in_page_pool(x)) return fail(Error::ebusy);
     if (Status st = check_hyp_no_split(pa, size); !st) return st;
     if (Status st = fill_host_hyp(pa, size); !st) return st;
     return commit2(hyp_.unmap(hyp_va(pa), size, hyp_mc_), [&] { return host_.unmap(pa, size, host_mc_); });
@@ -822,6 +830,10 @@ class MemProtect {
         if (guest_shares != m.guest_shares) return bad(out, "guest share count does not match the guests' tables", pa, kHostId);
         if (m.hyp_pins != 0 && !(hs == PageState::shared_owned && ys == PageState::shared_borrowed))
           return bad(out, "pinned page not shared with the hypervisor", pa, kHypId);
+        // The carve-out never leaves the hypervisor (its pages may be mapped at any EL2 address,
+        // which step 3 allows only while they are its own).
+        if (in_carveout(pa) && !(hs == PageState::none && host_annotation_owner(pa) == kHypId))
+          return bad(out, "carve-out page not the hypervisor's at the host", pa, kHostId);
         switch (hs) {
           case PageState::owned:
             if (ys != PageState::none) return bad(out, "host-owned page mapped by the hypervisor", pa, kHypId);
@@ -1073,10 +1085,6 @@ class MemProtect {
       if (g.used && (!table(g.table, g.id) || !cache(g.mc, g.id))) return false;
     return true;
   }
-  // Whether a page of [pa, +size) holds a table or waits in a memcache to become one.
-  [[nodiscard]] bool holds_table_page(u64 pa, u64 size) const {
-    return !each_table_page([&](u64 t, ComponentId) { return t - pa >= size; });
-  }
 
   // Why an EL2 leaf mapping [va, +len) to [pa, +len) is stray, or nullptr if it is not. The
   // hypervisor may map its carve-out and its MMIO anywhere (its code, data, pools, fixmap);
@@ -1111,6 +1119,10 @@ class MemProtect {
     return false;
   }
   [[nodiscard]] bool in_carveout(u64 pa) const { return machine_.hyp_carveout.contains(pa); }
+  [[nodiscard]] bool overlaps_carveout(u64 pa, u64 size) const {
+    const Region& c = machine_.hyp_carveout;
+    return c.size != 0 && pa < c.base + c.size && c.base < pa + size;
+  }
 
   [[nodiscard]] Guest* find_guest(ComponentId id) {
     if (id < kFirstGuestId) return nullptr;

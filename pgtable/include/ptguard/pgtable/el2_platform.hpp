@@ -199,6 +199,9 @@ class El2Platform {
     }
   }
 
+  /// Whether alloc_pages may ever hand out the page at `pa` (it lies in the pool).
+  [[nodiscard]] bool in_page_pool(u64 pa) const { return pa - cfg_.pool_pa < cfg_.pool_size; }
+
   /// Maps the page at `pa` at the fixmap VA: read-write, Normal write-back, execute-never. The
   /// entry was invalid (fixmap_unmap invalidated it), so no break-before-make is needed;
   /// DSB ISHST makes the store visible to the walker and ISB to the instructions that follow.

@@ -25,8 +25,10 @@
 // beyond that one VMALLS12E1IS), completed before the operation returns and before any table
 // page it frees is given back. Stage 1 at EL2 never breaks a live entry: it refuses instead.
 //
-// A new table is filled before it is linked, and DMB ISHST orders its entries (and the
-// allocator's zeroing) before the table descriptor that links it (a split's break-before-make
+// A new table holds its initial entries (zeroes, copies of the entry it replaces, or the leaves
+// of a range built whole) before it is linked, and DMB ISHST orders them (and the allocator's
+// zeroing) before the table descriptor that links it; the walk then changes its entries like
+// any live entry (a split's break-before-make
 // DSB ISHST does the same there).
 #pragma once
 

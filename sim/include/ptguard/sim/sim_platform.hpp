@@ -88,6 +88,10 @@ class SimPlatform {
   [[nodiscard]] void* fixmap_map(u64 pa);
   /// Frees the slot; with nothing mapped, a fixmap_not_mapped violation.
   void fixmap_unmap();
+  /// Whether alloc_pages may ever hand out the page at `pa` (it lies in the allocator's pool).
+  [[nodiscard]] bool in_page_pool(u64 pa) const {
+    return pa - alloc_.pool_base() < alloc_.pool_size();
+  }
 
   // --- the simulator's side -------------------------------------------------------------------
   [[nodiscard]] PhysMem& mem() { return *mem_; }
