@@ -93,6 +93,7 @@ class MemProtect {
     if (Status st = check_machine(machine, hcfg->geometry.ia_bits, ycfg->ia_bits); !st) return st;
     if (meta.size() < memory_pages(machine, kPage)) return fail(Error::einval);
     for (PageMeta& m : meta) m = PageMeta{};
+    pinned_pages_ = 0;
     pgtable::TableOptions hopt;
     hopt.force_page = pgtable::ForcePagePolicy{&host_force_page, nullptr};
     hopt.dic = cpu.dic;
@@ -278,7 +279,7 @@ class MemProtect {
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::below_limit); !st) return st;
     PageMeta* const pages = meta_run(pa);
-    for (u64 i = 0; i < n; ++i) ++pages[i].hyp_pins;
+    for (u64 i = 0; i < n; ++i) pinned_pages_ += pages[i].hyp_pins++ == 0;
     return {};
   }
   /// EPERM unless shared and pinned.
@@ -287,7 +288,7 @@ class MemProtect {
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::held); !st) return st;
     PageMeta* const pages = meta_run(pa);
-    for (u64 i = 0; i < n; ++i) --pages[i].hyp_pins;
+    for (u64 i = 0; i < n; ++i) pinned_pages_ -= --pages[i].hyp_pins == 0;
     return {};
   }
 
@@ -821,6 +822,7 @@ class MemProtect {
       if (!ok) return bad(out, v.what, v.pa, v.who);
     }
     // 2. Every page of memory, from the host's side.
+    u64 pinned = 0;
     for (const Region& r : machine_.memory) {
       for (u64 pa = r.first_page(kPage); pa < r.end_page(kPage); pa += kPage) {
         const PageMeta& m = meta(pa);
@@ -830,6 +832,7 @@ class MemProtect {
         if (guest_shares != m.guest_shares) return bad(out, "guest share count does not match the guests' tables", pa, kHostId);
         if (m.hyp_pins != 0 && !(hs == PageState::shared_owned && ys == PageState::shared_borrowed))
           return bad(out, "pinned page not shared with the hypervisor", pa, kHypId);
+        pinned += m.hyp_pins != 0;
         // The carve-out never leaves the hypervisor (its pages may be mapped at any EL2 address,
         // which step 3 allows only while they are its own).
         if (in_carveout(pa) && !(hs == PageState::none && host_annotation_owner(pa) == kHypId))
@@ -874,6 +877,7 @@ class MemProtect {
         if (ys == PageState::shared_borrowed && hs != PageState::shared_owned) return bad(out, "hypervisor borrows a page the host has not shared", pa, kHypId);
       }
     }
+    if (pinned != pinned_pages_) return bad(out, "count of pinned pages does not match the page array", 0, kHypId);
     // 3. Every valid leaf of the hypervisor's table, over its whole VA range (step 2 only looks
     //    at the EL2 addresses of memory): a mapping anywhere else must be its own (carve-out,
     //    its MMIO), and memory is mapped only at its EL2 address, where step 2 checked its state.
@@ -1303,9 +1307,13 @@ class MemProtect {
   // Shared between exactly the host and the hypervisor: host shared-owned (not with the secure
   // world or guests), hypervisor shared-borrowed; and the pin counts as `pins` needs them. The
   // page array is read once (a GiB of it is 6 MiB). A sharing error (EPERM) wins over EBUSY.
+  // An unshare while no page at all is pinned skips the array: with the host shared-owned and
+  // the hypervisor shared-borrowed, the invariants (checked by check_invariants) already rule
+  // out a secure-world or guest share of the page, so only the pins were left to read.
   [[nodiscard]] Status check_hyp_shared(u64 pa, u64 size, Pins pins) const {
     if (Status st = check_host(pa, size, HostNeed::shared_owned); !st) return st;
     if (Status st = check_hyp_state(pa, size, PageState::shared_borrowed); !st) return st;
+    if (pins == Pins::none_held && pinned_pages_ == 0) return {};
     const PageMeta* const pages = meta_run(pa);
     bool busy = false;
     for (u64 i = 0; i < size / kPage; ++i) {
@@ -1335,6 +1343,7 @@ class MemProtect {
   bool hyp_blocks_ = false;  ///< hyp_map_blocks() is mapping: EL2 blocks allowed
   Guest guests_[kMaxGuests]{};
   bool finalized_ = false;
+  u64 pinned_pages_ = 0;  // pages whose hyp_pins is not 0 (check_hyp_shared's shortcut)
 };
 
 }  // namespace ptguard::ownership
