@@ -23,7 +23,7 @@ demo: deps-demo
 	cmake --build $(BUILD)/demo --target ptguard-cli
 	$(BUILD)/demo/tools/ptguard demo
 
-test: deps-test test-release test-sanitize
+test: deps-test deps-linux-host test-release test-sanitize
 
 test-release:
 	cmake -S . -B $(BUILD)/release $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DPTGUARD_WERROR=ON >/dev/null

@@ -11,6 +11,7 @@
 
 #include "ptguard/arch/error.hpp"
 #include "ptguard/arch/granule.hpp"
+#include "ptguard/hyp/line.hpp"
 #include "ptguard/ownership/mem_protect.hpp"
 
 namespace ptguard::el2test {
@@ -446,43 +447,8 @@ struct Outcome {
 }
 
 // ---- one line per check -------------------------------------------------------------------------
-/// A fixed-size text buffer (no libc).
-struct Line {
-  static constexpr unsigned kMax = 200;
-  char buf[kMax + 1] = {};
-  unsigned len = 0;
-  Line& str(const char* s) {
-    while (*s && len < kMax) buf[len++] = *s++;
-    buf[len] = 0;
-    return *this;
-  }
-  Line& hex(u64 v) {
-    char t[19] = "0x";
-    int n = 0;
-    char d[16];
-    do {
-      d[n++] = "0123456789abcdef"[v & 0xf];
-      v >>= 4;
-    } while (v && n < 16);
-    int i = 2;
-    while (n) t[i++] = d[--n];
-    t[i] = 0;
-    return str(t);
-  }
-  Line& dec(u64 v) {
-    char d[21];
-    int n = 0;
-    do {
-      d[n++] = static_cast<char>('0' + v % 10);
-      v /= 10;
-    } while (v);
-    char t[21];
-    int i = 0;
-    while (n) t[i++] = d[--n];
-    t[i] = 0;
-    return str(t);
-  }
-};
+/// A fixed-size text buffer (no libc): hyp/line.hpp, shared with the hypervisor.
+using hyp::Line;
 
 [[nodiscard]] constexpr const char* actor_name(Actor a) {
   switch (a) {

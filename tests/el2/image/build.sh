@@ -11,7 +11,7 @@ mkdir -p "$out"
 . "$src/tests/freestanding/toolchain.sh"
 require_cxx "el2 image"
 flags=("${freestanding_flags[@]}")
-includes=(-I "$src/arch/include" -I "$src/pgtable/include" -I "$src/ownership/include")
+includes=(-I "$src/arch/include" -I "$src/pgtable/include" -I "$src/ownership/include" -I "$src/hyp/include")
 "$cxx" "${flags[@]}" "${includes[@]}" -c "$src/tests/el2/image/main.cpp" -o "$out/main.o"
 "$cxx" "${flags[@]}" -c "$src/tests/freestanding/mem.cpp" -o "$out/mem.o"
 "$cxx" -c "$src/tests/el2/image/boot.S" -o "$out/boot.o"
