@@ -56,6 +56,7 @@ struct PerCpu {
   u64 unhandled = 0;       ///< aborts that were neither mapped nor refused by the rules
   u64 psci = 0;            ///< PSCI calls relayed or answered
   u64 not_supported = 0;   ///< SMC/HVC answered NOT_SUPPORTED
+  u64 undefs = 0;          ///< other traps, answered with an Undefined Instruction exception
 };
 static_assert(__builtin_offsetof(PerCpu, stack_top) == 0);
 
@@ -179,9 +180,7 @@ void cpu_setup(PerCpu* c) {
 }
 
 // ---- the host's stage-2 aborts ------------------------------------------------------------
-void inject_abort(u64 esr) {
-  const InjectedAbort a = make_sea(esr, PTGUARD_MRS("far_el2"), PTGUARD_MRS("elr_el2"), PTGUARD_MRS("spsr_el2"),
-                                   PTGUARD_MRS("sctlr_el1"), PTGUARD_MRS("vbar_el1"), g_inject);
+void deliver(const InjectedAbort& a) {
   PTGUARD_MSR("esr_el1", a.esr_el1);
   PTGUARD_MSR("far_el1", a.far_el1);
   PTGUARD_MSR("elr_el1", a.elr_el1);
@@ -189,14 +188,20 @@ void inject_abort(u64 esr) {
   PTGUARD_MSR("elr_el2", a.elr_el2);
   PTGUARD_MSR("spsr_el2", a.spsr_el2);
 }
+void inject_abort(u64 esr) {
+  deliver(make_sea(esr, PTGUARD_MRS("far_el2"), PTGUARD_MRS("elr_el2"), PTGUARD_MRS("spsr_el2"),
+                   PTGUARD_MRS("sctlr_el1"), PTGUARD_MRS("vbar_el1"), g_inject));
+}
 
 void host_abort(PerCpu* c, u64 esr) {
   const u64 fsc = IssFsc::get(esr);
   // DFSC/IFSC 0b0001LL: translation fault at level LL; 0b101011: level -1 (FEAT_LPA2). These
   // are the faults of an empty stage-2 entry: HPFAR_EL2.FIPA [43:4] holds IPA[51:12].
   const bool translation = (fsc & 0x3c) == 0x04 || fsc == 0x2b;
-  // Permission faults are the rules working (the host wrote a page it may only read): refused.
-  const bool permission = (fsc & 0x3c) == 0x0c;
+  // Permission faults are the rules working (the host wrote a page it may only read), and
+  // address-size faults (0b0000LL) an IPA beyond the host's IPA space: both refused. Anything
+  // else (an access-flag fault: the library sets AF in every entry it writes) is unexpected.
+  const bool refused = (fsc & 0x3c) == 0x0c || (fsc & 0x3c) == 0x00;
   if (translation) {
     const u64 ipa = (arch::Field<43, 4>::get(PTGUARD_MRS("hpfar_el2")) << 12) | (PTGUARD_MRS("far_el2") & 0xfff);
     Status st;
@@ -221,7 +226,7 @@ void host_abort(PerCpu* c, u64 esr) {
     // EPERM: a page the host does not own (the carve-out, memory given away); EINVAL: no
     // memory or MMIO there. Anything else (ENOMEM) is the hypervisor failing the host.
     if (st.error() != Error::eperm && st.error() != Error::einval) ++c->unhandled;
-  } else if (!permission) {
+  } else if (!refused) {
     ++c->unhandled;
   }
   ++c->aborts;
@@ -318,6 +323,7 @@ void report(const char* why) {
     l.str("ptguard-hyp: cpu ").dec(i).str(" faults ").dec(c.faults).str(" blocks ").dec(c.blocks);
     l.str(" pages ").dec(c.pages).str(" retried ").dec(c.retried).str(" aborts ").dec(c.aborts);
     l.str(" unhandled ").dec(c.unhandled).str(" psci ").dec(c.psci).str(" not-supported ").dec(c.not_supported);
+    l.str(" undef ").dec(c.undefs);
     say(l);
     total.faults += c.faults;
     total.blocks += c.blocks;
@@ -327,11 +333,12 @@ void report(const char* why) {
     total.unhandled += c.unhandled;
     total.psci += c.psci;
     total.not_supported += c.not_supported;
+    total.undefs += c.undefs;
   }
   Line t;
   t.str("ptguard-hyp: total faults ").dec(total.faults).str(" blocks ").dec(total.blocks).str(" pages ").dec(total.pages);
   t.str(" retried ").dec(total.retried).str(" aborts ").dec(total.aborts).str(" unhandled ").dec(total.unhandled);
-  t.str(" psci ").dec(total.psci).str(" not-supported ").dec(total.not_supported);
+  t.str(" psci ").dec(total.psci).str(" not-supported ").dec(total.not_supported).str(" undef ").dec(total.undefs);
   say(t);
   // What the host's stage 2 holds now: leaves by level.
   LeafCounter leaves;
@@ -380,12 +387,13 @@ extern "C" void hyp_host_trap(u64* x) {
     case kEcDabtLow:
       host_abort(c, esr);
       return;
-    default: {
-      g_uart_ok = false;
-      Line l;
-      l.str("unexpected trap from the host: esr ").hex(esr).str(" elr ").hex(PTGUARD_MRS("elr_el2"));
-      die(l);
-    }
+    default:
+      // Nothing else is configured to trap; whatever it is, the host gets an Undefined
+      // Instruction exception rather than the power to stop the hypervisor.
+      ++c->undefs;
+      deliver(make_undef(esr, PTGUARD_MRS("elr_el2"), PTGUARD_MRS("spsr_el2"), PTGUARD_MRS("sctlr_el1"),
+                         PTGUARD_MRS("vbar_el1"), g_inject));
+      return;
   }
 }
 

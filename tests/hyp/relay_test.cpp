@@ -121,6 +121,16 @@ RC_GTEST_PROP(InjectSea, AlwaysEl1hMaskedAndAnExternalAbort, (u64 esr_iss, u64 s
   RC_ASSERT(off == 0x000 || off == 0x200 || off == 0x400 || off == 0x600);
 }
 
+TEST(InjectUndef, UnknownReasonAtTheSameVectorAsAnAbortWouldUse) {
+  const u64 esr = (u64{0x18} << 26) | (u64{1} << 25) | 0x12345;  // a trapped MSR, say
+  const InjectedAbort a = make_undef(esr, kElr, 0x3c5, 0, kVbar, {});
+  EXPECT_EQ(a.esr_el1, u64{1} << 25);  // EC 0, IL, ISS 0
+  EXPECT_EQ(a.elr_el1, kElr);
+  EXPECT_EQ(a.elr_el2, kVbar + 0x200);
+  EXPECT_EQ(a.spsr_el2, 0x3c5 | kSpsrPan);
+  EXPECT_EQ(make_undef(esr, kElr, 0, 0, kVbar, {}).elr_el2, kVbar + 0x400);
+}
+
 // ---- EL2 register values ------------------------------------------------------------------------
 TEST(HostRegs, HcrEl2) {
   HostCpu cpu;

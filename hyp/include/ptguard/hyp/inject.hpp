@@ -82,6 +82,41 @@ struct InjectedAbort {
   return ec == kEcIabtLow || ec == kEcDabtLow;
 }
 
+/// The vector offset from VBAR_EL1 for a synchronous exception taken to EL1 from the mode in
+/// SPSR.M (D1.3.1 Table D1-7).
+[[nodiscard]] constexpr u64 el1_sync_vector(u64 spsr) {
+  const u64 mode = SpsrM::get(spsr);
+  if (mode & 0x10) return kVecLowerA32;
+  return mode == kModeEl0t ? kVecLowerA64 : mode == kModeEl1t ? kVecCurrentSp0 : kVecCurrentSpx;
+}
+
+/// The PSTATE of an exception handler entered at EL1 (D1.3.2), from the interrupted PSTATE.
+[[nodiscard]] constexpr u64 el1_handler_pstate(u64 spsr, u64 sctlr_el1, InjectFeatures f) {
+  const bool aarch32 = (SpsrM::get(spsr) & 0x10) != 0;
+  u64 ps = SpsrM::make(kModeEl1h) | kSpsrDaif;
+  if (f.pan) ps |= (SctlrSpan::get(sctlr_el1) == 0 ? kSpsrPan : (spsr & kSpsrPan));
+  if (f.ssbs && SctlrDssbs::get(sctlr_el1)) ps |= kSpsrSsbs;
+  if (f.mte) ps |= kSpsrTco;
+  // DIT is unchanged by exception entry to AArch64 (only meaningful from AArch64).
+  if (!aarch32) ps |= spsr & kSpsrDit;
+  return ps;
+}
+
+/// The Undefined Instruction exception EL1 would have taken for an instruction that trapped to
+/// EL2 but which the hypervisor does not emulate (ESR_EL1.EC 0x00 "unknown reason", IL set,
+/// ISS 0): what a hostile host gets instead of stopping the machine.
+[[nodiscard]] constexpr InjectedAbort make_undef(u64 esr_el2, u64 elr_el2, u64 spsr_el2, u64 sctlr_el1,
+                                                 u64 vbar_el1, InjectFeatures f) {
+  InjectedAbort a;
+  a.esr_el1 = esr_el2 & EsrIl::kMask;
+  a.far_el1 = 0;
+  a.elr_el1 = elr_el2;
+  a.spsr_el1 = spsr_el2;
+  a.elr_el2 = vbar_el1 + el1_sync_vector(spsr_el2);
+  a.spsr_el2 = el1_handler_pstate(spsr_el2, sctlr_el1, f);
+  return a;
+}
+
 /// The synchronous external abort EL1 would have taken for the access described by the
 /// stage-2 abort in ESR_EL2 / FAR_EL2 / ELR_EL2 / SPSR_EL2.
 [[nodiscard]] constexpr InjectedAbort make_sea(u64 esr_el2, u64 far_el2, u64 elr_el2, u64 spsr_el2,
@@ -104,16 +139,8 @@ struct InjectedAbort {
   a.elr_el1 = elr_el2;
   a.spsr_el1 = spsr_el2;
 
-  const u64 vec = aarch32 ? kVecLowerA32 : mode == kModeEl0t ? kVecLowerA64 : mode == kModeEl1t ? kVecCurrentSp0 : kVecCurrentSpx;
-  a.elr_el2 = vbar_el1 + vec;
-
-  u64 ps = SpsrM::make(kModeEl1h) | kSpsrDaif;
-  if (f.pan) ps |= (SctlrSpan::get(sctlr_el1) == 0 ? kSpsrPan : (spsr_el2 & kSpsrPan));
-  if (f.ssbs && SctlrDssbs::get(sctlr_el1)) ps |= kSpsrSsbs;
-  if (f.mte) ps |= kSpsrTco;
-  // DIT is unchanged by exception entry to AArch64 (only meaningful from AArch64).
-  if (!aarch32) ps |= spsr_el2 & kSpsrDit;
-  a.spsr_el2 = ps;
+  a.elr_el2 = vbar_el1 + el1_sync_vector(spsr_el2);
+  a.spsr_el2 = el1_handler_pstate(spsr_el2, sctlr_el1, f);
   return a;
 }
 
