@@ -26,7 +26,9 @@ namespace ptguard::bench {
 
 /// Host memory for the benchmarks: mmap'ed, 2 MiB-aligned, asked for transparent huge pages and
 /// touched once up front, so that no benchmark takes a page fault in its timed region. The
-/// limit baseline and the table arena both use it, so both see the same kind of memory.
+/// limit baseline and the table arena both use it, so both see the same kind of memory. The
+/// mapping of an arena that goes away is kept and handed, zeroed, to the next arena of the same
+/// size (every repetition builds its platform anew; see bench_platform.cpp).
 class HostArena {
  public:
   explicit HostArena(std::size_t bytes);
