@@ -5,8 +5,12 @@
 // HLT), and the Arm semihosting specification (HLT #0xF000 on AArch64; SYS_WRITE0 = 0x04,
 // SYS_EXIT = 0x18).
 
-// struct PerCpu (main.cpp): the first field is the CPU's stack top.
-#define PERCPU_STACK_TOP 0
+// struct BootArgs (main.cpp): the first field is the CPU's stack top.
+#define BOOTARGS_STACK_TOP 0
+// SCTLR_EL2 with the MMU and caches off, little-endian, no alignment checks: the RES1 bits 29,
+// 28, 23, 22, 18, 16, 11, 5, 4 (D24.2 SCTLR_EL2, E2H == 0). EE and A reset to values the
+// architecture leaves to the implementation: set them before the first memory access.
+#define SCTLR_EL2_MMU_OFF 0x30c50830
 // The trap frame: x0..x30 and one pad word, 16-byte aligned.
 #define FRAME_SIZE (32 * 8)
 
@@ -14,6 +18,9 @@
   .global _start
 _start:
   // The primary CPU, started by QEMU's loader at EL2 with the MMU off.
+  ldr x1, =SCTLR_EL2_MMU_OFF
+  msr sctlr_el2, x1
+  isb
   mrs x0, CurrentEL
   cmp x0, #(2 << 2)
   b.ne not_el2
@@ -35,11 +42,14 @@ not_el2:
   bl semihost_exit
 
 // A secondary CPU (PSCI CPU_ON from the relay) or a CPU back from a power-down suspend: at EL2
-// with the MMU off, x0 = its struct PerCpu. The stack and vectors first, then C++.
+// with the MMU off, x0 = its struct BootArgs. SCTLR_EL2, the stack and vectors first, then C++.
   .text
   .global hyp_cpu_entry
 hyp_cpu_entry:
-  ldr x1, [x0, #PERCPU_STACK_TOP]
+  ldr x1, =SCTLR_EL2_MMU_OFF
+  msr sctlr_el2, x1
+  isb
+  ldr x1, [x0, #BOOTARGS_STACK_TOP]
   mov sp, x1
   adr x1, hyp_vectors
   msr vbar_el2, x1
@@ -47,7 +57,11 @@ hyp_cpu_entry:
   bl hyp_cpu_main              // never returns
   b hyp_halt
 
+// [[noreturn]] void hyp_park(): a CPU that must not run anything, forever.
+  .global hyp_park
+hyp_park:
 hyp_halt:
+  msr daifset, #0xf
   wfi
   b hyp_halt
 

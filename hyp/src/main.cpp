@@ -38,14 +38,29 @@ using namespace ptguard::hyp;
 namespace a64 = ptguard::arch::aarch64;
 using arch::Granule;
 
-// The per-CPU data. boot.S reads stack_top at offset 0.
+struct PerCpu;
+
+/// What a CPU entering at hyp_cpu_entry is given (its x0): read with the MMU, and so the data
+/// cache, off, so each is a whole cache-line-aligned block of its own that the writer cleans to
+/// the point of coherency. CPU_ON and CPU_SUSPEND have one each: a racing CPU_ON for a CPU
+/// that is suspending must not change where the suspend resumes. boot.S reads stack_top at
+/// offset 0.
+struct alignas(64) BootArgs {
+  u64 stack_top = 0;
+  PerCpu* cpu = nullptr;
+  u64 host_entry = 0;  ///< where the CPU enters the host
+  u64 host_ctx = 0;    ///< the host's x0 there
+};
+static_assert(__builtin_offsetof(BootArgs, stack_top) == 0 && sizeof(BootArgs) == 64);
+
+// The per-CPU data.
 struct PerCpu {
+  BootArgs on_args;       ///< CPU_ON's
+  BootArgs suspend_args;  ///< CPU_SUSPEND's (written by this CPU only)
   u64 stack_top = 0;
   u64 index = 0;
-  u64 mpidr = 0;
-  u64 host_entry = 0;  ///< where this CPU enters the host (CPU_ON / power-down resume)
-  u64 host_ctx = 0;    ///< the host's x0 there
-  u32 boot_state = 0;  ///< kCpuOff / kCpuPending / kCpuOn (atomic)
+  u64 mpidr = 0;          ///< from the device tree: what CPU_ON is forwarded with
+  u32 boot_state = 0;     ///< kCpuOff / kCpuPending / kCpuOn (atomic)
   u32 pad = 0;
   // Counters, written by this CPU only.
   u64 faults = 0;          ///< stage-2 aborts that host_handle_fault mapped
@@ -58,7 +73,6 @@ struct PerCpu {
   u64 not_supported = 0;   ///< SMC/HVC answered NOT_SUPPORTED
   u64 undefs = 0;          ///< other traps, answered with an Undefined Instruction exception
 };
-static_assert(__builtin_offsetof(PerCpu, stack_top) == 0);
 
 extern "C" {
 [[noreturn]] void hyp_enter_host(u64 entry, u64 arg0, u64 spsr, u64 stack_top);
@@ -67,6 +81,7 @@ void el2_mmu_switch(u64 tcr, u64 mair, u64 ttbr0, u64 sctlr);
 void semihost_write0(const char* s);
 [[noreturn]] void semihost_exit(u64 status);
 void hyp_cpu_entry();
+[[noreturn]] void hyp_park();
 extern char __image_start[], __text_end[], __rodata_end[], __image_end[];
 }
 
@@ -109,6 +124,11 @@ HostCpu g_hostcpu{};
 u64 g_s1_tcr = 0, g_s1_mair = 0, g_ttbr0 = 0, g_vtcr = 0, g_vttbr = 0;
 bool g_fwb = false;
 bool g_uart_ok = true;  ///< false once the host runs: the UART is its
+/// A number chosen at boot and printed on the UART before the host runs, then on every line of
+/// the report. The host can write to the semihosting console too (QEMU allows HLT #0xF000 at
+/// EL1, and EL2 cannot trap it) but cannot know this number (it is in the carve-out, and the
+/// UART's past output is gone), so a reader accepts only report lines that carry it.
+u64 g_report_key = 0;
 
 // ---- output: the UART before the host runs, semihosting after --------------------------------
 constexpr u64 kUart = 0x0900'0000;  // PL011 on QEMU virt; used only before the device tree is read
@@ -123,8 +143,8 @@ void say(const Line& l) {
     for (const char* s = l.buf; *s; ++s) uart_putc(*s);
     uart_putc('\n');
   } else {
-    Line t = l;
-    t.str("\n");
+    Line t;
+    t.str("[").hex(g_report_key).str("] ").str(l.buf).str("\n");
     semihost_write0(t.buf);
   }
 }
@@ -141,6 +161,16 @@ void say(const Line& l) {
 }
 
 PerCpu* this_cpu() { return reinterpret_cast<PerCpu*>(PTGUARD_MRS("tpidr_el2")); }
+
+/// Cleans and invalidates [p, p + n) to the point of coherency, line by line (CTR_EL0.DminLine
+/// [19:16]: log2 of the smallest data cache line in words; D7.5), then DSB ISH: what a CPU with
+/// its MMU off (non-cacheable accesses) reads must be in memory, not only in a cache.
+void clean_to_poc(const void* p, u64 n) {
+  const u64 line = u64{4} << arch::Field<19, 16>::get(PTGUARD_MRS("ctr_el0"));
+  const u64 a = reinterpret_cast<u64>(p);
+  for (u64 x = a & ~(line - 1); x < a + n; x += line) asm volatile("dc civac, %0" ::"r"(x) : "memory");
+  a64::dsb_ish();
+}
 
 // ---- per-CPU EL2 set-up: the same on every CPU, primary and secondaries --------------------
 void cpu_setup(PerCpu* c) {
@@ -163,6 +193,18 @@ void cpu_setup(PerCpu* c) {
     PTGUARD_MSR("S3_4_C12_C9_5", kHostIccSreEl2);  // ICC_SRE_EL2
     PTGUARD_MSR("S3_4_C12_C11_0", 0);              // ICH_HCR_EL2: no virtual CPU interface
   }
+  if (g_hostcpu.fgt()) {
+    // FEAT_FGT: nothing trapped, except that the "n" bits of the SME registers must be 1 for
+    // EL1 to reach them (HFGRTR/HFGWTR_EL2 nSMPRI_EL1 [54], nTPIDR2_EL0 [55]).
+    PTGUARD_MSR("S3_4_C1_C1_4", host_hfgxtr_el2(g_hostcpu));  // HFGRTR_EL2
+    PTGUARD_MSR("S3_4_C1_C1_5", host_hfgxtr_el2(g_hostcpu));  // HFGWTR_EL2
+    PTGUARD_MSR("S3_4_C1_C1_6", 0);                           // HFGITR_EL2
+    PTGUARD_MSR("S3_4_C3_C1_4", 0);                           // HDFGRTR_EL2
+    PTGUARD_MSR("S3_4_C3_C1_5", 0);                           // HDFGWTR_EL2
+  }
+  if (g_hostcpu.hcx()) PTGUARD_MSR("S3_4_C1_C2_2", kHostHcrxEl2);  // HCRX_EL2
+  if (g_hostcpu.spe()) PTGUARD_MSR("S3_4_C9_C9_0", 0);  // PMSCR_EL2: no profiling of EL2
+  if (g_hostcpu.trf()) PTGUARD_MSR("S3_4_C1_C2_1", 0);  // TRFCR_EL2: no tracing of EL2
   PTGUARD_MSR("vpidr_el2", PTGUARD_MRS("midr_el1"));
   PTGUARD_MSR("vmpidr_el2", PTGUARD_MRS("mpidr_el1"));
   PTGUARD_MSR("sctlr_el1", kHostSctlrEl1Reset);
@@ -199,11 +241,21 @@ void host_abort(PerCpu* c, u64 esr) {
   // are the faults of an empty stage-2 entry: HPFAR_EL2.FIPA [43:4] holds IPA[51:12].
   const bool translation = (fsc & 0x3c) == 0x04 || fsc == 0x2b;
   // Permission faults are the rules working (the host wrote a page it may only read), and
-  // address-size faults (0b0000LL) an IPA beyond the host's IPA space: both refused. Anything
-  // else (an access-flag fault: the library sets AF in every entry it writes) is unexpected.
-  const bool refused = (fsc & 0x3c) == 0x0c || (fsc & 0x3c) == 0x00;
+  // address-size faults (0b0000LL, 0b101001 at level -1) an IPA beyond the host's IPA space:
+  // both refused. Anything else (an access-flag fault: the library sets AF in every entry it
+  // writes) is unexpected.
+  const bool refused = (fsc & 0x3c) == 0x0c || (fsc & 0x3c) == 0x00 || fsc == 0x29;
+  if (fsc == 0x30) {
+    // TLB conflict abort (D8.16): this CPU's TLB holds overlapping entries. Drop its stage-1
+    // and stage-2 entries for the host and retry.
+    asm volatile("tlbi vmalls12e1\n dsb nsh\n isb" ::: "memory");
+    ++c->retried;
+    return;
+  }
   if (translation) {
-    const u64 ipa = (arch::Field<43, 4>::get(PTGUARD_MRS("hpfar_el2")) << 12) | (PTGUARD_MRS("far_el2") & 0xfff);
+    // HPFAR_EL2.FIPA gives the faulting page; FAR_EL2's low bits may be UNKNOWN (FnV) or
+    // belong to another address (a stage-1 walk's), and the handler needs only the page.
+    const u64 ipa = arch::Field<43, 4>::get(PTGUARD_MRS("hpfar_el2")) << 12;
     Status st;
     int level = arch::kLastLevel;
     {
@@ -236,21 +288,26 @@ void host_abort(PerCpu* c, u64 esr) {
 // ---- SMC / HVC: the PSCI relay ------------------------------------------------------------
 void report(const char* why);
 
-i64 psci_cpu_on(u64 mpidr, u64 entry, u64 ctx) {
+i64 psci_cpu_on(u64 fid, u64 mpidr, u64 entry, u64 ctx) {
   const int idx = g_hm.cpu_index(mpidr);
   if (idx < 0) return psci::kInvalidParams;
   PerCpu* t = &g_cpu[idx];
   u32 expected = kCpuOff;
   if (!__atomic_compare_exchange_n(&t->boot_state, &expected, kCpuPending, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
     return expected == kCpuOn ? psci::kAlreadyOn : psci::kOnPending;
-  t->host_entry = entry;
-  t->host_ctx = ctx;
-  // The new CPU reads these with its MMU (and so its data cache) off: clean them to the point
-  // of coherency first (D7.5; QEMU has no caches, hardware does).
-  asm volatile("dc civac, %0\n dsb ish" ::"r"(t) : "memory");
-  const i64 r = static_cast<i64>(hyp_smc(psci::kCpuOn64, mpidr, reinterpret_cast<u64>(&hyp_cpu_entry),
-                                         reinterpret_cast<u64>(t)));
-  if (r != psci::kSuccess) __atomic_store_n(&t->boot_state, kCpuOff, __ATOMIC_RELEASE);
+  t->on_args.host_entry = entry;
+  t->on_args.host_ctx = ctx;
+  clean_to_poc(&t->on_args, sizeof t->on_args);
+  // The firmware gets the device tree's MPIDR of the CPU whose slot was claimed (not the
+  // host's register, whose other bits a firmware might read differently), and the
+  // hypervisor's entry.
+  const i64 r = static_cast<i64>(hyp_smc(fid, t->mpidr, reinterpret_cast<u64>(&hyp_cpu_entry),
+                                         reinterpret_cast<u64>(&t->on_args)));
+  if (r != psci::kSuccess) {
+    // Release only the claim made here: a refused CPU_OFF may have set the slot ON meanwhile.
+    u32 pending = kCpuPending;
+    __atomic_compare_exchange_n(&t->boot_state, &pending, kCpuOff, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  }
   return r;
 }
 
@@ -262,38 +319,37 @@ void host_call(PerCpu* c, u64* x, bool smc) {
     return;
   }
   ++c->psci;
+  const u64 fid = x[0];
+  const u64 a1 = psci::arg(fid, x[1]), a2 = psci::arg(fid, x[2]), a3 = psci::arg(fid, x[3]);
   switch (act) {
     case psci::Action::forward: {
       // A CPU going off may be started again by CPU_ON: mark it off before it goes. If CPU_OFF
       // returns at all, the firmware refused it (DENIED) and this CPU still runs.
-      const bool off = x[0] == psci::kCpuOff;
+      const bool off = fid == psci::kCpuOff;
       if (off) __atomic_store_n(&c->boot_state, kCpuOff, __ATOMIC_RELEASE);
-      x[0] = hyp_smc(x[0], x[1], x[2], x[3]);
+      x[0] = hyp_smc(fid, a1, a2, a3);
       if (off) __atomic_store_n(&c->boot_state, kCpuOn, __ATOMIC_RELEASE);
       return;
     }
     case psci::Action::cpu_on:
-      x[0] = static_cast<u64>(psci_cpu_on(x[1], x[2], x[3]));
+      x[0] = static_cast<u64>(psci_cpu_on(fid, a1, a2, a3));
       return;
     case psci::Action::cpu_suspend:
-      if (psci::suspend_powers_down(x[1])) {
-        // If the firmware really powers the CPU down it comes back through hyp_cpu_entry,
-        // which re-does the EL2 set-up and enters the host's resume address.
-        c->host_entry = x[2];
-        c->host_ctx = x[3];
-        asm volatile("dc civac, %0\n dsb ish" ::"r"(c) : "memory");
-        x[0] = hyp_smc(x[0], x[1], reinterpret_cast<u64>(&hyp_cpu_entry), reinterpret_cast<u64>(c));
-      } else {
-        x[0] = hyp_smc(x[0], x[1], x[2], x[3]);
-      }
+      // Always the hypervisor's entry: only the firmware knows whether power_state powers the
+      // CPU down (psci.hpp). A standby state simply returns here.
+      c->suspend_args.host_entry = a2;
+      c->suspend_args.host_ctx = a3;
+      clean_to_poc(&c->suspend_args, sizeof c->suspend_args);
+      x[0] = hyp_smc(fid, a1, reinterpret_cast<u64>(&hyp_cpu_entry), reinterpret_cast<u64>(&c->suspend_args));
       return;
     case psci::Action::system_off:
     case psci::Action::system_reset:
       report(act == psci::Action::system_off ? "SYSTEM_OFF" : "SYSTEM_RESET");
-      x[0] = hyp_smc(x[0], 0, 0, 0);
+      x[0] = hyp_smc(fid, 0, 0, 0);
       return;
     case psci::Action::features:
-      x[0] = static_cast<u64>(psci::features(x[1]));
+      x[0] = psci::features(a1) == psci::FeaturesAnswer::ask_firmware ? hyp_smc(fid, a1, 0, 0)
+                                                                        : static_cast<u64>(psci::kNotSupported);
       return;
     case psci::Action::not_supported:
       return;
@@ -378,6 +434,7 @@ extern "C" void hyp_host_trap(u64* x) {
   switch (EsrEc::get(esr)) {
     case 0x17:  // SMC from AArch64 (trapped by HCR_EL2.TSC): ELR_EL2 is the SMC itself (D1.3.2)
       PTGUARD_MSR("elr_el2", PTGUARD_MRS("elr_el2") + 4);
+      PTGUARD_MSR("spsr_el2", spsr_after_skip(PTGUARD_MRS("spsr_el2")));
       host_call(c, x, true);
       return;
     case 0x16:  // HVC from AArch64: ELR_EL2 is already the next instruction
@@ -397,10 +454,15 @@ extern "C" void hyp_host_trap(u64* x) {
   }
 }
 
-/// A CPU started by the relay's CPU_ON (or back from a power-down suspend).
-extern "C" [[noreturn]] void hyp_cpu_main(PerCpu* c) {
-  const u64 entry = __atomic_load_n(&c->host_entry, __ATOMIC_ACQUIRE);
-  const u64 ctx = c->host_ctx;
+/// A CPU started by the relay's CPU_ON (or back from a power-down suspend), x0 = its BootArgs.
+extern "C" [[noreturn]] void hyp_cpu_main(BootArgs* a) {
+  PerCpu* c = a->cpu;
+  const u64 entry = a->host_entry;
+  const u64 ctx = a->host_ctx;
+  // The firmware must have started the CPU the slot belongs to: two CPUs on one stack and one
+  // PerCpu would corrupt both. Anything else parks here, never reaching the host.
+  constexpr u64 kAff = 0xff'00ff'ffffull;
+  if ((PTGUARD_MRS("mpidr_el1") & kAff) != (c->mpidr & kAff)) hyp_park();
   cpu_setup(c);
   __atomic_store_n(&c->boot_state, kCpuOn, __ATOMIC_RELEASE);
   enter_host(c, entry, ctx);
@@ -423,6 +485,11 @@ extern "C" [[noreturn]] void hyp_main() {
   for (unsigned i = 0; i < g_hm.n_mmio; ++i) {
     Line l;
     l.str("ptguard-hyp: mmio ").hex(g_hm.mmio[i].base).str("+").hex(g_hm.mmio[i].size);
+    say(l);
+  }
+  for (unsigned i = 0; i < g_hm.n_withheld; ++i) {
+    Line l;
+    l.str("ptguard-hyp: withheld (DMA-capable) ").hex(g_hm.withheld[i].base).str("+").hex(g_hm.withheld[i].size);
     say(l);
   }
   {
@@ -449,9 +516,15 @@ extern "C" [[noreturn]] void hyp_main() {
   const u64 mmfr0 = PTGUARD_MRS("id_aa64mmfr0_el1"), mmfr1 = PTGUARD_MRS("id_aa64mmfr1_el1");
   const u64 mmfr2 = PTGUARD_MRS("id_aa64mmfr2_el1"), ctr = PTGUARD_MRS("ctr_el0");
   const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr);
-  g_hostcpu = HostCpu{PTGUARD_MRS("id_aa64pfr0_el1"), PTGUARD_MRS("id_aa64pfr1_el1"), PTGUARD_MRS("id_aa64dfr0_el1"),
-                      PTGUARD_MRS("pmcr_el0")};
-  g_inject = InjectFeatures{arch::Field<23, 20>::get(mmfr1) != 0, g_hostcpu.ssbs(), g_hostcpu.mte2()};
+  g_hostcpu = HostCpu{PTGUARD_MRS("id_aa64pfr0_el1"), PTGUARD_MRS("id_aa64pfr1_el1"), PTGUARD_MRS("id_aa64dfr0_el1"), 0,
+                      mmfr0, mmfr1};
+  if (g_hostcpu.pmuv3()) g_hostcpu.pmcr = PTGUARD_MRS("pmcr_el0");  // UNDEFINED without PMUv3
+  g_inject = InjectFeatures{arch::Field<23, 20>::get(mmfr1) != 0, g_hostcpu.ssbs(), g_hostcpu.mte()};
+  // The report key (g_report_key): RNDR where FEAT_RNG has it (ID_AA64ISAR0_EL1.RNDR [63:60]),
+  // mixed with the counter either way.
+  u64 key = PTGUARD_MRS("cntpct_el0") * 0x9e37'79b9'7f4a'7c15ull;
+  if (arch::Field<63, 60>::get(PTGUARD_MRS("id_aa64isar0_el1")) != 0) key ^= PTGUARD_MRS("S3_3_C2_C4_0");  // RNDR
+  g_report_key = key | 1;
 
   // The library.
   Plat::Config pc;
@@ -508,6 +581,10 @@ extern "C" [[noreturn]] void hyp_main() {
     g_cpu[i].index = i;
     g_cpu[i].mpidr = g_hm.cpu_mpidr[i];
     g_cpu[i].stack_top = reinterpret_cast<u64>(g_stacks[i] + kStackSize);
+    for (BootArgs* a : {&g_cpu[i].on_args, &g_cpu[i].suspend_args}) {
+      a->stack_top = g_cpu[i].stack_top;
+      a->cpu = &g_cpu[i];
+    }
   }
   PerCpu* c = &g_cpu[me];
   c->boot_state = kCpuOn;
@@ -516,6 +593,9 @@ extern "C" [[noreturn]] void hyp_main() {
     l.str("ptguard-hyp: vtcr_el2 ").hex(g_vtcr).str(" hcr_el2 ").hex(host_hcr_el2(g_hostcpu, g_fwb));
     l.str(" cptr_el2 ").hex(host_cptr_el2(g_hostcpu)).str(" mdcr_el2 ").hex(host_mdcr_el2(g_hostcpu));
     say(l);
+    Line k;
+    k.str("ptguard-hyp: report key ").hex(g_report_key);
+    say(k);
     Line e;
     e.str("ptguard-hyp: entering the host at ").hex(HOST_KERNEL_PA).str(" with the device tree at ").hex(HOST_DTB_PA);
 #if defined(PTGUARD_HYP_UNPROTECT_CANARY)

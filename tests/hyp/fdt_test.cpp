@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -112,6 +113,15 @@ Dtb virt_like() {
   d.begin("psci").str("compatible", "arm,psci-1.0").str("method", "smc").end();
   d.begin("chosen").cells("reg", {0, 0x1234'0000, 0, 0x1000}).end();  // never MMIO
   d.begin("pl011@9000000").cells("reg", {0, 0x0900'0000, 0, 0x1000}).end();
+  {
+    // fw_cfg: a DMA-capable device, withheld. Its compatible is a string list.
+    std::vector<u8> compat;
+    for (const char* c : {"qemu,other", "qemu,fw-cfg-mmio"}) {
+      compat.insert(compat.end(), c, c + std::strlen(c));
+      compat.push_back(0);
+    }
+    d.begin("fw-cfg@9020000").prop("compatible", compat).cells("reg", {0, 0x0902'0000, 0, 0x18}).end();
+  }
   d.begin("virtio_mmio@a000000").cells("reg", {0, 0x0a00'0000, 0, 0x200}).end();
   d.begin("virtio_mmio@a000200").cells("reg", {0, 0x0a00'0200, 0, 0x200}).end();
   d.begin("off@b000000").str("status", "disabled").cells("reg", {0, 0x0b00'0000, 0, 0x1000}).end();
@@ -123,7 +133,7 @@ Dtb virt_like() {
   // An interrupt controller with an identity-ranges child (QEMU's GICv3 and its ITS).
   d.begin("intc@8000000").cells("#address-cells", {2}).cells("#size-cells", {2}).flag("ranges");
   d.cells("reg", {0, 0x0800'0000, 0, 0x10000, 0, 0x080a'0000, 0, 0x00f6'0000});
-  d.begin("its@8080000").cells("reg", {0, 0x0808'0000, 0, 0x20000}).end();
+  d.begin("its@8080000").str("compatible", "arm,gic-v3-its").cells("reg", {0, 0x0808'0000, 0, 0x20000}).end();
   d.end();
   d.begin("pcie@10000000").str("device_type", "pci").cells("#address-cells", {3}).cells("#size-cells", {2});
   d.cells("reg", {0x40, 0x1000'0000, 0, 0x1000'0000});
@@ -158,7 +168,7 @@ TEST(Fdt, ReadsAVirtLikeMachine) {
   for (unsigned i = 0; i < m.n_mmio; ++i) mmio.emplace_back(m.mmio[i].base, m.mmio[i].size);
   const std::vector<std::pair<u64, u64>> want{
       {0x0800'0000, 0x10000},                       // GIC distributor
-      {0x0808'0000, 0x00f8'1000},                   // ITS + redistributors + UART, touching: merged
+      {0x080a'0000, 0x00f6'1000},                   // redistributors + UART, touching: merged
       {0x0a00'0000, 0x1000},                        // two virtio transports in one page
       {0x0c00'2000, 0x1000},                        // translated through the bus's ranges
       {0x1000'0000, 0x2f00'0000},                   // PCI MMIO32 and I/O windows, touching
@@ -167,6 +177,32 @@ TEST(Fdt, ReadsAVirtLikeMachine) {
   };
   EXPECT_EQ(mmio, want);
   for (unsigned i = 0; i < m.n_mmio; ++i) EXPECT_FALSE(m.mmio[i].hyp);
+  // The bus masters the host could aim at the carve-out are withheld, not MMIO.
+  ASSERT_EQ(m.n_withheld, 2u);
+  EXPECT_EQ(m.withheld[0].base, 0x0902'0000u);  // fw_cfg (document order)
+  EXPECT_EQ(m.withheld[1].base, 0x0808'0000u);  // the ITS
+}
+
+TEST(Fdt, AWithheldDeviceSharingAPageWithHostMmioIsRefused) {
+  Dtb d;
+  d.begin("").cells("#address-cells", {2}).cells("#size-cells", {2});
+  d.begin("memory@0").str("device_type", "memory").cells("reg", {0, 0, 0, 0x10000}).end();
+  d.begin("uart@100000").cells("reg", {0, 0x10'0000, 0, 0x100}).end();
+  d.begin("its@100800").str("compatible", "arm,gic-v3-its").cells("reg", {0, 0x10'0800, 0, 0x100}).end();
+  d.end();
+  const auto b = d.blob();
+  HostMachine m;
+  EXPECT_EQ(describe_machine(*Fdt::open(b.data(), b.size()), 4096, &m).error(), Error::einval);
+}
+
+TEST(Fdt, CellCountsPastTheSpecAreRefusedNotLoopedOver) {
+  Dtb d;
+  d.begin("").cells("#address-cells", {0x4000'0001}).cells("#size-cells", {0});
+  d.begin("memory@0").str("device_type", "memory").cells("reg", {0, 0, 0, 0x10000}).end();
+  d.end();
+  const auto b = d.blob();
+  HostMachine m;
+  EXPECT_EQ(describe_machine(*Fdt::open(b.data(), b.size()), 4096, &m).error(), Error::einval);
 }
 
 TEST(Fdt, WalkVisitsParentsFirstWithDepths) {

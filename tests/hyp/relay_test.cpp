@@ -35,9 +35,10 @@ TEST(PsciRelay, CallsThatCouldResumeTheHostBehindTheHypervisorAreRefused) {
   for (u64 fid : {0xC400'000Eull, 0x8400'000Bull, 0xC400'000Cull, 0x8400'0013ull, 0xC400'0012ull,
                   0x8000'0000ull, 0x8000'0001ull, 0xC600'0000ull})
     EXPECT_EQ(psci::classify(fid, true, true), Action::not_supported) << std::hex << fid;
-  EXPECT_EQ(psci::features(0xC400'000E), psci::kNotSupported);
-  EXPECT_EQ(psci::features(psci::kCpuOn64), psci::kSuccess);
-  EXPECT_EQ(psci::features(0x8000'0000), psci::kNotSupported);  // SMCCC_VERSION: SMCCC 1.0 host
+  EXPECT_EQ(psci::features(0xC400'000E), psci::FeaturesAnswer::not_supported);
+  EXPECT_EQ(psci::features(psci::kCpuOn64), psci::FeaturesAnswer::ask_firmware);
+  EXPECT_EQ(psci::features(psci::kCpuSuspend64), psci::FeaturesAnswer::ask_firmware);
+  EXPECT_EQ(psci::features(0x8000'0000), psci::FeaturesAnswer::not_supported);  // SMCCC_VERSION
 }
 
 RC_GTEST_PROP(PsciRelay, JunkAboveBit31IsNeverACall, (u32 fid, u32 high)) {
@@ -48,12 +49,14 @@ RC_GTEST_PROP(PsciRelay, JunkAboveBit31IsNeverACall, (u32 fid, u32 high)) {
 
 RC_GTEST_PROP(PsciRelay, FeaturesAgreesWithClassify, (u32 fid)) {
   const bool relayed = psci::classify(fid, true, true) != Action::not_supported;
-  RC_ASSERT((psci::features(fid) == psci::kSuccess) == relayed);
+  RC_ASSERT((psci::features(fid) == psci::FeaturesAnswer::ask_firmware) == relayed);
 }
 
-TEST(PsciRelay, SuspendPowerDownIsStateTypeBit16) {
-  EXPECT_TRUE(psci::suspend_powers_down(0x0001'0000));
-  EXPECT_FALSE(psci::suspend_powers_down(0x0000'0001));
+TEST(PsciRelay, Smc32ArgumentsAreTheLow32Bits) {
+  EXPECT_EQ(psci::arg(psci::kCpuOn32, 0xdead'0000'0000'0102ull), 0x102u);
+  EXPECT_EQ(psci::arg(psci::kCpuOn64, 0xdead'0000'0000'0102ull), 0xdead'0000'0000'0102ull);
+  EXPECT_TRUE(psci::is_32bit_call(psci::kFeatures));
+  EXPECT_FALSE(psci::is_32bit_call(psci::kAffinityInfo64));
 }
 
 // ---- the injected abort -----------------------------------------------------------------------
@@ -88,6 +91,8 @@ TEST(InjectSea, FromEl1hBecomesACurrentElAbort) {
 
 TEST(InjectSea, FromEl1tAndFromAArch32El0) {
   EXPECT_EQ(make_sea(kEsrWrite, kFar, kElr, 0x3c4, 0, kVbar, {}).elr_el2, kVbar + 0x000);
+  // An AArch32 EL0 source keeps DIT, which its SPSR holds in bit 21.
+  EXPECT_EQ(make_sea(kEsrWrite, kFar, kElr, 0x10 | kSpsrDitA32, 0, kVbar, {}).spsr_el2 & kSpsrDit, kSpsrDit);
   const InjectedAbort a32 = make_sea(kEsrWrite, kFar, kElr, 0x10, 0, kVbar, {});
   EXPECT_EQ(a32.elr_el2, kVbar + 0x600);
   EXPECT_EQ(EsrEc::get(a32.esr_el1), 0x24u);
@@ -119,6 +124,15 @@ RC_GTEST_PROP(InjectSea, AlwaysEl1hMaskedAndAnExternalAbort, (u64 esr_iss, u64 s
   RC_ASSERT((a.esr_el1 & ((u64{1} << 24) | (u64{1} << 7) | (u64{1} << 9) | (u64{1} << 10))) == 0u);
   const u64 off = a.elr_el2 - kVbar;
   RC_ASSERT(off == 0x000 || off == 0x200 || off == 0x400 || off == 0x600);
+}
+
+TEST(InjectSea, IlIsSetEvenWhenTheTrapSaidA16BitInstruction) {
+  const u64 esr16 = kEsrWrite & ~(u64{1} << 25);  // IL 0 with ISV 1: a T32 16-bit access
+  EXPECT_EQ(EsrIl::get(make_sea(esr16, kFar, kElr, 0, 0, kVbar, {}).esr_el1), 1u);
+}
+
+TEST(SkipSmc, ClearsBtypeAndSoftwareStep) {
+  EXPECT_EQ(spsr_after_skip(0x3c5 | kSpsrBtype | kSpsrSs | kSpsrPan), 0x3c5 | kSpsrPan);
 }
 
 TEST(InjectUndef, UnknownReasonAtTheSameVectorAsAnAbortWouldUse) {
@@ -162,6 +176,17 @@ TEST(HostRegs, MdcrEl2GivesEl1EveryCounter) {
   EXPECT_EQ(host_mdcr_el2(cpu), 6u | (u64{3} << 12) | (u64{3} << 24));
   cpu.dfr0 = u64{0xf} << 8;  // IMPLEMENTATION DEFINED PMU: HPMN left 0
   EXPECT_EQ(host_mdcr_el2(cpu) & 0x1f, 0u);
+  cpu.dfr0 = u64{6} << 8;  // PMUv3p5: the counters do not count at EL2 (HPMD, HCCD)
+  EXPECT_EQ(host_mdcr_el2(cpu), 6u | (u64{1} << 17) | (u64{1} << 23));
+  cpu.dfr0 = u64{4} << 8;  // PMUv3p1: HPMD only
+  EXPECT_EQ(host_mdcr_el2(cpu), 6u | (u64{1} << 17));
+}
+
+TEST(HostRegs, FineGrainedTrapsLetTheHostUseSme) {
+  HostCpu cpu;
+  EXPECT_EQ(host_hfgxtr_el2(cpu), 0u);
+  cpu.pfr1 = u64{1} << 24;
+  EXPECT_EQ(host_hfgxtr_el2(cpu), (u64{1} << 54) | (u64{1} << 55));
 }
 
 TEST(HostRegs, SctlrEl1ResetHasTheMmuAndCachesOff) {

@@ -27,6 +27,14 @@ namespace ptguard::hyp {
   while (*a && *a == *b) ++a, ++b;
   return *a == *b;
 }
+/// Whether the first `max` bytes at `a` hold the NUL-terminated string `b` (never reads past
+/// `max` bytes of `a`: a strings block need not be terminated).
+[[nodiscard]] constexpr bool str_eq_bounded(const char* a, u64 max, const char* b) {
+  u64 i = 0;
+  for (; i < max && b[i] != 0; ++i)
+    if (a[i] != b[i]) return false;
+  return i < max && a[i] == 0 && b[i] == 0;
+}
 /// Whether `s` starts with `prefix`.
 [[nodiscard]] constexpr bool starts_with(const char* s, const char* prefix) {
   while (*prefix && *s == *prefix) ++s, ++prefix;
@@ -39,7 +47,9 @@ struct FdtProp {
   u32 size = 0;
   [[nodiscard]] constexpr bool present() const { return data != nullptr; }
   /// The i-th 32-bit cell (0 past the end).
-  [[nodiscard]] constexpr u32 cell(u32 i) const { return (i + 1) * 4 <= size ? be32(data + i * 4) : 0; }
+  [[nodiscard]] constexpr u32 cell(u32 i) const {
+    return (u64{i} + 1) * 4 <= size ? be32(data + u64{i} * 4) : 0;
+  }
   /// `n` cells from cell `i` as one number (n is 1 or 2; more cells keep the low 64 bits).
   [[nodiscard]] constexpr u64 cells(u32 i, u32 n) const {
     u64 v = 0;
@@ -50,6 +60,17 @@ struct FdtProp {
   [[nodiscard]] constexpr bool is_string(const char* s) const {
     if (size == 0 || data[size - 1] != 0) return false;
     return str_eq(reinterpret_cast<const char*>(data), s);
+  }
+  /// Whether the value, a list of NUL-terminated strings (`compatible`), holds `s`.
+  [[nodiscard]] constexpr bool has_string(const char* s) const {
+    if (size == 0 || data[size - 1] != 0) return false;
+    for (u32 i = 0; i < size;) {
+      const char* item = reinterpret_cast<const char*>(data + i);
+      if (str_eq(item, s)) return true;
+      while (i < size && data[i] != 0) ++i;
+      ++i;
+    }
+    return false;
   }
 };
 
@@ -76,7 +97,7 @@ struct FdtNode {
       const u32 len = be32(p + 4), nameoff = be32(p + 8);
       const u8* value = p + 12;
       if (len > static_cast<u64>(struct_end - value) || nameoff >= strings_size) break;
-      if (str_eq(strings + nameoff, pname)) return FdtProp{value, len};
+      if (str_eq_bounded(strings + nameoff, strings_size - nameoff, pname)) return FdtProp{value, len};
       p = value + ((len + 3) & ~3u);
     }
     return {};

@@ -19,7 +19,9 @@ struct HostCpu {
   u64 pfr0 = 0;  ///< ID_AA64PFR0_EL1
   u64 pfr1 = 0;  ///< ID_AA64PFR1_EL1
   u64 dfr0 = 0;  ///< ID_AA64DFR0_EL1
-  u64 pmcr = 0;  ///< PMCR_EL0 (N [15:11]: the number of event counters)
+  u64 pmcr = 0;  ///< PMCR_EL0 (N [15:11]: the number of event counters); 0 without PMUv3
+  u64 mmfr0 = 0; ///< ID_AA64MMFR0_EL1
+  u64 mmfr1 = 0; ///< ID_AA64MMFR1_EL1
 
   /// FEAT_SVE: ID_AA64PFR0_EL1.SVE [35:32] != 0.
   [[nodiscard]] constexpr bool sve() const { return arch::Field<35, 32>::get(pfr0) != 0; }
@@ -27,6 +29,16 @@ struct HostCpu {
   [[nodiscard]] constexpr bool sme() const { return arch::Field<27, 24>::get(pfr1) != 0; }
   /// FEAT_MTE2: ID_AA64PFR1_EL1.MTE [11:8] >= 2 (tags in memory, HCR_EL2.ATA meaningful).
   [[nodiscard]] constexpr bool mte2() const { return arch::Field<11, 8>::get(pfr1) >= 2; }
+  /// FEAT_MTE: ID_AA64PFR1_EL1.MTE >= 1 (PSTATE.TCO exists).
+  [[nodiscard]] constexpr bool mte() const { return arch::Field<11, 8>::get(pfr1) >= 1; }
+  /// FEAT_FGT: ID_AA64MMFR0_EL1.FGT [59:56] != 0.
+  [[nodiscard]] constexpr bool fgt() const { return arch::Field<59, 56>::get(mmfr0) != 0; }
+  /// FEAT_HCX: ID_AA64MMFR1_EL1.HCX [43:40] != 0 (HCRX_EL2 exists).
+  [[nodiscard]] constexpr bool hcx() const { return arch::Field<43, 40>::get(mmfr1) != 0; }
+  /// FEAT_TRF: ID_AA64DFR0_EL1.TraceFilt [43:40] != 0 (TRFCR_EL2 exists).
+  [[nodiscard]] constexpr bool trf() const { return arch::Field<43, 40>::get(dfr0) != 0; }
+  /// The PMU version (ID_AA64DFR0_EL1.PMUVer): 1 PMUv3, 4 v3p1, 5 v3p4, 6 v3p5, ...
+  [[nodiscard]] constexpr u64 pmu_version() const { return pmuv3() ? arch::Field<11, 8>::get(dfr0) : 0; }
   /// FEAT_SSBS: ID_AA64PFR1_EL1.SSBS [7:4] != 0.
   [[nodiscard]] constexpr bool ssbs() const { return arch::Field<7, 4>::get(pfr1) != 0; }
   /// GICv3 system register interface: ID_AA64PFR0_EL1.GIC [27:24] != 0.
@@ -80,13 +92,28 @@ inline constexpr u64 kHcrAta = u64{1} << 56;  ///< MTE tag accesses at EL1/EL0 n
 /// MDCR_EL2 for the host: HPMN [4:0] = PMCR_EL0.N so EL1 sees every event counter; TPM,
 /// TPMCR, TDE, TDA, TDOSA, TDRA clear (PMU and debug registers are the host's); E2PB [13:12]
 /// = 0b11 with SPE and E2TB [25:24] = 0b11 with TRBE (the profiling and trace buffers belong
-/// to EL1&0 and are not trapped); HPME clear (the hypervisor reserves no counter).
+/// to EL1&0 and are not trapped); HPME clear (the hypervisor reserves no counter). HPMD [17]
+/// (PMUv3p1) and HCCD [23] (PMUv3p5): the host's event counters and cycle counter do not count
+/// at EL2, which would tell the host what the hypervisor does.
 [[nodiscard]] constexpr u64 host_mdcr_el2(const HostCpu& cpu) {
   u64 v = cpu.pmuv3() ? arch::Field<15, 11>::get(cpu.pmcr) : 0;
+  if (cpu.pmu_version() >= 4) v |= u64{1} << 17;
+  if (cpu.pmu_version() >= 6) v |= u64{1} << 23;
   if (cpu.spe()) v |= u64{0b11} << 12;
   if (cpu.trbe()) v |= u64{0b11} << 24;
   return v;
 }
+
+/// HFGRTR_EL2 / HFGWTR_EL2 with FEAT_FGT (D24.2): 0 traps nothing except the "n" bits, which
+/// trap when 0: nSMPRI_EL1 [54] and nTPIDR2_EL0 [55] must be 1 for the host to use SME's
+/// registers (Linux's booting.rst asks for them when entered at EL1 with SME).
+[[nodiscard]] constexpr u64 host_hfgxtr_el2(const HostCpu& cpu) {
+  return cpu.sme() ? (u64{1} << 54) | (u64{1} << 55) : 0;
+}
+
+/// HCRX_EL2 with FEAT_HCX: MSCEn [11], the memory copy and set instructions (FEAT_MOPS) at
+/// EL1/EL0 (RES0 without them). Nothing else enabled.
+inline constexpr u64 kHostHcrxEl2 = u64{1} << 11;
 
 /// CNTHCTL_EL2 (E2H == 0): EL1PCTEN [0] and EL1PCEN [1] let EL1 and EL0 read the physical
 /// counter and use the physical timer (Linux's clocksource and, booted at EL1, its timer);
@@ -107,7 +134,8 @@ inline constexpr u64 kHostSctlrEl1Reset = (u64{1} << 29) | (u64{1} << 28) | (u64
                                           (u64{1} << 22) | (u64{1} << 20) | (u64{1} << 11);
 
 /// ZCR_EL2 / SMCR_EL2 LEN [3:0] = 0xf: EL2 does not cap the host's SVE or SME vector length
-/// (the effective length is the minimum over the ELs' LEN fields).
+/// (the effective length is the minimum over the ELs' LEN fields). SMCR_EL2.FA64 and EZT0 stay
+/// 0: streaming mode runs the SME subset of A64 only, and ZT0 (SME2) is not offered.
 inline constexpr u64 kHostZcrEl2 = 0xf;
 inline constexpr u64 kHostSmcrEl2 = 0xf;
 

@@ -12,7 +12,10 @@
 //   ESR_EL1  <- the syndrome, EC for an abort taken to EL1, FSC "synchronous external abort"
 //   PSTATE   <- EL1h with D, A, I, F masked; PAN set if SCTLR_EL1.SPAN is 0 (D1.3.2, FEAT_PAN);
 //               SSBS from SCTLR_EL1.DSSBS (FEAT_SSBS); TCO set (FEAT_MTE); SS, IL, BTYPE clear;
-//               DIT and UAO as the rules say (DIT kept, UAO cleared)
+//               DIT kept (from an AArch32 SPSR, where it is bit 21); UAO cleared
+// Not modelled (features this hypervisor does not expose to the host): FEAT_NMI's ALLINT and
+// FEAT_GCS's EXLOCK. An abort on the host's stage-1 walk (S1PTW) is reported as a plain SEA
+// (0x10), not as "SEA on a table walk, level n": the stage-1 level is not known at EL2.
 //   PC       <- VBAR_EL1 + the vector for where the exception came from
 // Freestanding and pure, so the hosted tests check every case.
 #pragma once
@@ -46,6 +49,9 @@ inline constexpr u64 kSpsrDaif = u64{0xf} << 6;
 inline constexpr u64 kSpsrSsbs = u64{1} << 12;
 inline constexpr u64 kSpsrPan = u64{1} << 22;
 inline constexpr u64 kSpsrDit = u64{1} << 24;
+inline constexpr u64 kSpsrDitA32 = u64{1} << 21;  ///< DIT in an SPSR taken from AArch32
+inline constexpr u64 kSpsrBtype = u64{3} << 10;
+inline constexpr u64 kSpsrSs = u64{1} << 21;       ///< software step (AArch64 SPSR)
 inline constexpr u64 kSpsrTco = u64{1} << 25;
 inline constexpr u64 kModeEl0t = 0b00000, kModeEl1t = 0b00100, kModeEl1h = 0b00101;
 
@@ -62,7 +68,7 @@ inline constexpr u64 kVecLowerA64 = 0x400, kVecLowerA32 = 0x600;
 struct InjectFeatures {
   bool pan = true;   ///< FEAT_PAN (ID_AA64MMFR1_EL1.PAN != 0)
   bool ssbs = true;  ///< FEAT_SSBS (ID_AA64PFR1_EL1.SSBS != 0)
-  bool mte = false;  ///< FEAT_MTE2 (ID_AA64PFR1_EL1.MTE >= 2)
+  bool mte = false;  ///< FEAT_MTE (ID_AA64PFR1_EL1.MTE >= 1): PSTATE.TCO exists
 };
 
 /// The registers of the injected exception.
@@ -97,10 +103,15 @@ struct InjectedAbort {
   if (f.pan) ps |= (SctlrSpan::get(sctlr_el1) == 0 ? kSpsrPan : (spsr & kSpsrPan));
   if (f.ssbs && SctlrDssbs::get(sctlr_el1)) ps |= kSpsrSsbs;
   if (f.mte) ps |= kSpsrTco;
-  // DIT is unchanged by exception entry to AArch64 (only meaningful from AArch64).
-  if (!aarch32) ps |= spsr & kSpsrDit;
+  // DIT is unchanged by exception entry (an AArch32 SPSR keeps it in bit 21).
+  if (aarch32 ? (spsr & kSpsrDitA32) : (spsr & kSpsrDit)) ps |= kSpsrDit;
   return ps;
 }
+
+/// SPSR_EL2 after the hypervisor completes a trapped instruction for the host (a trapped SMC):
+/// BTYPE cleared, as for any instruction that completes (C5.2 PSTATE.BTYPE), and SS cleared so
+/// that a software step the host was taking ends on the next instruction (D2.12).
+[[nodiscard]] constexpr u64 spsr_after_skip(u64 spsr) { return spsr & ~(kSpsrBtype | kSpsrSs); }
 
 /// The Undefined Instruction exception EL1 would have taken for an instruction that trapped to
 /// EL2 but which the hypervisor does not emulate (ESR_EL1.EC 0x00 "unknown reason", IL set,
@@ -122,8 +133,7 @@ struct InjectedAbort {
 [[nodiscard]] constexpr InjectedAbort make_sea(u64 esr_el2, u64 far_el2, u64 elr_el2, u64 spsr_el2,
                                                u64 sctlr_el1, u64 vbar_el1, InjectFeatures f) {
   const u64 mode = SpsrM::get(spsr_el2);
-  const bool aarch32 = (mode & 0x10) != 0;
-  const bool from_el0 = aarch32 || mode == kModeEl0t;
+  const bool from_el0 = (mode & 0x10) != 0 || mode == kModeEl0t;
   const bool data = EsrEc::get(esr_el2) == kEcDabtLow;
 
   // EC: "from a lower EL" only if the access came from EL0; from EL1 it is the current EL.
@@ -134,7 +144,8 @@ struct InjectedAbort {
   u64 iss = IssFsc::make(kFscSea);
   if (data) iss |= esr_el2 & (IssWnr::kMask | IssCm::kMask);
   InjectedAbort a;
-  a.esr_el1 = EsrEc::make(ec) | (esr_el2 & EsrIl::kMask) | iss;
+  // IL is 1 for every abort whose syndrome is not an instruction syndrome (ISV = 0, D24.2).
+  a.esr_el1 = EsrEc::make(ec) | EsrIl::kMask | iss;
   a.far_el1 = far_el2;
   a.elr_el1 = elr_el2;
   a.spsr_el1 = spsr_el2;

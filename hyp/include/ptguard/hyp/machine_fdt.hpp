@@ -7,7 +7,15 @@
 // `ranges` of every PCI host bridge (device_type "pci": BARs are assigned inside them at run
 // time). Regions are rounded out to whole pages and merged where they touch, because two
 // devices that share a page (QEMU's virtio-mmio transports are 512 bytes apart) share its
-// stage-2 entry. Freestanding.
+// stage-2 entry.
+//
+// Withheld: devices the host could program to write memory behind the stage 2 (bus masters
+// that take physical addresses from their registers, with no SMMU in between): QEMU's fw_cfg
+// with its DMA interface ("qemu,fw-cfg-mmio") and a GICv3 ITS ("arm,gic-v3-its", whose tables
+// live at addresses the host writes into GITS_BASER<n>). They are not the host's MMIO: an
+// access faults and the host gets an external abort. (The GICv3 redistributors' LPI tables are
+// the same kind of DMA; they exist only with an ITS: boot QEMU with its=off, docs/linux-host.md.)
+// Freestanding.
 #pragma once
 
 #include "ptguard/hyp/fdt.hpp"
@@ -25,6 +33,9 @@ struct HostMachine {
   unsigned n_cpus = 0;
   ownership::Region reserved_nomap[kMaxReserved]{};  ///< /reserved-memory children with no-map
   unsigned n_reserved_nomap = 0;
+  static constexpr unsigned kMaxWithheld = 8;
+  ownership::Region withheld[kMaxWithheld]{};  ///< DMA-capable devices kept from the host
+  unsigned n_withheld = 0;
   bool psci_smc = false;  ///< /psci `method` is "smc" (false: "hvc" or no PSCI node)
   bool psci_hvc = false;
 
@@ -60,9 +71,15 @@ void sort_by_base(R* r, unsigned n) {
 
 }  // namespace detail
 
+/// Whether a node is a bus master the hypervisor cannot police (see the header comment).
+[[nodiscard]] inline bool dma_capable(const FdtNode& n) {
+  const FdtProp c = n.prop("compatible");
+  return c.has_string("qemu,fw-cfg-mmio") || c.has_string("arm,gic-v3-its");
+}
+
 /// Reads `fdt` into `out`. EINVAL: a malformed blob, no memory node, a region that wraps, MMIO
-/// overlapping memory, a memory node overlapping another; E2BIG: more regions or CPUs than
-/// HostMachine holds. `page` (a power of two) is the page size MMIO is rounded to.
+/// overlapping memory, a memory node overlapping another, #address-cells over 3 or #size-cells
+/// over 2 where a `reg` is read; E2BIG: more regions or CPUs than HostMachine holds. `page` (a power of two) is the page size MMIO is rounded to.
 [[nodiscard]] inline Status describe_machine(const Fdt& fdt, u64 page, HostMachine* out) {
   HostMachine& m = *out;
   m = HostMachine{};
@@ -90,8 +107,9 @@ void sort_by_base(R* r, unsigned n) {
       if (k == 2 && n.prop("device_type").is_string("cpu")) {
         if (m.n_cpus == HostMachine::kMaxCpus) return bad(Error::e2big);
         const FdtProp reg = n.prop("reg");
-        if (!reg.present()) return bad(Error::einval);
-        m.cpu_mpidr[m.n_cpus++] = reg.cells(0, path.address_cells(1));
+        const u32 ac = path.address_cells(1);
+        if (!reg.present() || ac == 0 || ac > 2) return bad(Error::einval);
+        m.cpu_mpidr[m.n_cpus++] = reg.cells(0, ac);
       }
       return;
     }
@@ -104,7 +122,9 @@ void sort_by_base(R* r, unsigned n) {
     if (!n.enabled()) return;
     const u32 ac = path.address_cells(k - 1), sc = path.size_cells(k - 1);
     const FdtProp reg = n.prop("reg");
+    if (reg.present() && (ac > 3 || sc > 2)) return bad(Error::einval);
     const u32 entry = (ac + sc) * 4;
+    const bool withheld = dma_capable(n);
     const bool memory = k == 1 && n.prop("device_type").is_string("memory");
     const bool reserved = str_eq(top, "reserved-memory");
     if (reserved && k == 1) return;  // the container: its children are the regions
@@ -121,6 +141,9 @@ void sort_by_base(R* r, unsigned n) {
         if (!n.has("no-map")) continue;
         if (m.n_reserved_nomap == HostMachine::kMaxReserved) return bad(Error::e2big);
         m.reserved_nomap[m.n_reserved_nomap++] = ownership::Region{base, size};
+      } else if (withheld) {
+        if (m.n_withheld == HostMachine::kMaxWithheld) return bad(Error::e2big);
+        m.withheld[m.n_withheld++] = ownership::Region{base, size};
       } else {
         add_mmio(base, size);
       }
@@ -129,6 +152,7 @@ void sort_by_base(R* r, unsigned n) {
       // ranges: PCI address (3 cells), CPU address (the bus's parent cells), size (2 cells).
       const FdtProp r = n.prop("ranges");
       const u32 pac = path.address_cells(k), psc = path.size_cells(k);
+      if (r.present() && (pac > 3 || psc > 2)) return bad(Error::einval);
       const u32 e = (pac + ac + psc) * 4;
       for (u32 off = 0; r.present() && e != 0 && off + e <= r.size; off += e) {
         const u64 cpu = r.cells(off / 4 + pac, ac), size = r.cells(off / 4 + pac + ac, psc);
@@ -159,6 +183,15 @@ void sort_by_base(R* r, unsigned n) {
     }
   }
   m.n_mmio = w;
+  // A withheld device must not share a page with the host's MMIO: the page's one stage-2 entry
+  // would give the host both.
+  for (unsigned i = 0; i < m.n_mmio; ++i) {
+    for (unsigned j = 0; j < m.n_withheld; ++j) {
+      const ownership::Region& r = m.withheld[j];
+      if (m.mmio[i].base < r.end_page(page) && r.first_page(page) < m.mmio[i].base + m.mmio[i].size)
+        return fail(Error::einval);
+    }
+  }
   for (unsigned i = 0; i < m.n_mmio; ++i) {
     for (unsigned j = 0; j < m.n_memory; ++j) {
       const ownership::Region& r = m.memory[j];

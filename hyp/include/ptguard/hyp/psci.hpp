@@ -10,7 +10,10 @@
 // The relay's rule: a host CPU may run only behind the hypervisor's stage 2, so the calls that
 // start a CPU at an address the host names (CPU_ON, CPU_SUSPEND's power-down entry) are
 // forwarded with the hypervisor's own entry point substituted; that entry sets the CPU up at EL2
-// first and then enters the host's address at EL1. Calls that only report or stop something are
+// first and then enters the host's address at EL1. CPU_SUSPEND always gets the hypervisor's
+// entry, whatever its power_state says: only the firmware knows whether a state powers the CPU
+// down (the original and the extended StateID formats put StateType in different bits), and a
+// CPU that resumed at a host address would run at EL2. Calls that only report or stop something are
 // forwarded as they are. Every other PSCI call is answered NOT_SUPPORTED without reaching the
 // firmware (SYSTEM_SUSPEND, CPU_FREEZE, MEM_PROTECT, ... would let the host resume or change
 // memory behind the hypervisor's back), and PSCI_FEATURES reports exactly that set. Freestanding.
@@ -79,15 +82,20 @@ enum class Action : u8 {
   }
 }
 
-/// PSCI_FEATURES(fid) as the relay answers it (DEN 0022 5.15): 0 for a call it relays (CPU_SUSPEND
-/// reports 0 too: the original power_state format, bit 1 clear), NOT_SUPPORTED otherwise.
-[[nodiscard]] constexpr i64 features(u64 queried) {
-  const Action a = classify(queried, true, true);
-  return a == Action::not_supported ? kNotSupported : kSuccess;
+/// What PSCI_FEATURES(fid) gets (DEN 0022 5.15): NOT_SUPPORTED for a call the relay refuses;
+/// otherwise the firmware's own answer (`ask_firmware`), because only the firmware knows its
+/// feature flags (CPU_SUSPEND's power_state format among them: the relay must not guess it).
+enum class FeaturesAnswer : u8 { not_supported, ask_firmware };
+[[nodiscard]] constexpr FeaturesAnswer features(u64 queried) {
+  return classify(queried, true, true) == Action::not_supported ? FeaturesAnswer::not_supported
+                                                                  : FeaturesAnswer::ask_firmware;
 }
 
-/// CPU_SUSPEND's power_state (original format, DEN 0022 5.4.2): StateType bit 16, 1 = power
-/// down (the CPU comes back at the entry point), 0 = standby (the call returns).
-[[nodiscard]] constexpr bool suspend_powers_down(u64 power_state) { return (power_state >> 16) & 1; }
+/// Whether a function ID uses the SMC32/HVC32 convention (bit 30 clear, DEN 0028 2.5): its
+/// arguments are the low 32 bits of x1..x7, and the upper halves must be ignored (so the
+/// relay and the firmware cannot read different values).
+[[nodiscard]] constexpr bool is_32bit_call(u64 fid) { return ((fid >> 30) & 1) == 0; }
+/// An argument as the call's convention defines it.
+[[nodiscard]] constexpr u64 arg(u64 fid, u64 x) { return is_32bit_call(fid) ? (x & 0xffff'ffffu) : x; }
 
 }  // namespace ptguard::hyp::psci
