@@ -1,8 +1,9 @@
 # ptguard's entry points. Each installs the Debian packages it needs (scripts/install-deps.sh),
 # then configures with CMake + Ninja and builds.
 #   make demo    build the ptguard command and run its demo
-#   make test    every test twice (optimised; ASan+UBSan), the freestanding link check and the
-#                CMake package check
+#   make test    every test twice (optimised; ASan+UBSan), the concurrency tests a third time
+#                under ThreadSanitizer, the freestanding link check, the CMake package check and
+#                the QEMU tests (the EL2 image, and Linux booted by ptguard's hypervisor)
 #   make bench   the benchmarks; the run is written to build/bench.json; fails if a row is over
 #                its target (PTGUARD_BENCH_NO_FAIL=1 to report only)
 #   make clean
@@ -12,7 +13,7 @@ CMAKE_GEN  := -G Ninja
 SAN_ENV    := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
               UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-.PHONY: all demo test test-release test-sanitize bench clean deps-%
+.PHONY: all demo test test-release test-sanitize test-tsan bench clean deps-%
 
 all: test
 
@@ -24,7 +25,7 @@ demo: deps-demo
 	cmake --build $(BUILD)/demo --target ptguard-cli
 	$(BUILD)/demo/tools/ptguard demo
 
-test: deps-test deps-linux-host test-release test-sanitize
+test: deps-test deps-linux-host test-release test-sanitize test-tsan
 
 test-release:
 	cmake -S . -B $(BUILD)/release $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DPTGUARD_WERROR=ON >/dev/null
@@ -37,6 +38,14 @@ test-sanitize:
 	      -DPTGUARD_WERROR=ON -DPTGUARD_SANITIZE=ON >/dev/null
 	cmake --build $(BUILD)/sanitize
 	$(SAN_ENV) ctest --test-dir $(BUILD)/sanitize --output-on-failure -LE once
+
+# ThreadSanitizer over the tests that run threads (tests/concurrency/), only: a whole third
+# build would cost more than CI's time allows for what it adds.
+test-tsan:
+	cmake -S . -B $(BUILD)/tsan $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPTGUARD_WERROR=ON \
+	      -DPTGUARD_TSAN=ON -DPTGUARD_BUILD_TOOLS=OFF >/dev/null
+	cmake --build $(BUILD)/tsan --target ptguard_concurrency_tests
+	TSAN_OPTIONS=halt_on_error=1 ctest --test-dir $(BUILD)/tsan --output-on-failure -R '^concurrency$$'
 
 bench: deps-bench
 	cmake -S . -B $(BUILD)/bench $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release -DPTGUARD_BUILD_TESTS=OFF \

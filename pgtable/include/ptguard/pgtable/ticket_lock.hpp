@@ -13,8 +13,13 @@
 // ordering of its own: nothing is read under the lock until the acquire load succeeds.
 //
 // While waiting, the CPU executes YIELD on AArch64 (C6.2 YIELD: a hint that the thread is
-// spinning) and PAUSE on x86-64, nothing elsewhere. The lock is 8 bytes and is not recursive:
-// taking it twice on one CPU deadlocks.
+// spinning) and PAUSE on x86-64, nothing elsewhere (`CpuRelax`). The lock is 8 bytes and is not
+// recursive: taking it twice on one CPU deadlocks.
+//
+// A ticket lock hands the lock to one particular waiter; if that waiter is not running (a
+// thread preempted on a host with more threads than cores) everyone waits for the scheduler.
+// At EL2 every waiter is a CPU and always runs; a hosted user (the simulator, tests with more
+// threads than cores) gives a Relax policy that yields the thread (`BasicTicketLock<R>`).
 #pragma once
 
 #include "ptguard/arch/bits.hpp"
@@ -30,16 +35,22 @@ inline void cpu_relax() {
 #endif
 }
 
-class TicketLock {
+/// The default wait: the CPU's spin hint.
+struct CpuRelax {
+  void operator()() const { cpu_relax(); }
+};
+
+template <class Relax = CpuRelax>
+class BasicTicketLock {
  public:
-  constexpr TicketLock() = default;
-  TicketLock(const TicketLock&) = delete;
-  TicketLock& operator=(const TicketLock&) = delete;
+  constexpr BasicTicketLock() = default;
+  BasicTicketLock(const BasicTicketLock&) = delete;
+  BasicTicketLock& operator=(const BasicTicketLock&) = delete;
 
   /// Waits for this caller's turn, then holds the lock.
   void lock() {
     const u32 ticket = __atomic_fetch_add(&next_, 1u, __ATOMIC_RELAXED);
-    while (__atomic_load_n(&owner_, __ATOMIC_ACQUIRE) != ticket) cpu_relax();
+    while (__atomic_load_n(&owner_, __ATOMIC_ACQUIRE) != ticket) Relax{}();
   }
 
   /// Takes the lock only if nobody holds or waits for it; true if taken.
@@ -66,6 +77,9 @@ class TicketLock {
   u32 next_ = 0;
   u32 owner_ = 0;
 };
+
+/// The lock for code where every waiter is a CPU of its own (EL2).
+using TicketLock = BasicTicketLock<>;
 
 /// Holds a lock for the lifetime of a scope.
 template <class L>
