@@ -52,6 +52,7 @@ HostArena::HostArena(std::size_t bytes) : bytes_(bytes) {
 HostArena::~HostArena() { free_mappings().push_back(FreeMapping{raw_, mapped_, data_}); }
 
 void count_tlbi(MaintenanceCounts& c, arch::Tlbi, u16, u64, int) { ++c.tlbi; }
+void count_tlbi_range(MaintenanceCounts& c, arch::Tlbi, u16, const arch::TlbiRange&) { ++c.tlbi; }
 void count_barrier(MaintenanceCounts& c, arch::Barrier) { ++c.barrier; }
 void count_cache_op(MaintenanceCounts& c, arch::CacheOp, u64, u64) { ++c.cache_op; }
 

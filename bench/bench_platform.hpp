@@ -54,6 +54,7 @@ struct MaintenanceCounts {
 
 // Out of line on purpose (bench_platform.cpp): each is one call that increments a counter.
 [[gnu::noinline]] void count_tlbi(MaintenanceCounts& c, arch::Tlbi op, u16 vmid, u64 addr, int level);
+[[gnu::noinline]] void count_tlbi_range(MaintenanceCounts& c, arch::Tlbi op, u16 vmid, const arch::TlbiRange& r);
 [[gnu::noinline]] void count_barrier(MaintenanceCounts& c, arch::Barrier b);
 [[gnu::noinline]] void count_cache_op(MaintenanceCounts& c, arch::CacheOp op, u64 pa, u64 size);
 
@@ -110,6 +111,7 @@ class BenchPlatform {
   void write_desc(u64* ptep, u64 value) { *ptep = value; }
 
   void tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) { count_tlbi(counts_, op, vmid, addr, level); }
+  void tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r) { count_tlbi_range(counts_, op, vmid, r); }
   void barrier(arch::Barrier b) { count_barrier(counts_, b); }
   void cache_op(arch::CacheOp op, u64 pa, u64 size) { count_cache_op(counts_, op, pa, size); }
 

@@ -60,6 +60,7 @@ constexpr RowSpec kRows[] = {
     {"stage2_map_1g_block", "call", 0, 0},
     {"stage2_map_1g_2m_blocks", "block", 5, 28},
     {"stage2_unmap_1g_pages", "page", 5, 17},
+    {"stage2_unmap_1g_pages_range_tlbi", "page", 0, 0},
     {"walk_1g_pages", "page", 2, 7},
     {"stage2_wrprotect_1g_pages", "page", 3, 11},
     {"stage2_set_owner_1g_pages", "page", 5, 28},

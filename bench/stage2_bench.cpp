@@ -1,6 +1,7 @@
 // Stage-2 benchmarks: 4K granule, 48-bit IPA (level-0 root, one page), a CPU with FEAT_S2FWB
 // (arch::CpuFeatures::modern(): no cache maintenance for new mappings), IPA base 1 GiB, PA base
 // 4 GiB, normal write-back memory, read-write. See harness.hpp for how time is measured.
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -254,6 +255,73 @@ void stage2_unmap_1g_pages(benchmark::State& state) {
   report(state, tm, Unit::page, kPagesPerGiB, static_cast<double>(table_pages(plat, mc) * kPage));
 }
 
+// 1,000 unmaps of 2 MiB (512 pages) at scattered page-aligned IPAs of a page-mapped GiB, on a
+// CPU with FEAT_TLBIRANGE. Each range is mapped again (untimed) after its unmap, so every call
+// removes 512 valid pages; most ranges straddle two last-level tables and free neither, so
+// each call's invalidation is one TLBI RIPAS2E1IS (512 pages, TTL level 3) and TLBI VMALLE1IS.
+// Per-page invalidation would take 512 TLBI IPAS2E1IS and the VMALLE1IS: `tlbi_per_page` is
+// that count, `tlbi_reduction` the ratio, which must be at least 100.
+void stage2_unmap_1g_pages_range_tlbi(benchmark::State& state) {
+  constexpr u32 kRanges = 1000;
+  constexpr u64 kRangePages = 512;
+  arch::CpuFeatures cpu = arch::CpuFeatures::modern();
+  cpu.tlbi_range = true;
+  const arch::Stage2Config cfg = *arch::make_stage2_config(kGranule, kIaBits, cpu);
+  BenchPlatform plat(kArenaPa, kArenaPages);
+  Memcache mc;
+  auto made = S2::create_stage2(plat, cfg, kVmid, forced_pages());
+  if (!made) {
+    state.SkipWithError("create_stage2");
+    return;
+  }
+  S2 t = std::move(*made);
+  // Scattered first pages (a fixed xorshift sequence), each range inside the GiB.
+  std::vector<u64> first(kRanges);
+  u64 x = 0x9e37'79b9'7f4a'7c15ull;
+  for (u64& f : first) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    f = x % (kPagesPerGiB - kRangePages + 1);
+  }
+  if (!mc.topup(plat, t.max_pages_needed(kIaBase, kGiB)) || !t.map(kIaBase, kGiB, kPaBase, kRW, mc)) {
+    state.SkipWithError("setup map");
+    return;
+  }
+  Timing tm;
+  double seconds = 0;
+  for (auto _ : state) {
+    double s = 0;
+    const u64 tlbi0 = plat.counts().tlbi;
+    for (u64 f : first) {
+      const u64 ia = kIaBase + f * kPage, size = kRangePages * kPage;
+      const auto t0 = std::chrono::steady_clock::now();
+      const Status st = t.unmap(ia, size, mc);
+      benchmark::ClobberMemory();
+      const auto t1 = std::chrono::steady_clock::now();
+      s += std::chrono::duration<double>(t1 - t0).count();
+      // Untimed: the range mapped again (a table page if the unmap freed one).
+      if (!st || !mc.topup(plat, t.max_pages_needed(ia, size)) || !t.map(ia, size, kPaBase + f * kPage, kRW, mc)) {
+        state.SkipWithError("unmap or remap");
+        return;
+      }
+    }
+    state.SetIterationTime(s);
+    seconds += s;
+    ++tm.iters;
+    tm.tlbi += plat.counts().tlbi - tlbi0;
+  }
+  tm.seconds = seconds;
+  report(state, tm, Unit::page, static_cast<double>(kRanges * kRangePages),
+         static_cast<double>(table_pages(plat, mc) * kPage));
+  if (tm.iters == 0) return;
+  const double per_page = static_cast<double>(kRanges * (kRangePages + 1));
+  const double tlbi = static_cast<double>(tm.tlbi) / static_cast<double>(tm.iters);
+  state.counters["tlbi_per_page"] = per_page;
+  state.counters["tlbi_reduction"] = per_page / tlbi;
+  if (per_page / tlbi < 100) state.SkipWithError("fewer than 100x fewer TLBIs than per-page invalidation");
+}
+
 void walk_1g_pages(benchmark::State& state) {
   BenchPlatform plat(kArenaPa, kArenaPages);
   Memcache mc;
@@ -385,6 +453,7 @@ void register_stage2_benchmarks() {
   reg("stage2_map_1g_block", stage2_map_1g_block, benchmark::kMicrosecond);
   reg("stage2_map_1g_2m_blocks", stage2_map_1g_2m_blocks, benchmark::kMicrosecond);
   reg("stage2_unmap_1g_pages", stage2_unmap_1g_pages, benchmark::kMicrosecond);
+  reg("stage2_unmap_1g_pages_range_tlbi", stage2_unmap_1g_pages_range_tlbi, benchmark::kMicrosecond);
   reg("walk_1g_pages", walk_1g_pages, benchmark::kMicrosecond);
   reg("stage2_wrprotect_1g_pages", stage2_wrprotect_1g_pages, benchmark::kMicrosecond);
   reg("stage2_set_owner_1g_pages", stage2_set_owner_1g_pages, benchmark::kMicrosecond);

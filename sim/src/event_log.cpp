@@ -80,6 +80,14 @@ Event Event::tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) {
   return e;
 }
 
+Event Event::tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r, u64 page_size) {
+  Event e = tlbi(op, vmid, r.addr, r.level);
+  e.size = r.pages() * page_size;
+  e.tlbi_scale = r.scale;
+  e.tlbi_num = r.num;
+  return e;
+}
+
 Event Event::barrier(arch::Barrier b) {
   Event e;
   e.kind = EventKind::barrier;
@@ -130,12 +138,22 @@ bool tlbi_has_addr(arch::Tlbi op) {
     case arch::Tlbi::ipas2e1is:
     case arch::Tlbi::ripas2e1is:
     case arch::Tlbi::vae2is:
-    case arch::Tlbi::vale2is: return true;
+    case arch::Tlbi::vale2is:
+    case arch::Tlbi::rvae2is:
+    case arch::Tlbi::rvale2is: return true;
     case arch::Tlbi::vmalle1is:
     case arch::Tlbi::vmalls12e1is:
     case arch::Tlbi::alle2is: return false;
   }
   return false;
+}
+
+u64 tlbi_first(const Event& e) { return tlbi_has_addr(e.tlbi_op) ? e.addr : 0; }
+
+u64 tlbi_last(const Event& e) {
+  if (!tlbi_has_addr(e.tlbi_op)) return ~u64{0};
+  if (arch::is_range(e.tlbi_op)) return e.size == 0 ? e.addr : e.addr + (e.size - 1);
+  return e.addr;
 }
 
 bool tlbi_has_vmid(arch::Tlbi op) {
@@ -146,7 +164,9 @@ bool tlbi_has_vmid(arch::Tlbi op) {
     case arch::Tlbi::vmalls12e1is: return true;
     case arch::Tlbi::vae2is:
     case arch::Tlbi::vale2is:
-    case arch::Tlbi::alle2is: return false;
+    case arch::Tlbi::alle2is:
+    case arch::Tlbi::rvae2is:
+    case arch::Tlbi::rvale2is: return false;
   }
   return false;
 }
@@ -165,7 +185,12 @@ std::string to_string(const Event& e) {
       std::string s = arch::name(e.tlbi_op);
       if (tlbi_has_vmid(e.tlbi_op)) s += " vmid=" + std::to_string(e.vmid);
       if (tlbi_has_addr(e.tlbi_op)) {
-        s += " addr=" + hex(e.addr) + " level=";
+        s += " addr=" + hex(e.addr);
+        if (arch::is_range(e.tlbi_op)) {
+          s += " size=" + hex(e.size) + " scale=" + std::to_string(e.tlbi_scale) +
+               " num=" + std::to_string(e.tlbi_num);
+        }
+        s += " level=";
         s += e.level == arch::kTlbiLevelUnknown ? std::string("?") : std::to_string(e.level);
       }
       return s;

@@ -141,7 +141,27 @@ void SimPlatform::tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) {
                   std::string(arch::name(op)) + " with level hint " + std::to_string(level) +
                       " (0..3 or kTlbiLevelUnknown)");
   }
+  if (arch::is_range(op)) {
+    alloc_.report(ViolationKind::bad_argument, addr,
+                  std::string(arch::name(op)) + " through tlbi(): a range form has no size (tlbi_range)");
+  }
   log_.record(Event::tlbi(op, vmid, addr, level));
+}
+
+void SimPlatform::tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r) {
+  const u64 page = alloc_.page_size();
+  std::string why;
+  if (!arch::is_range(op)) why = "not a range form";
+  else if ((r.addr & (page - 1)) != 0) why = "address not aligned to the page size";
+  else if (r.scale > 3) why = "SCALE " + std::to_string(r.scale) + " (0..3)";
+  else if (r.num > 31) why = "NUM " + std::to_string(r.num) + " (0..31)";
+  else if (r.level != arch::kTlbiLevelUnknown && (r.level < 1 || r.level > 3))
+    why = "level hint " + std::to_string(r.level) + " (1..3 or kTlbiLevelUnknown)";
+  if (!why.empty()) {
+    alloc_.report(ViolationKind::bad_argument, r.addr,
+                  std::string(arch::name(op)) + " range at " + hex(r.addr) + ": " + why);
+  }
+  log_.record(Event::tlbi_range(op, vmid, r, page));
 }
 
 void SimPlatform::cache_op(arch::CacheOp op, u64 pa, u64 size) {

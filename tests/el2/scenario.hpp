@@ -32,19 +32,21 @@ inline constexpr u64 kUartSize = 0x1'0000;
 inline constexpr u64 kCarveout = 0x4008'0000;
 inline constexpr u64 kCarveoutEnd = 0x4200'0000;
 inline constexpr u64 kImageEnd = 0x4040'0000;  ///< the image must end before this
-/// The runs of the scenario: each granule, and the 4K granule once more with FEAT_S2FWB left
-/// unused (HCR_EL2.FWB = 0: the other stage-2 MemAttr encodings, and the cache maintenance
-/// the engine and the scrub then do by VA through the hypervisor's fixmap).
+/// The runs of the scenario: each granule, and the 4K granule once more as on an older CPU:
+/// FEAT_S2FWB left unused (HCR_EL2.FWB = 0: the other stage-2 MemAttr encodings, and the cache
+/// maintenance the engine and the scrub then do by VA through the hypervisor's fixmap) and
+/// FEAT_TLBIRANGE too (invalidation by page, or of the whole VMID, instead of by range).
 struct Variant {
   arch::Granule granule;
   bool fwb_off;
+  bool tlbi_range_off;
   const char* name;
 };
 inline constexpr Variant kVariants[] = {
-    {arch::Granule::k4K, false, "4K"},
-    {arch::Granule::k16K, false, "16K"},
-    {arch::Granule::k64K, false, "64K"},
-    {arch::Granule::k4K, true, "4K-nofwb"},
+    {arch::Granule::k4K, false, false, "4K"},
+    {arch::Granule::k16K, false, false, "16K"},
+    {arch::Granule::k64K, false, false, "64K"},
+    {arch::Granule::k4K, true, true, "4K-nofwb"},
 };
 inline constexpr unsigned kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 /// One 6 MiB table pool per run (each 1 MiB aligned: a 16-page root of 64K pages).

@@ -113,8 +113,9 @@ TEST(Qemu, AgreesWithReferenceMmu) {
   std::string summary;
   for (const std::string& l : lines) {
     if (starts_with(l, "cpu ")) {
-      have_cpu = std::sscanf(l.c_str(), "cpu mmfr0 %" SCNx64 " mmfr1 %" SCNx64 " mmfr2 %" SCNx64 " ctr %" SCNx64,
-                             &id.mmfr0, &id.mmfr1, &id.mmfr2, &id.ctr) == 4;
+      have_cpu = std::sscanf(l.c_str(),
+                             "cpu mmfr0 %" SCNx64 " mmfr1 %" SCNx64 " mmfr2 %" SCNx64 " ctr %" SCNx64 " isar0 %" SCNx64,
+                             &id.mmfr0, &id.mmfr1, &id.mmfr2, &id.ctr, &id.isar0) == 5;
     } else if (starts_with(l, "summary ")) {
       summary = l;
     } else if (starts_with(l, "setup ") || starts_with(l, "panic")) {

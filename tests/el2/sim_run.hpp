@@ -18,11 +18,15 @@
 
 namespace ptguard::el2test {
 
-/// QEMU 7.2 `-cpu max`'s ID_AA64MMFR0/1/2_EL1 and CTR_EL0, as the image prints them; the
-/// simulator-only test uses these (the QEMU test uses what the image printed).
+/// QEMU 7.2 `-cpu max`'s ID_AA64MMFR0/1/2_EL1, CTR_EL0 and ID_AA64ISAR0_EL1, as the image
+/// prints them; the simulator-only test uses these (the QEMU test uses what the image printed).
+/// ISAR0.TLB (bits 59:56) is 0b0010: FEAT_TLBIRANGE.
 struct IdRegs {
   u64 mmfr0 = 0x3231'0201'126ull, mmfr1 = 0x110'1021'1122ull, mmfr2 = 0x1021'0110'1001'1011ull, ctr = 0x8444'c004ull;
-  [[nodiscard]] arch::CpuFeatures features() const { return arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr); }
+  u64 isar0 = 0x1221'1111'1021'2120ull;
+  [[nodiscard]] arch::CpuFeatures features() const {
+    return arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr, isar0);
+  }
 };
 
 [[nodiscard]] inline Fault to_fault(sim::FaultKind k) {
@@ -50,6 +54,7 @@ class SimRun {
 
   explicit SimRun(const arch::CpuFeatures& cpu) : cpu_(cpu) {
     if (kRun.fwb_off) cpu_.fwb = false;
+    if (kRun.tlbi_range_off) cpu_.tlbi_range = false;
     ok(mem_.add_region(kRam, kRamSize), "RAM");
     ok(mem_.add_region(kUart, kUartSize), "UART");
     plat_.emplace(mem_, pool_pa(V), kPoolSize, kPage);

@@ -79,6 +79,7 @@ struct StaticPlatform {
   u32 page_count(u64 pa) { return counts[index(pa)]; }
   void write_desc(u64* p, u64 v) { *static_cast<volatile u64*>(p) = v; }
   void tlbi(Tlbi, u16, u64, int) { maintenance = maintenance + 1; }
+  void tlbi_range(Tlbi, u16, const arch::TlbiRange&) { maintenance = maintenance + 1; }
   void barrier(Barrier) { maintenance = maintenance + 1; }
   void cache_op(CacheOp, u64, u64) { maintenance = maintenance + 1; }
   void* fixmap_map(u64 pa) { return reinterpret_cast<void*>(pa); }

@@ -464,10 +464,13 @@ struct Pending {
   bool dsb1 = false;     // a DSB ISH after it
   bool tlbi_s1 = false;  // TLBI VMALLE1IS after that (or VMALLS12E1IS as the covering TLBI)
   bool dsb2 = false;     // a DSB ISH after it
+  u64 covered_to = 0;    // range TLBIs so far cover [ia, covered_to) (pieces go up in address)
   [[nodiscard]] bool done() const { return dsb_st && tlbi && dsb1 && tlbi_s1 && dsb2; }
   [[nodiscard]] std::string missing() const {
     if (!dsb_st) return "DSB ISHST";
-    if (!tlbi) return was_table ? "TLBI of the whole VMID/EL2 (a table entry)" : "TLBI covering the address";
+    if (!tlbi)
+      return was_table ? "TLBI of the table entry's whole span (by range, or the whole VMID/EL2)"
+                       : "TLBI covering the address";
     if (!dsb1) return "DSB ISH after the TLBI";
     if (!tlbi_s1) return "TLBI VMALLE1IS";
     return "DSB ISH after TLBI VMALLE1IS";
@@ -609,18 +612,33 @@ class Checker {
     }
   }
 
-  bool covers(const Pending& p, const Event& e) const {
+  // Whether TLBI `e` completes the invalidation `p` waits for. By address: the address inside
+  // the leaf, the level hint the leaf's or none. By range (FEAT_TLBIRANGE; D8.14): a leaf is
+  // removed by a range that overlaps it with a matching or no TTL; a table entry's span must be
+  // covered whole by ranges of any level (RIPAS2E1IS, RVAE2IS; not RVALE2IS, which leaves
+  // walk-cache entries) with no TTL, one piece or consecutive pieces (`p.covered_to` grows).
+  bool covers(Pending& p, const Event& e) const {
+    const bool level_ok = e.level == arch::kTlbiLevelUnknown || e.level == p.level;
+    const bool range_any_level = e.tlbi_op == arch::Tlbi::ripas2e1is || e.tlbi_op == arch::Tlbi::rvae2is;
+    if (arch::is_range(e.tlbi_op) && (geo_.stage == 2) == (e.tlbi_op == arch::Tlbi::ripas2e1is)) {
+      const u64 first = sim::tlbi_first(e), last = sim::tlbi_last(e);
+      if (!p.was_table) return level_ok && first <= p.ia + (p.size - 1) && last >= p.ia;
+      if (!range_any_level || e.level != arch::kTlbiLevelUnknown) return false;
+      if (p.covered_to < p.ia) p.covered_to = p.ia;
+      if (first <= p.covered_to && last >= p.covered_to) p.covered_to = last + 1;
+      return last == ~u64{0} || p.covered_to >= p.ia + p.size;
+    }
     if (geo_.stage == 2) {
       if (e.tlbi_op == arch::Tlbi::vmalls12e1is) return true;
       if (e.tlbi_op == arch::Tlbi::ipas2e1is && !p.was_table) {
-        return e.addr >= p.ia && e.addr - p.ia < p.size && (e.level == arch::kTlbiLevelUnknown || e.level == p.level);
+        return e.addr >= p.ia && e.addr - p.ia < p.size && level_ok;
       }
       return false;
     }
     if (e.tlbi_op == arch::Tlbi::alle2is) return true;
     // VALE2IS: leaf entries only, which is all a leaf (page or block) can leave behind.
     if ((e.tlbi_op == arch::Tlbi::vae2is || e.tlbi_op == arch::Tlbi::vale2is) && !p.was_table) {
-      return e.addr >= p.ia && e.addr - p.ia < p.size && (e.level == arch::kTlbiLevelUnknown || e.level == p.level);
+      return e.addr >= p.ia && e.addr - p.ia < p.size && level_ok;
     }
     return false;
   }
@@ -634,7 +652,8 @@ class Checker {
         out_.push_back(sim::to_string(e) + ": wrong VMID (table's is " + std::to_string(geo_.vmid) + ")");
     } else {
       const bool el2 = e.tlbi_op == arch::Tlbi::vae2is || e.tlbi_op == arch::Tlbi::vale2is ||
-                       e.tlbi_op == arch::Tlbi::alle2is;
+                       e.tlbi_op == arch::Tlbi::alle2is || e.tlbi_op == arch::Tlbi::rvae2is ||
+                       e.tlbi_op == arch::Tlbi::rvale2is;
       if (!el2) out_.push_back("stage-2 TLBI " + sim::to_string(e) + " on a stage-1 EL2 table");
     }
     for (std::size_t idx : active_) {

@@ -12,6 +12,7 @@ namespace {
 using arch::Barrier;
 using arch::CacheOp;
 using arch::Tlbi;
+using arch::TlbiRange;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
@@ -31,8 +32,12 @@ TEST(EventFormat, OneLinePerKind) {
   EXPECT_EQ(to_string(Event::tlbi(Tlbi::vae2is, 0, 0xffff000000200000, 2)),
             "TLBI VAE2IS addr=0xffff000000200000 level=2");
   EXPECT_EQ(to_string(Event::tlbi(Tlbi::vale2is, 0, 0x1000, 3)), "TLBI VALE2IS addr=0x1000 level=3");
-  EXPECT_EQ(to_string(Event::tlbi(Tlbi::ripas2e1is, 3, 0x1000, 3)),
-            "TLBI RIPAS2E1IS vmid=3 addr=0x1000 level=3");
+  EXPECT_EQ(to_string(Event::tlbi_range(Tlbi::ripas2e1is, 3, TlbiRange{0x200000, 1, 7, 3}, 0x1000)),
+            "TLBI RIPAS2E1IS vmid=3 addr=0x200000 size=0x200000 scale=1 num=7 level=3");
+  EXPECT_EQ(to_string(Event::tlbi_range(Tlbi::rvae2is, 0, TlbiRange{0x10000, 0, 0, -1}, 0x10000)),
+            "TLBI RVAE2IS addr=0x10000 size=0x20000 scale=0 num=0 level=?");
+  EXPECT_EQ(to_string(Event::tlbi_range(Tlbi::rvale2is, 0, TlbiRange{0, 3, 31, 3}, 0x1000)),
+            "TLBI RVALE2IS addr=0x0 size=0x200000000 scale=3 num=31 level=3");
   EXPECT_EQ(to_string(Event::tlbi(Tlbi::alle2is, 0, 0, 0)), "TLBI ALLE2IS");
   EXPECT_EQ(to_string(Event::barrier(Barrier::dsb_ish)), "DSB ISH");
   EXPECT_EQ(to_string(Event::barrier(Barrier::dsb_ishst)), "DSB ISHST");

@@ -270,3 +270,37 @@ RC_GTEST_PROP(SimPlatformProp, ReplayReproducesThePool, ()) {
 
 }  // namespace
 }  // namespace ptguard::sim
+
+namespace ptguard::sim {
+namespace {
+
+TEST(SimPlatformRangeTlbi, LoggedWithTheRangeAndMisuseReported) {
+  PhysMem mem;
+  ASSERT_TRUE(mem.add_region(kRam, kRamSize));
+  SimPlatform p{mem, kPool, kPoolSize, k4K};
+  p.tlbi_range(Tlbi::ripas2e1is, 5, arch::TlbiRange{0x20'0000, 1, 7, 3});
+  ASSERT_EQ(p.log().size(), 1u);
+  const Event& e = p.log().events()[0];
+  EXPECT_EQ(e.kind, EventKind::tlbi);
+  EXPECT_EQ(e.tlbi_op, Tlbi::ripas2e1is);
+  EXPECT_EQ(e.vmid, 5);
+  EXPECT_EQ(e.addr, 0x20'0000u);
+  EXPECT_EQ(e.size, 512 * k4K);
+  EXPECT_EQ(e.level, 3);
+  EXPECT_EQ(tlbi_first(e), 0x20'0000u);
+  EXPECT_EQ(tlbi_last(e), 0x40'0000u - 1);
+  EXPECT_THAT(p.violations(), IsEmpty());
+
+  p.tlbi_range(Tlbi::ipas2e1is, 5, arch::TlbiRange{0x20'0000, 0, 0, 3});  // not a range form
+  p.tlbi_range(Tlbi::ripas2e1is, 5, arch::TlbiRange{0x20'0800, 0, 0, 3});  // not page aligned
+  p.tlbi_range(Tlbi::ripas2e1is, 5, arch::TlbiRange{0x20'0000, 4, 0, 3});  // SCALE 4
+  p.tlbi_range(Tlbi::ripas2e1is, 5, arch::TlbiRange{0x20'0000, 0, 32, 3});  // NUM 32
+  p.tlbi_range(Tlbi::rvale2is, 0, arch::TlbiRange{0x20'0000, 0, 0, 0});  // level 0: no TTL
+  p.tlbi(Tlbi::ripas2e1is, 5, 0x20'0000, 3);  // a range form without its size
+  EXPECT_EQ(p.violations().size(), 6u);
+  for (const Violation& v : p.violations()) EXPECT_EQ(v.kind, ViolationKind::bad_argument);
+  EXPECT_EQ(p.log().size(), 7u);  // logged all the same
+}
+
+}  // namespace
+}  // namespace ptguard::sim

@@ -255,6 +255,7 @@ struct Hyp {
 
   static void run(arch::CpuFeatures cpu, bool have_ttl) {
     if (kRun.fwb_off) cpu.fwb = false;  // FEAT_S2FWB is opt-in (HCR_EL2.FWB): leave it off
+    if (kRun.tlbi_range_off) cpu.tlbi_range = false;  // as on a CPU without FEAT_TLBIRANGE
     typename Plat::Config pc;
     pc.pool_pa = pool_pa(V);
     pc.pool_size = kPoolSize;
@@ -359,10 +360,12 @@ extern "C" void el2_main() {
   puts("ptguard EL2 mini-hypervisor\n");
   const u64 mmfr0 = PTGUARD_MRS("id_aa64mmfr0_el1"), mmfr1 = PTGUARD_MRS("id_aa64mmfr1_el1");
   const u64 mmfr2 = PTGUARD_MRS("id_aa64mmfr2_el1"), ctr = PTGUARD_MRS("ctr_el0");
+  const u64 isar0 = PTGUARD_MRS("id_aa64isar0_el1");  // TLB, bits 59:56: FEAT_TLBIRANGE
   Line l;
   l.str("cpu mmfr0 ").hex(mmfr0).str(" mmfr1 ").hex(mmfr1).str(" mmfr2 ").hex(mmfr2).str(" ctr ").hex(ctr);
+  l.str(" isar0 ").hex(isar0);
   println(l);
-  const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr);
+  const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr, isar0);
   const bool have_ttl = arch::Field<51, 48>::get(mmfr2) != 0;  // ID_AA64MMFR2_EL1.TTL
   run_variants(cpu, have_ttl, std::make_integer_sequence<unsigned, kNumVariants>{});
   Line s;

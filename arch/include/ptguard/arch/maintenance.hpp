@@ -5,6 +5,7 @@
 #pragma once
 
 #include "ptguard/arch/bits.hpp"
+#include "ptguard/arch/granule.hpp"
 
 namespace ptguard::arch {
 
@@ -17,11 +18,143 @@ enum class Tlbi : u8 {
   vae2is,        ///< TLBI VAE2IS: EL2 entries for one VA (level hint)
   vale2is,       ///< TLBI VALE2IS: EL2 last-level entries for one VA (level hint)
   alle2is,       ///< TLBI ALLE2IS: all EL2 entries
+  rvae2is,       ///< TLBI RVAE2IS: EL2 entries of any level for a VA range (FEAT_TLBIRANGE)
+  rvale2is,      ///< TLBI RVALE2IS: EL2 last-level entries for a VA range (FEAT_TLBIRANGE)
 };
+
+/// Whether `op` is one of the range forms (FEAT_TLBIRANGE), which a platform carries out through
+/// tlbi_range() with a TlbiRange operand, never through tlbi().
+[[nodiscard]] constexpr bool is_range(Tlbi op) {
+  return op == Tlbi::ripas2e1is || op == Tlbi::rvae2is || op == Tlbi::rvale2is;
+}
 
 /// A level hint of "unknown" (TTL = 0): used when a table entry is removed, because the TLB
 /// may hold entries from any level below it (Linux fixes 36e008323926, f62d4c3eb687).
 inline constexpr int kTlbiLevelUnknown = -1;
+
+// ---- range invalidation (FEAT_TLBIRANGE) ---------------------------------------------------
+//
+// Arm ARM DDI 0487K.a, C5.5 (TLBI RIPAS2E1IS, RVAE2IS, RVALE2IS) and D8.14 "TLB maintenance"
+// ("TLB range maintenance instructions"). The operand Xt of a range TLBI:
+//   BaseADDR [36:0]  the first address of the range >> the granule's page shift (4K: IA[48:12],
+//                    16K: IA[50:14], 64K: IA[52:16]); the range starts at a page boundary
+//   TTL      [38:37] the level of every leaf entry in the range: 0b01 level 1, 0b10 level 2,
+//                    0b11 level 3; 0b00 entries of any level (and walk-cache entries, for the
+//                    forms that are not "last level")
+//   NUM      [43:39] and SCALE [45:44]: the range covers (NUM + 1) * 2^(5 * SCALE + 1) pages
+//   TG       [47:46] the granule the range counts in: 0b01 4K, 0b10 16K, 0b11 64K (0b00 is
+//                    reserved: the instruction would invalidate nothing reliably)
+//   ASID/VMID[63:48] unused by the three forms here (stage 2 acts on VTTBR_EL2.VMID; EL2
+//                    without E2H has no ASID)
+// ID_AA64ISAR0_EL1.TLB (bits [59:56]) is 0b0010 when the range forms exist (CpuFeatures).
+using TlbiRBaseAddr = Field<36, 0>;  ///< BaseADDR: first page number
+using TlbiRTtl = Field<38, 37>;      ///< TTL: leaf level, 0 = any
+using TlbiRNum = Field<43, 39>;      ///< NUM
+using TlbiRScale = Field<45, 44>;    ///< SCALE
+using TlbiRTg = Field<47, 46>;       ///< TG: granule of the range
+
+/// One range TLBI as the architecture encodes it: (num + 1) << (5 * scale + 1) pages of the
+/// table's granule from `addr`, every one a leaf of `level` (or kTlbiLevelUnknown: any level).
+struct TlbiRange {
+  u64 addr = 0;  ///< first address (IPA or EL2 VA), page aligned
+  u8 scale = 0;  ///< SCALE, 0..3
+  u8 num = 0;    ///< NUM, 0..31
+  i8 level = -1; ///< the TTL level hint, or kTlbiLevelUnknown (-1)
+
+  /// Pages the range covers.
+  [[nodiscard]] constexpr u64 pages() const { return u64{num + 1u} << (5u * scale + 1u); }
+  friend constexpr bool operator==(const TlbiRange&, const TlbiRange&) = default;
+};
+
+/// The most pages one range TLBI covers: NUM 31 at SCALE 3, 32 << 16 = 2^21 (8 GiB of 4K pages).
+inline constexpr u64 kTlbiRangeMaxPages = u64{32} << 16;
+
+/// The TTL field of a range TLBI for leaves of `level` with granule `g`: the level itself for
+/// levels 1..3, else 0b00 "any level". Level 0 has no encoding, and 0b01 (level 1) is reserved
+/// with the 16K granule unless FEAT_LPA2, which this library does not use.
+[[nodiscard]] constexpr u64 tlbi_range_ttl(Granule g, int level) {
+  if (level < 1 || level > kLastLevel || (level == 1 && g == Granule::k16K)) return 0;
+  return static_cast<u64>(level);
+}
+
+/// The TG field for granule `g`: 0b01 4K, 0b10 16K, 0b11 64K.
+[[nodiscard]] constexpr u64 tlbi_range_tg(Granule g) {
+  return g == Granule::k4K ? 0b01 : g == Granule::k16K ? 0b10 : 0b11;
+}
+
+/// Xt for a range TLBI over `r` with granule `g` (the layout above).
+[[nodiscard]] constexpr u64 tlbi_range_operand(Granule g, const TlbiRange& r) {
+  return TlbiRBaseAddr::make(r.addr >> page_shift(g)) | TlbiRTtl::make(tlbi_range_ttl(g, r.level)) |
+         TlbiRNum::make(r.num) | TlbiRScale::make(r.scale) | TlbiRTg::make(tlbi_range_tg(g));
+}
+
+/// What an operand means: its range (the level from TTL, 0b00 giving kTlbiLevelUnknown) and
+/// the granule TG names (false for the reserved TG 0b00).
+struct TlbiRangeDecoded {
+  TlbiRange range;
+  Granule granule;
+  bool valid;
+};
+[[nodiscard]] constexpr TlbiRangeDecoded decode_tlbi_range(u64 xt) {
+  const u64 tg = TlbiRTg::get(xt);
+  const Granule g = tg == 0b01 ? Granule::k4K : tg == 0b10 ? Granule::k16K : Granule::k64K;
+  const u64 ttl = TlbiRTtl::get(xt);
+  TlbiRange r;
+  r.addr = TlbiRBaseAddr::get(xt) << page_shift(g);
+  r.scale = static_cast<u8>(TlbiRScale::get(xt));
+  r.num = static_cast<u8>(TlbiRNum::get(xt));
+  r.level = ttl == 0 ? static_cast<i8>(-1) : static_cast<i8>(ttl);
+  return TlbiRangeDecoded{r, g, tg != 0};
+}
+
+/// The first instruction of a range of `pages` (>= 1) pages: the largest piece one range TLBI
+/// can cover from its start. SCALE is tried from 3 down; at the first SCALE whose unit
+/// 2^(5 * SCALE + 1) fits, NUM + 1 is as many units as fit, at most 32. What remains is below
+/// that unit, so the next piece uses a smaller SCALE: a range of up to kTlbiRangeMaxPages
+/// takes at most one piece per SCALE (four) plus, for an odd count, one last single page,
+/// which no range encodes (the smallest is 2 pages): `range` is false for it, and it is a
+/// by-address TLBI (IPAS2E1IS, VALE2IS, VAE2IS) with the level hint. Longer ranges repeat
+/// full pieces of kTlbiRangeMaxPages.
+struct TlbiRangePiece {
+  bool range;  ///< false: a single page, by address
+  u8 scale;
+  u8 num;
+  [[nodiscard]] constexpr u64 pages() const { return range ? (u64{num + 1u} << (5u * scale + 1u)) : 1; }
+};
+[[nodiscard]] constexpr TlbiRangePiece tlbi_range_piece(u64 pages) {
+  for (int scale = 3; scale >= 0; --scale) {
+    const unsigned shift = 5u * static_cast<unsigned>(scale) + 1u;
+    const u64 units = pages >> shift;
+    if (units == 0) continue;
+    const u64 n = units > 32 ? 32 : units;
+    return TlbiRangePiece{true, static_cast<u8>(scale), static_cast<u8>(n - 1)};
+  }
+  return TlbiRangePiece{false, 0, 0};
+}
+
+/// How many TLBI instructions tlbi_range_piece() splits `pages` pages into.
+[[nodiscard]] constexpr u64 tlbi_range_instructions(u64 pages) {
+  u64 n = 0;
+  while (pages > 0) {
+    if (pages >= kTlbiRangeMaxPages) {
+      n += pages / kTlbiRangeMaxPages;
+      pages %= kTlbiRangeMaxPages;
+      continue;
+    }
+    pages -= tlbi_range_piece(pages).pages();
+    ++n;
+  }
+  return n;
+}
+
+static_assert(TlbiRange{0, 3, 31, -1}.pages() == kTlbiRangeMaxPages);
+static_assert(tlbi_range_piece(512).range && tlbi_range_piece(512).scale == 1 && tlbi_range_piece(512).num == 7);
+static_assert(!tlbi_range_piece(1).range);
+static_assert(tlbi_range_instructions(1) == 1 && tlbi_range_instructions(2) == 1 && tlbi_range_instructions(3) == 2);
+static_assert(tlbi_range_instructions(kTlbiRangeMaxPages) == 1 && tlbi_range_instructions(kTlbiRangeMaxPages - 1) == 5);
+// 2 MiB of 4K pages at 0x4000'0000, level 3: BaseADDR 0x40000, TTL 0b11, NUM 7, SCALE 1, TG 4K.
+static_assert(tlbi_range_operand(Granule::k4K, TlbiRange{0x4000'0000, 1, 7, 3}) ==
+              (0x40000ull | 3ull << 37 | 7ull << 39 | 1ull << 44 | 1ull << 46));
 
 /// Barriers.
 enum class Barrier : u8 {
@@ -50,6 +183,8 @@ enum class CacheOp : u8 {
     case Tlbi::vae2is: return "TLBI VAE2IS";
     case Tlbi::vale2is: return "TLBI VALE2IS";
     case Tlbi::alle2is: return "TLBI ALLE2IS";
+    case Tlbi::rvae2is: return "TLBI RVAE2IS";
+    case Tlbi::rvale2is: return "TLBI RVALE2IS";
   }
   return "TLBI ?";
 }

@@ -28,6 +28,8 @@ using Mmfr1Hafdbs = Field<3, 0>;     ///< 0b0001 hardware AF, 0b0010 AF and dirt
 using Mmfr1VmidBits = Field<7, 4>;   ///< 0b0000 8-bit VMID, 0b0010 16-bit
 using Mmfr1Xnx = Field<31, 28>;      ///< FEAT_XNX: stage-2 XN[0] distinguishes EL1 and EL0
 using Mmfr2Fwb = Field<43, 40>;      ///< FEAT_S2FWB
+using Isar0Tlb = Field<59, 56>;      ///< ID_AA64ISAR0_EL1.TLB: 0b0001 outer-shareable TLBIs,
+                                     ///< 0b0010 those and the range forms (FEAT_TLBIRANGE)
 using CtrIdc = Bit<28>;              ///< CTR_EL0.IDC: no D-cache clean to PoU for coherence
 using CtrDic = Bit<29>;              ///< CTR_EL0.DIC: no I-cache invalidation for coherence
 
@@ -67,16 +69,19 @@ struct CpuFeatures {
   bool xnx = false;             ///< FEAT_XNX
   bool dic = false;             ///< CTR_EL0.DIC
   bool idc = false;             ///< CTR_EL0.IDC
+  bool tlbi_range = false;      ///< FEAT_TLBIRANGE: TLBI RIPAS2E1IS, RVAE2IS, RVALE2IS
   bool granule_s1[3] = {true, true, true};  ///< stage-1 support, indexed by Granule
   bool granule_s2[3] = {true, true, true};  ///< stage-2 support, indexed by Granule
 
-  /// A recent CPU: 48-bit PA, 16-bit VMIDs, hardware access flag, FWB, every granule.
+  /// A recent CPU: 48-bit PA, 16-bit VMIDs, hardware access flag, FWB, range TLBIs, every
+  /// granule.
   [[nodiscard]] static constexpr CpuFeatures modern() {
     CpuFeatures f;
     f.pa_bits = 48;
     f.vmid_bits = 16;
     f.hw_access_flag = true;
     f.fwb = true;
+    f.tlbi_range = true;
     return f;
   }
 
@@ -84,9 +89,10 @@ struct CpuFeatures {
     return (stage == 1 ? granule_s1 : granule_s2)[static_cast<unsigned>(g)];
   }
 
-  /// Reads the features from raw ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1 and
-  /// CTR_EL0 values.
-  [[nodiscard]] static constexpr CpuFeatures from_id_regs(u64 mmfr0, u64 mmfr1, u64 mmfr2, u64 ctr) {
+  /// Reads the features from raw ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1,
+  /// CTR_EL0 and ID_AA64ISAR0_EL1 values (without the last: no range TLBIs).
+  [[nodiscard]] static constexpr CpuFeatures from_id_regs(u64 mmfr0, u64 mmfr1, u64 mmfr2, u64 ctr,
+                                                          u64 isar0 = 0) {
     CpuFeatures f;
     f.pa_bits = pa_bits_from_range(Mmfr0PaRange::get(mmfr0));
     f.vmid_bits = Mmfr1VmidBits::get(mmfr1) == 0b0010 ? 16 : 8;
@@ -95,6 +101,7 @@ struct CpuFeatures {
     f.xnx = Mmfr1Xnx::get(mmfr1) >= 1;
     f.dic = CtrDic::get(ctr);
     f.idc = CtrIdc::get(ctr);
+    f.tlbi_range = Isar0Tlb::get(isar0) >= 0b0010;
     const bool s1_4k = Mmfr0TGran4::get(mmfr0) != 0xf;
     const bool s1_16k = Mmfr0TGran16::get(mmfr0) != 0;
     const bool s1_64k = Mmfr0TGran64::get(mmfr0) != 0xf;
@@ -242,6 +249,7 @@ struct Stage2Config {
   bool fwb;            ///< HCR_EL2.FWB should be set (the CPU has FEAT_S2FWB)
   bool hw_access_flag;
   bool walk_cacheable;  ///< false: table writes must be cleaned to the point of coherency
+  bool tlbi_range = false;  ///< the CPU has FEAT_TLBIRANGE: invalidate ranges by TLBI RIPAS2E1IS
 };
 
 /// Builds VTCR_EL2 for a stage-2 table of `ia_bits` over granule `g`.
@@ -270,7 +278,7 @@ struct Stage2Config {
   v = TcrPs::put(v, pa_range_from_bits(pa_bits));
   v = VtcrVs::put(v, vs);
   v = TcrHa::put(v, ha);
-  return Stage2Config{geo, v, pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt)};
+  return Stage2Config{geo, v, pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt), cpu.tlbi_range};
 }
 
 /// A stage-1 EL2 configuration (one TTBR, no VHE).
@@ -283,6 +291,7 @@ struct Stage1Config {
   unsigned pa_bits;
   bool hw_access_flag;
   bool walk_cacheable;  ///< false: table writes must be cleaned to the point of coherency
+  bool tlbi_range = false;  ///< the CPU has FEAT_TLBIRANGE: invalidate ranges by TLBI RVA(L)E2IS
 };
 
 /// Builds TCR_EL2 (E2H = 0) for a hypervisor VA space of `va_bits`, and MAIR_EL2 with the
@@ -305,7 +314,7 @@ struct Stage1Config {
   t = TcrPs::put(t, pa_range_from_bits(pa_bits));
   t = TcrHa::put(t, ha);
   return Stage1Config{g, va_bits, stage1_start_level(g, va_bits), t, kMairEl2, pa_bits, ha,
-                      !walk_needs_cmo(opt)};
+                      !walk_needs_cmo(opt), cpu.tlbi_range};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@
 //              must (the VTTBR values come from set_vttbr(), and a VMID never registered is
 //              loaded with a zero table base: stage 2 is not in use at EL2, and a VMID's own
 //              table is what a speculative walk should find, so register every VM).
-//              RIPAS2E1IS (range) is carried out as VMALLS12E1IS, which covers it.
+//              The range forms (tlbi_range: RIPAS2E1IS, RVAE2IS, RVALE2IS) are the real
+//              instructions; the engine issues them only for tables configured for a CPU with
+//              FEAT_TLBIRANGE (CpuFeatures::tlbi_range, from ID_AA64ISAR0_EL1.TLB).
 //   caches     DC CIVAC / DC CVAC / IC IVAU by VA: memory in the linear range is reached at
 //              pa + va_offset; any other page through the fixmap (one page at a time, what
 //              the fixmap held mapped back afterwards). IC IVAU of memory outside the linear
@@ -127,8 +129,10 @@ class El2Platform {
   void tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) {
     namespace a64 = arch::aarch64;
     switch (op) {
-      case arch::Tlbi::ipas2e1is:
       case arch::Tlbi::ripas2e1is:
+      case arch::Tlbi::rvae2is:
+      case arch::Tlbi::rvale2is: break;  // range forms go through tlbi_range()
+      case arch::Tlbi::ipas2e1is:
       case arch::Tlbi::vmalle1is:
       case arch::Tlbi::vmalls12e1is: {
         const u64 saved = enter_vmid(vmid);
@@ -148,6 +152,26 @@ class El2Platform {
         a64::tlbi_vale2is(a64::tlbi_va_operand(addr, a64::tlbi_ttl(G, level, cfg_.have_ttl)));
         break;
       case arch::Tlbi::alle2is: a64::tlbi_alle2is(); break;
+    }
+  }
+
+  /// One range TLBI: the operand from arch::tlbi_range_operand (BaseADDR, TTL, NUM, SCALE, TG
+  /// of this granule). The TTL of a range form is part of FEAT_TLBIRANGE, not FEAT_TTL: it is
+  /// given whatever have_ttl says. RIPAS2E1IS acts on the current VMID, switched to `vmid` as
+  /// tlbi() does.
+  void tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r) {
+    namespace a64 = arch::aarch64;
+    const u64 xt = arch::tlbi_range_operand(G, r);
+    switch (op) {
+      case arch::Tlbi::ripas2e1is: {
+        const u64 saved = enter_vmid(vmid);
+        a64::tlbi_ripas2e1is(xt);
+        leave_vmid(saved);
+        break;
+      }
+      case arch::Tlbi::rvae2is: a64::tlbi_rvae2is(xt); break;
+      case arch::Tlbi::rvale2is: a64::tlbi_rvale2is(xt); break;
+      default: break;
     }
   }
 

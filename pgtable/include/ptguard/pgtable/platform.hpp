@@ -18,7 +18,13 @@
 //               simulator can log old and new values; at EL2 it is a single 64-bit store.
 //   TLB         tlbi(op, vmid, addr, level): addr is an IPA for stage-2 ops (acting on VMID
 //               `vmid`: the platform switches VTTBR_EL2 around it if needed) and a VA for EL2
-//               ops; level is 0..3 or arch::kTlbiLevelUnknown.
+//               ops; level is 0..3 or arch::kTlbiLevelUnknown. Never a range form.
+//               tlbi_range(op, vmid, range): one range TLBI (arch::is_range(op): RIPAS2E1IS,
+//               RVAE2IS, RVALE2IS; FEAT_TLBIRANGE), exactly as encodable: range.pages() pages
+//               of page_size() from range.addr, level the TTL hint. The engine issues it only
+//               for a table whose configuration says the CPU has the feature, and splits every
+//               longer or odd range into such pieces itself (arch::tlbi_range_piece), so one
+//               call is one instruction.
 //   barriers    barrier(b).
 //   caches      cache_op(op, pa, size): by physical address; the platform reaches the memory
 //               through its linear map or its fixmap.
@@ -36,7 +42,7 @@ namespace ptguard {
 template <typename P>
 concept Platform = requires(P& p, u64 pa, unsigned order, u64* ptep, const u64* cptep, u64 value,
                             arch::Tlbi op, u16 vmid, int level, arch::Barrier b,
-                            arch::CacheOp c, u64 size) {
+                            arch::CacheOp c, u64 size, const arch::TlbiRange& range) {
   { p.page_size() } -> std::same_as<u64>;
   { p.alloc_pages(order) } -> std::same_as<Result<u64>>;
   { p.free_pages(pa, order) } -> std::same_as<void>;
@@ -47,6 +53,7 @@ concept Platform = requires(P& p, u64 pa, unsigned order, u64* ptep, const u64* 
   { p.page_count(pa) } -> std::same_as<u32>;
   { p.write_desc(ptep, value) } -> std::same_as<void>;
   { p.tlbi(op, vmid, pa, level) } -> std::same_as<void>;
+  { p.tlbi_range(op, vmid, range) } -> std::same_as<void>;
   { p.barrier(b) } -> std::same_as<void>;
   { p.cache_op(c, pa, size) } -> std::same_as<void>;
   { p.fixmap_map(pa) } -> std::same_as<void*>;

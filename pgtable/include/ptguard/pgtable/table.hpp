@@ -111,6 +111,7 @@ class Table {
     start_level_ = o.start_level_;
     fwb_ = o.fwb_;
     walk_cmo_ = o.walk_cmo_;
+    tlbi_range_ = o.tlbi_range_;
     vmid_ = o.vmid_;
     opt_ = o.opt_;
     o.root_pa_ = kNoRoot;
@@ -135,7 +136,7 @@ class Table {
     if (!root) return fail(root.error());
     if (!cfg.walk_cacheable) clean_new_root(plat, *root, cfg.geometry.root_order());
     return Table(plat, *root, cfg.geometry.root_order(), cfg.geometry.ia_bits, cfg.pa_bits,
-                 cfg.geometry.start_level, cfg.fwb, !cfg.walk_cacheable, vmid, opt);
+                 cfg.geometry.start_level, cfg.fwb, !cfg.walk_cacheable, cfg.tlbi_range, vmid, opt);
   }
 
   /// A stage-1 EL2 table described by `cfg` (arch::make_stage1_config); its root cleaned as
@@ -148,7 +149,8 @@ class Table {
     const Result<u64> root = plat.alloc_pages(0);
     if (!root) return fail(root.error());
     if (!cfg.walk_cacheable) clean_new_root(plat, *root, 0);
-    return Table(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, !cfg.walk_cacheable, 0, opt);
+    return Table(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, !cfg.walk_cacheable,
+                 cfg.tlbi_range, 0, opt);
   }
 
   // ---- queries -----------------------------------------------------------------------------
@@ -159,6 +161,8 @@ class Table {
   [[nodiscard]] unsigned pa_bits() const { return pa_bits_; }
   [[nodiscard]] u16 vmid() const { return vmid_; }
   [[nodiscard]] bool fwb() const { return fwb_; }
+  /// Whether the table invalidates by range (its configuration's tlbi_range: FEAT_TLBIRANGE).
+  [[nodiscard]] bool tlbi_range() const { return tlbi_range_; }
   /// Number of pages of the (possibly concatenated) root.
   [[nodiscard]] unsigned root_pages() const { return 1u << root_order_; }
 
@@ -450,6 +454,8 @@ class Table {
     };
     OpState s;
     s.policy = tlb;
+    s.op_lo = addr;
+    s.op_hi = addr + size;
     V v{this, &s, clear};
     Status st = walk_inner(addr, addr + size, v);
     finish(s, v.young && clear);
@@ -499,7 +505,7 @@ class Table {
   static constexpr u64 kNoRoot = ~u64{0};
 
   Table(P& plat, u64 root, unsigned order, unsigned ia, unsigned pa_bits, int start, bool fwb, bool walk_cmo,
-        u16 vmid, const TableOptions& opt)
+        bool tlbi_range, u16 vmid, const TableOptions& opt)
       : plat_(&plat),
         root_pa_(root),
         root_order_(static_cast<u8>(order)),
@@ -508,6 +514,7 @@ class Table {
         start_level_(static_cast<i8>(start)),
         fwb_(fwb),
         walk_cmo_(walk_cmo),
+        tlbi_range_(tlbi_range),
         vmid_(vmid),
         opt_(opt) {}
 
@@ -582,13 +589,27 @@ class Table {
   static constexpr Decision act(Act a, u64 v = 0) { return Decision{a, v, Error::einval, false}; }
   static constexpr Decision refuse(Error e) { return Decision{Act::skip, 0, e, true}; }
 
+  // The most TLBI instructions by address (IPAS2E1IS, VALE2IS, or range pieces) one batch of
+  // invalidations issues; a batch that would need more is one TLBI VMALLS12E1IS (stage 2) or
+  // TLBI ALLE2IS (stage 1) instead. Without FEAT_TLBIRANGE that is 16 leaves; with it, 16
+  // pieces, which cover any range of up to 3 * kTlbiRangeMaxPages pages (8 GiB each at 4K).
+  static constexpr u32 kMaxTlbiOps = 16;
+
   struct OpState {
-    static constexpr u32 kMaxTlbi = 16;
+    // Pending invalidations, in the order the walk found them: each a range of input addresses
+    // [addr, addr + size), either a run of leaves of one level (tlbi_level 0..3) or the span of
+    // a table entry that was removed (kTlbiLevelUnknown: entries of any level, walk caches too).
+    static constexpr u32 kMaxRanges = 16;
     static constexpr u32 kMaxFree = 32;
-    u64 tlbi_addr[kMaxTlbi];
-    i8 tlbi_level[kMaxTlbi];
+    u64 tlbi_addr[kMaxRanges];
+    u64 tlbi_size[kMaxRanges];
+    i8 tlbi_level[kMaxRanges];
     u32 ntlbi = 0;
     bool tlbi_all = false;
+    // The operation's own range: with FEAT_TLBIRANGE a run may be widened inside it when that
+    // saves instructions (every entry there is the operation's to change).
+    u64 op_lo = 0;
+    u64 op_hi = 0;
     u64 free_pa[kMaxFree];
     u32 nfree = 0;
     TlbPolicy policy = TlbPolicy::invalidate;
@@ -854,20 +875,27 @@ class Table {
             // Clearing a permission bit reduces, execute-never bits included: with FEAT_XNX,
             // clearing XN[0] turns 0b11 (EL1 may execute) into 0b10 (neither may; D8.4.2).
             const bool reduces = (m & Regime::kPermMask) != 0;
-            constexpr u32 kKeep = OpState::kMaxTlbi;
+            constexpr u32 kKeep = kMaxTlbiOps;
             u64 changed_at[kKeep];
             u32 changed = 0;
+            u64 first = 0, last = 0;
             for (; i < n; ++i) {
               const u64 old = e[i];
               const u64 nv = old & ~m;
               if ((old & 0b11) != 0b11 || nv == old) continue;  // only valid pages change
               plat.write_desc(e + i, nv);
               if (changed < kKeep) changed_at[changed] = addr + i * kPg;
+              if (changed == 0) first = addr + i * kPg;
+              last = addr + i * kPg;
               ++changed;
             }
             if (changed != 0) wrote = true;
-            if (reduces) {
-              if (changed > kKeep) {
+            if (reduces && changed != 0) {
+              if (t->tlbi_range_) {
+                // One run from the first page changed to the last (the pages between lie in
+                // the operation's range: invalidating them too costs no instruction).
+                t->queue_range(*s, first, last + kPg - first, arch::kLastLevel, true);
+              } else if (changed > kKeep) {
                 if (s->policy != TlbPolicy::defer) s->tlbi_all = true;
               } else {
                 for (u32 j = 0; j < changed; ++j) t->queue_tlbi(*s, changed_at[j], arch::kLastLevel, true);
@@ -911,6 +939,8 @@ class Table {
     };
     OpState s;
     s.policy = c.tlb;
+    s.op_lo = addr;
+    s.op_hi = addr + size;
     V v{this, &c, mc, &s};
     const Status st = walk_inner(addr, addr + size, v);
     finish(s, v.wrote);
@@ -1086,30 +1116,23 @@ class Table {
     }
   }
 
-  // Break: write 0 and invalidate what the TLB may hold for the entry, now.
+  // Break: write 0 and invalidate what the TLB may hold for the entry, now (flush()'s
+  // sequence). A leaf: by address with its level. A table entry: its whole span with no level
+  // hint, by range with FEAT_TLBIRANGE (unless the span needs more than kMaxTlbiOps pieces: a
+  // level-0 entry at 4K, say), else the whole VMID (stage 2) or every EL2 entry (stage 1).
   void break_entry(VisitCtx& x, bool was_table) {
     write(x.ptep, 0);
-    plat_->barrier(arch::Barrier::dsb_ishst);
-    if constexpr (kStage2) {
-      if (was_table) {
-        plat_->tlbi(arch::Tlbi::vmalls12e1is, vmid_, 0, arch::kTlbiLevelUnknown);
-      } else {
-        plat_->tlbi(arch::Tlbi::ipas2e1is, vmid_, x.base, x.level);
-      }
-      plat_->barrier(arch::Barrier::dsb_ish);
-      if (!was_table) {
-        plat_->tlbi(arch::Tlbi::vmalle1is, vmid_, 0, arch::kTlbiLevelUnknown);
-        plat_->barrier(arch::Barrier::dsb_ish);
-      }
+    OpState s;
+    s.op_lo = x.base;
+    s.op_hi = x.base + arch::level_size(G, x.level);
+    if (!was_table) {
+      queue_tlbi(s, x.base, x.level, false);
+    } else if (tlbi_range_) {
+      queue_range(s, x.base, arch::level_size(G, x.level), arch::kTlbiLevelUnknown, false);
     } else {
-      if (was_table) {
-        plat_->tlbi(arch::Tlbi::alle2is, 0, 0, arch::kTlbiLevelUnknown);
-      } else {
-        plat_->tlbi(arch::Tlbi::vale2is, 0, x.base, x.level);
-      }
-      plat_->barrier(arch::Barrier::dsb_ish);
-      plat_->barrier(arch::Barrier::isb);
+      s.tlbi_all = true;
     }
+    flush(s);
   }
 
   // A table entry becomes `nv`: break it (invalidating the whole range it covered), clean
@@ -1153,7 +1176,14 @@ class Table {
     write(x.ptep, 0);
     (void)plat_->put_page(x.table_pa);
     if (s.nfree == OpState::kMaxFree) flush(s);
-    s.tlbi_all = true;  // a table entry went: invalidate its whole range
+    // A table entry went: invalidate its whole span, entries of any level (no TTL hint: the
+    // TLB may hold leaves of any level below it and walk-cache entries; Linux 36e008323926).
+    // Without range TLBIs, the whole VMID (stage 2) or every EL2 entry (stage 1).
+    if (tlbi_range_) {
+      queue_range(s, x.base, arch::level_size(G, x.level), arch::kTlbiLevelUnknown, false);
+    } else {
+      s.tlbi_all = true;
+    }
     s.free_pa[s.nfree++] = child;
   }
 
@@ -1172,27 +1202,160 @@ class Table {
       plat_->cache_op(arch::CacheOp::ic_ivau, leaf_oa(leaf, level), arch::level_size(G, level));
   }
 
+  // One leaf (of `level`, covering `addr`) whose old translation must leave the TLB.
   void queue_tlbi(OpState& s, u64 addr, int level, bool deferrable) {
+    queue_range(s, addr & ~(arch::level_size(G, level) - 1), arch::level_size(G, level), level, deferrable);
+  }
+
+  // Adds [addr, addr + size) to the pending invalidations: a run of leaves of `level`, or with
+  // kTlbiLevelUnknown the span of a removed table. A run extends the run of the same level
+  // it continues; with FEAT_TLBIRANGE it also bridges a gap after the last range of its level
+  // (the walk goes up in address, so the gap lies in the operation's range); a table's span
+  // swallows the ranges it contains (the leaves found in it before it emptied). Past
+  // kMaxRanges entries: without the feature, the whole VMID; with it, one range over them all.
+  void queue_range(OpState& s, u64 addr, u64 size, int level, bool deferrable) {
     if (deferrable && s.policy == TlbPolicy::defer) return;
     if (s.tlbi_all) return;
-    if (s.ntlbi == OpState::kMaxTlbi) {
-      s.tlbi_all = true;
+    const i8 lvl = static_cast<i8>(level);
+    if (s.ntlbi != 0) {
+      const u32 j = s.ntlbi - 1;
+      if (s.tlbi_level[j] == lvl && s.tlbi_addr[j] + s.tlbi_size[j] == addr) {  // the common case
+        s.tlbi_size[j] += size;
+        return;
+      }
+    }
+    while (s.ntlbi != 0 && addr <= s.tlbi_addr[s.ntlbi - 1] &&
+           s.tlbi_addr[s.ntlbi - 1] + s.tlbi_size[s.ntlbi - 1] <= addr + size)
+      --s.ntlbi;
+    if (tlbi_range_ && s.ntlbi != 0) {
+      // Bridge (or overlap) forwards from the latest range when it has the same level, and the
+      // whole still fits one range's largest piece; a range that already covers it is enough.
+      const u32 j = s.ntlbi - 1;
+      const u64 start = s.tlbi_addr[j];
+      const u64 end = start + s.tlbi_size[j];
+      if (s.tlbi_level[j] == lvl && addr >= start) {
+        if (end >= addr + size) return;
+        if ((addr + size - start) / kPageSize <= arch::kTlbiRangeMaxPages) {
+          s.tlbi_size[j] = addr + size - start;
+          return;
+        }
+      }
+    }
+    if (s.ntlbi == OpState::kMaxRanges) {
+      if (!tlbi_range_) {
+        s.tlbi_all = true;
+        return;
+      }
+      u64 lo = addr, hi = addr + size;
+      i8 l = lvl;
+      for (u32 j = 0; j < s.ntlbi; ++j) {
+        if (s.tlbi_addr[j] < lo) lo = s.tlbi_addr[j];
+        if (s.tlbi_addr[j] + s.tlbi_size[j] > hi) hi = s.tlbi_addr[j] + s.tlbi_size[j];
+        if (s.tlbi_level[j] != l) l = static_cast<i8>(arch::kTlbiLevelUnknown);
+      }
+      s.ntlbi = 1;
+      s.tlbi_addr[0] = lo;
+      s.tlbi_size[0] = hi - lo;
+      s.tlbi_level[0] = l;
       return;
     }
     s.tlbi_addr[s.ntlbi] = addr;
-    s.tlbi_level[s.ntlbi] = static_cast<i8>(level);
+    s.tlbi_size[s.ntlbi] = size;
+    s.tlbi_level[s.ntlbi] = lvl;
     ++s.ntlbi;
   }
 
+  // A pending range as the instructions will cover it: with FEAT_TLBIRANGE, a run of more than
+  // one page that the pieces would split is widened to one piece when the wider range stays in
+  // the operation's own range (forwards first, else backwards): the pages added are the
+  // operation's, so one instruction instead of up to five loses nothing the TLB should keep.
+  struct Span {
+    u64 addr;
+    u64 pages;
+  };
+  [[nodiscard]] Span widen(const OpState& s, u64 addr, u64 size) const {
+    const u64 pages = size / kPageSize;
+    if (pages <= 1 || pages > arch::kTlbiRangeMaxPages) return Span{addr, pages};
+    const arch::TlbiRangePiece p = arch::tlbi_range_piece(pages);
+    if (p.pages() == pages) return Span{addr, pages};
+    const unsigned shift = 5u * p.scale + 1u;
+    const u64 unit = u64{1} << shift;
+    const u64 want = (pages + unit - 1) & ~(unit - 1);
+    if (want > arch::kTlbiRangeMaxPages) return Span{addr, pages};
+    const u64 bytes = want * kPageSize;
+    if (addr + bytes <= s.op_hi && addr + bytes > addr) return Span{addr, want};
+    if (addr + size >= s.op_lo + bytes) return Span{addr + size - bytes, want};
+    return Span{addr, pages};
+  }
+
+  // TLBI instructions by address that the pending ranges take.
+  [[nodiscard]] u64 pending_ops(const OpState& s) const {
+    u64 n = 0;
+    for (u32 i = 0; i < s.ntlbi; ++i) {
+      const int level = s.tlbi_level[i];
+      if (level == arch::kTlbiLevelUnknown && !tlbi_range_) {
+        return kMaxTlbiOps + 1;  // a table's span needs the range forms
+      } else if (!tlbi_range_) {
+        n += s.tlbi_size[i] >> arch::level_shift(G, level);  // one per leaf
+      } else if (level != arch::kTlbiLevelUnknown && s.tlbi_size[i] == arch::level_size(G, level)) {
+        n += 1;  // one leaf: by address
+      } else {
+        n += arch::tlbi_range_instructions(widen(s, s.tlbi_addr[i], s.tlbi_size[i]).pages);
+      }
+      if (n > kMaxTlbiOps) break;
+    }
+    return n;
+  }
+
+  // The instructions for one pending range (pending_ops() said they are few enough).
+  void issue(const OpState& s, u32 i) {
+    constexpr arch::Tlbi kByAddr = kStage2 ? arch::Tlbi::ipas2e1is : arch::Tlbi::vale2is;
+    const int level = s.tlbi_level[i];
+    const u64 addr = s.tlbi_addr[i];
+    const u16 vmid = kStage2 ? vmid_ : 0;
+    if (!tlbi_range_) {
+      const u64 step = arch::level_size(G, level);
+      for (u64 a = addr; a < addr + s.tlbi_size[i]; a += step) plat_->tlbi(kByAddr, vmid, a, level);
+      return;
+    }
+    if (level != arch::kTlbiLevelUnknown && s.tlbi_size[i] == arch::level_size(G, level)) {
+      plat_->tlbi(kByAddr, vmid, addr, level);
+      return;
+    }
+    // Stage 2: RIPAS2E1IS (stage-2 entries of every level, so walk caches too). Stage 1:
+    // RVALE2IS for runs of leaves (last level only, like VALE2IS), RVAE2IS for a table's span.
+    const arch::Tlbi range_op = kStage2 ? arch::Tlbi::ripas2e1is
+                                : level == arch::kTlbiLevelUnknown ? arch::Tlbi::rvae2is
+                                                                   : arch::Tlbi::rvale2is;
+    const Span sp = widen(s, addr, s.tlbi_size[i]);
+    u64 a = sp.addr;
+    for (u64 left = sp.pages; left > 0;) {
+      const arch::TlbiRangePiece p = arch::tlbi_range_piece(left);
+      if (p.range) {
+        plat_->tlbi_range(range_op, vmid, arch::TlbiRange{a, p.scale, p.num, static_cast<i8>(level)});
+      } else {
+        // The odd last page: by address, with the level hint of the run (a table's span is
+        // never odd). Stage 1 VAE2IS if the level is unknown.
+        plat_->tlbi(level == arch::kTlbiLevelUnknown && !kStage2 ? arch::Tlbi::vae2is : kByAddr, vmid, a, level);
+      }
+      a += p.pages() * kPageSize;
+      left -= p.pages();
+    }
+  }
+
   // Issues the pending invalidations, waits for them, then frees the pages that waited.
+  // Stage 2: DSB ISHST; the TLBIs by address or range (or VMALLS12E1IS); DSB ISH; then, unless
+  // the whole VMID went, TLBI VMALLE1IS for the combined stage-1+2 entries and DSB ISH.
+  // Stage 1: DSB ISHST; VALE2IS / RVALE2IS / RVAE2IS (or ALLE2IS); DSB ISH; ISB.
   void flush(OpState& s) {
     if (s.ntlbi != 0 || s.tlbi_all) {
+      if (!s.tlbi_all && pending_ops(s) > kMaxTlbiOps) s.tlbi_all = true;
       plat_->barrier(arch::Barrier::dsb_ishst);
       if constexpr (kStage2) {
         if (s.tlbi_all) {
           plat_->tlbi(arch::Tlbi::vmalls12e1is, vmid_, 0, arch::kTlbiLevelUnknown);
         } else {
-          for (u32 i = 0; i < s.ntlbi; ++i) plat_->tlbi(arch::Tlbi::ipas2e1is, vmid_, s.tlbi_addr[i], s.tlbi_level[i]);
+          for (u32 i = 0; i < s.ntlbi; ++i) issue(s, i);
         }
         plat_->barrier(arch::Barrier::dsb_ish);
         if (!s.tlbi_all) {
@@ -1203,7 +1366,7 @@ class Table {
         if (s.tlbi_all) {
           plat_->tlbi(arch::Tlbi::alle2is, 0, 0, arch::kTlbiLevelUnknown);
         } else {
-          for (u32 i = 0; i < s.ntlbi; ++i) plat_->tlbi(arch::Tlbi::vale2is, 0, s.tlbi_addr[i], s.tlbi_level[i]);
+          for (u32 i = 0; i < s.ntlbi; ++i) issue(s, i);
         }
         plat_->barrier(arch::Barrier::dsb_ish);
         plat_->barrier(arch::Barrier::isb);
@@ -1310,6 +1473,7 @@ class Table {
   i8 start_level_ = 0;
   bool fwb_ = false;
   bool walk_cmo_ = false;
+  bool tlbi_range_ = false;  // FEAT_TLBIRANGE: pending ranges go out as range TLBIs
   u16 vmid_ = 0;
   TableOptions opt_{};
   // The last-level table last_level_slot() found, and the input range it covers (>> span).

@@ -29,7 +29,8 @@ enum class EventKind : u8 {
   alloc,         ///< alloc_pages succeeded: pa, order, size (bytes); the block was zeroed
   alloc_fail,    ///< alloc_pages failed: order, error
   free,          ///< free_pages or a put to 0: pa, order, size; poisoned: filled with `value`
-  tlbi,          ///< tlbi: tlbi_op, vmid, addr, level
+  tlbi,          ///< tlbi: tlbi_op, vmid, addr, level; a range form (arch::is_range) also
+                 ///< size (bytes covered), tlbi_scale, tlbi_num: one instruction each
   barrier,       ///< barrier: barrier_op
   cache,         ///< cache_op: cache_op, pa, size
   fixmap_map,    ///< fixmap_map: pa
@@ -53,6 +54,8 @@ struct Event {
   int level = 0;
   unsigned order = 0;
   arch::Tlbi tlbi_op{};
+  u8 tlbi_scale = 0;  ///< range TLBI: SCALE
+  u8 tlbi_num = 0;    ///< range TLBI: NUM
   arch::Barrier barrier_op{};
   arch::CacheOp cache_op{};
   Error error{};
@@ -63,6 +66,8 @@ struct Event {
   [[nodiscard]] static Event alloc_fail(unsigned order, Error e);
   [[nodiscard]] static Event free(u64 pa, unsigned order, u64 size, bool poisoned, u64 poison);
   [[nodiscard]] static Event tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level);
+  /// A range TLBI `r` over pages of `page_size` bytes (size = r.pages() * page_size).
+  [[nodiscard]] static Event tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r, u64 page_size);
   [[nodiscard]] static Event barrier(arch::Barrier b);
   [[nodiscard]] static Event cache(arch::CacheOp op, u64 pa, u64 size);
   [[nodiscard]] static Event fixmap_map(u64 pa);
@@ -77,12 +82,18 @@ struct Event {
 [[nodiscard]] bool tlbi_has_addr(arch::Tlbi op);
 [[nodiscard]] bool tlbi_has_vmid(arch::Tlbi op);
 
+/// The input-address range [first, last] a TLBI event names: one address for the by-address
+/// forms, addr .. addr + size - 1 for the range forms; every address for the others.
+[[nodiscard]] u64 tlbi_first(const Event& e);
+[[nodiscard]] u64 tlbi_last(const Event& e);
+
 /// One line, no newline:
 ///   write 0x40001008: 0x0 -> 0x40000743
 ///   alloc 0x40002000 order=0 size=0x1000        alloc order=2 failed: ENOMEM
 ///   free 0x40002000 order=0 size=0x1000
 ///   TLBI IPAS2E1IS vmid=1 addr=0x200000 level=3  (level=? for kTlbiLevelUnknown; only the
 ///   TLBI VMALLS12E1IS vmid=1                      fields the operation takes)
+///   TLBI RIPAS2E1IS vmid=1 addr=0x200000 size=0x200000 scale=1 num=7 level=3
 ///   TLBI VAE2IS addr=0xffff000000200000 level=3
 ///   DSB ISH
 ///   DC CIVAC 0x40003000 size=0x1000

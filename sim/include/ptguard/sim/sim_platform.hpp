@@ -77,8 +77,14 @@ class SimPlatform {
   /// not 8-byte aligned is refused (violation, nothing written); a write into a free pool page
   /// is carried out and reported (write_to_free_page).
   void write_desc(u64* ptep, u64 value);
-  /// Logs the invalidation; a level other than 0..3 or kTlbiLevelUnknown is a violation.
+  /// Logs the invalidation; a level other than 0..3 or kTlbiLevelUnknown is a violation, and
+  /// so is a range form (arch::is_range), which only tlbi_range() carries.
   void tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level);
+  /// Logs one range TLBI (Event::tlbi_range over the allocator's page size). Violations
+  /// (bad_argument, logged all the same): an op that is not a range form, an address not
+  /// aligned to the page size, SCALE above 3, NUM above 31, a level other than 1..3 or
+  /// kTlbiLevelUnknown.
+  void tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r);
   void barrier(arch::Barrier b) { log_.record(Event::barrier(b)); }
   /// Logs the operation; an unbacked range is a violation (logged all the same).
   void cache_op(arch::CacheOp op, u64 pa, u64 size);

@@ -76,6 +76,15 @@ inline void tlbi_vmalls12e1is() { asm volatile("tlbi vmalls12e1is" ::: "memory")
 /// EL2 entries for one VA (any level / last level only), Inner Shareable.
 inline void tlbi_vae2is(u64 xt) { asm volatile("tlbi vae2is, %0" ::"r"(xt) : "memory"); }
 inline void tlbi_vale2is(u64 xt) { asm volatile("tlbi vale2is, %0" ::"r"(xt) : "memory"); }
+/// The range forms (FEAT_TLBIRANGE; operand: arch::tlbi_range_operand, maintenance.hpp). Written
+/// as SYS instructions with their encodings (C5.5: op1, CRn, CRm, op2), so that an assembler
+/// without `.arch armv8.4-a` accepts them: RIPAS2E1IS is SYS #4, C8, C0, #2 (stage-2 entries of
+/// the current VMID for an IPA range, Inner Shareable), RVAE2IS SYS #4, C8, C2, #1 (EL2 entries
+/// of any level for a VA range), RVALE2IS SYS #4, C8, C2, #5 (last-level EL2 entries only).
+/// Only on a CPU with ID_AA64ISAR0_EL1.TLB == 0b0010: elsewhere they are UNDEFINED.
+inline void tlbi_ripas2e1is(u64 xt) { asm volatile("sys #4, c8, c0, #2, %0" ::"r"(xt) : "memory"); }
+inline void tlbi_rvae2is(u64 xt) { asm volatile("sys #4, c8, c2, #1, %0" ::"r"(xt) : "memory"); }
+inline void tlbi_rvale2is(u64 xt) { asm volatile("sys #4, c8, c2, #5, %0" ::"r"(xt) : "memory"); }
 /// Every EL2 entry, Inner Shareable / this PE only.
 inline void tlbi_alle2is() { asm volatile("tlbi alle2is" ::: "memory"); }
 inline void tlbi_alle2() { asm volatile("tlbi alle2" ::: "memory"); }
