@@ -515,7 +515,8 @@ extern "C" [[noreturn]] void hyp_main() {
   // CPU features.
   const u64 mmfr0 = PTGUARD_MRS("id_aa64mmfr0_el1"), mmfr1 = PTGUARD_MRS("id_aa64mmfr1_el1");
   const u64 mmfr2 = PTGUARD_MRS("id_aa64mmfr2_el1"), ctr = PTGUARD_MRS("ctr_el0");
-  const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr);
+  const u64 isar0 = PTGUARD_MRS("id_aa64isar0_el1");  // FEAT_TLBIRANGE: range invalidation
+  const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr, isar0);
   g_hostcpu = HostCpu{PTGUARD_MRS("id_aa64pfr0_el1"), PTGUARD_MRS("id_aa64pfr1_el1"), PTGUARD_MRS("id_aa64dfr0_el1"), 0,
                       mmfr0, mmfr1};
   if (g_hostcpu.pmuv3()) g_hostcpu.pmcr = PTGUARD_MRS("pmcr_el0");  // UNDEFINED without PMUv3
@@ -523,7 +524,7 @@ extern "C" [[noreturn]] void hyp_main() {
   // The report key (g_report_key): RNDR where FEAT_RNG has it (ID_AA64ISAR0_EL1.RNDR [63:60]),
   // mixed with the counter either way.
   u64 key = PTGUARD_MRS("cntpct_el0") * 0x9e37'79b9'7f4a'7c15ull;
-  if (arch::Field<63, 60>::get(PTGUARD_MRS("id_aa64isar0_el1")) != 0) key ^= PTGUARD_MRS("S3_3_C2_C4_0");  // RNDR
+  if (arch::Field<63, 60>::get(isar0) != 0) key ^= PTGUARD_MRS("S3_3_C2_C4_0");  // RNDR
   g_report_key = key | 1;
 
   // The library.
