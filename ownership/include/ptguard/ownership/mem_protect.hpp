@@ -1199,7 +1199,7 @@ class MemProtect {
   }
   // The guest `id` if it is live: EINVAL for no such guest, EPERM for one that was torn down
   // (every transition and permission change of a guest needs it live; after teardown only
-  // reclaim_guest touches its table).
+  // reclaim_guest_page and reclaim_guest touch its table).
   [[nodiscard]] Status live_guest(ComponentId id, Guest** out) {
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
