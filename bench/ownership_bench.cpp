@@ -141,6 +141,53 @@ void host_fault_1g(benchmark::State& state) {
       });
 }
 
+// A torn-down guest holding the GiB (donated whole: one level-1 block at the guest, one level-1
+// annotation at the host), given back.
+bool dead_guest_with_gib(Machine& m) {
+  if (!m.mp->create_guest(kGuest, kVmid)) return false;
+  auto* g = m.mp->guest(kGuest);
+  if (!g->mc.topup(*m.plat, g->table.max_pages_needed(kIaBase, kGiB))) return false;
+  if (!m.mp->host_donate_guest(kMem, kPagesPerGiB, kGuest, kIaBase)) return false;
+  if (m.mp->guest(kGuest)->table.lookup(kIaBase)->level != 1) return false;
+  return m.mp->teardown_guest(kGuest).has_value();
+}
+
+std::string expect_reclaimed(const Machine& m) {
+  for (u64 pa : {kMem, kMem + kGiB / 2 + 5 * kPage, kMem + kGiB - kPage})
+    if (m.mp->host_state(pa) != PageState::owned || m.mp->host_annotation_owner(pa) != ownership::kHostId)
+      return "a page is not the host's after the reclaim";
+  return {};
+}
+
+// One call per page (reclaim_guest_page), as a host that reschedules between pages does: every
+// page scrubbed, both level-1 entries split on the first call, every 2 MiB split on its first
+// page and freed after its last. The final release (reclaim_guest) is not timed.
+void reclaim_guest_1g_page_calls(benchmark::State& state) {
+  run(
+      state, Unit::page, kPagesPerGiB, dead_guest_with_gib,
+      [](Machine& m) -> Status {
+        for (u64 i = 0; i < kPagesPerGiB; ++i)
+          if (Status st = m.mp->reclaim_guest_page(kGuest, kIaBase + i * kPage); !st) return st;
+        return {};
+      },
+      [](const Machine& m) -> std::string {
+        const auto* g = m.mp->guest(kGuest);
+        if (g == nullptr || g->alive) return "the guest should stay, torn down, until reclaim_guest";
+        if (g->table.lookup(kIaBase + kGiB / 2)->entry != 0) return "the guest still maps a page";
+        return expect_reclaimed(m);
+      });
+}
+
+// The whole guest in one call (reclaim_guest): the same pages, plus the release.
+void reclaim_guest_1g(benchmark::State& state) {
+  run(
+      state, Unit::page, kPagesPerGiB, dead_guest_with_gib, [](Machine& m) { return m.mp->reclaim_guest(kGuest); },
+      [](const Machine& m) -> std::string {
+        if (m.mp->guest(kGuest) != nullptr) return "the guest is not released";
+        return expect_reclaimed(m);
+      });
+}
+
 }  // namespace
 
 void register_ownership_benchmarks() {
@@ -148,7 +195,9 @@ void register_ownership_benchmarks() {
                           std::pair{"share_hyp_1g_range", &share_hyp_1g_range},
                           std::pair{"unshare_hyp_1g_range", &unshare_hyp_1g_range},
                           std::pair{"donate_guest_1g", &donate_guest_1g},
-                          std::pair{"host_fault_1g", &host_fault_1g}}) {
+                          std::pair{"host_fault_1g", &host_fault_1g},
+                          std::pair{"reclaim_guest_1g_page_calls", &reclaim_guest_1g_page_calls},
+                          std::pair{"reclaim_guest_1g", &reclaim_guest_1g}}) {
     benchmark::RegisterBenchmark(name, fn)->UseManualTime()->Unit(benchmark::kMillisecond);
   }
 }

@@ -80,6 +80,7 @@ const std::vector<NamedStep>& sequence() {
       {"reclaim G2", [](InjEnv& e) { return e.mp.reclaim_guest(kG2); }},
       {"teardown G3", [](InjEnv& e) { return e.mp.teardown_guest(kG3); }},
       {"reclaim lent G3", [](InjEnv& e) { return e.mp.host_reclaim_lent(kB0 + 70 * kPg, 2); }},
+      {"reclaim page G3", [](InjEnv& e) { return e.mp.reclaim_guest_page(kG3, 0x2000'0000); }},
       {"reclaim G3", [](InjEnv& e) { return e.mp.reclaim_guest(kG3); }},
       {"fault page", [](InjEnv& e) { return e.mp.host_handle_fault(kB1 + 20 * kPg); }},
       {"fault mmio", [](InjEnv& e) { return e.mp.host_handle_fault(SmallEnv::kGic); }},
@@ -250,6 +251,55 @@ TEST(FaultInjection, ReclaimGuestIsAllOrNothing) {
     }
     ASSERT_FALSE(st);
     EXPECT_TRUE(same(before, snapshot(e, kIds, kIpas))) << "reclaim_guest failed part-way";
+    EXPECT_TRUE(invariants_hold(e.mp));
+  }
+}
+
+// A page reclaim inside a block of a torn-down guest splits the guest's block and the host's
+// block annotation: every allocation it makes failing in turn gives ENOMEM with nothing
+// changed, and the same call then goes through. Then reclaim_guest, after some pages went
+// one by one, is still all-or-nothing.
+TEST(FaultInjection, ReclaimGuestPageIsAllOrNothing) {
+  u64 allocs = 0;
+  for (u64 k = 0; k == 0 || k <= allocs + 1; ++k) {
+    SCOPED_TRACE(::testing::Message() << "allocation " << k << " fails");
+    InjEnv e;
+    ASSERT_TRUE(e.create(kG2));
+    ASSERT_TRUE(e.mp.host_donate_guest(kB1, 512, kG2, 0x4000'0000));
+    ASSERT_TRUE(e.mp.teardown_guest(kG2));
+    e.mp.host_memcache().drain(*e.plat);
+    const Snapshot before = snapshot(e, kIds, kIpas);
+    const u64 a0 = e.plat->allocator().stats().alloc_calls;
+    if (k) e.plat->allocator().fail_nth(k);
+    Status st = e.mp.reclaim_guest_page(kG2, 0x4000'0000 + 5 * kPg);
+    if (k == 0) {
+      ASSERT_TRUE(st);
+      allocs = e.plat->allocator().stats().alloc_calls - a0;
+      ASSERT_EQ(allocs, 2u) << "a table for the guest's block and one for the host's";
+    } else if (k <= allocs) {
+      ASSERT_FALSE(st);
+      EXPECT_EQ(st.error(), Error::enomem);
+      EXPECT_TRUE(same(before, snapshot(e, kIds, kIpas))) << "reclaim_guest_page failed part-way";
+      EXPECT_TRUE(invariants_hold(e.mp));
+      ASSERT_TRUE(e.mp.reclaim_guest_page(kG2, 0x4000'0000 + 5 * kPg)) << "the injection is spent";
+    } else {
+      ASSERT_TRUE(st) << "no allocation left to fail";
+    }
+    EXPECT_EQ(e.mp.host_state(kB1 + 5 * kPg), PageState::owned);
+    EXPECT_TRUE(invariants_hold(e.mp));
+    // The rest by reclaim_guest, with an allocation failing: nothing changed, or done.
+    e.mp.host_memcache().drain(*e.plat);
+    const Snapshot mid = snapshot(e, kIds, kIpas);
+    e.plat->allocator().fail_nth(k + 1);
+    st = e.mp.reclaim_guest(kG2);
+    if (!st) {
+      EXPECT_EQ(st.error(), Error::enomem);
+      EXPECT_TRUE(same(mid, snapshot(e, kIds, kIpas))) << "reclaim_guest failed part-way";
+      e.plat->allocator().fail_nth(0);
+      ASSERT_TRUE(e.mp.reclaim_guest(kG2));
+    }
+    EXPECT_EQ(e.mp.guest(kG2), nullptr);
+    EXPECT_EQ(e.mp.host_state(kB1 + 6 * kPg), PageState::owned);
     EXPECT_TRUE(invariants_hold(e.mp));
   }
 }

@@ -289,6 +289,251 @@ TEST(Guests, ATornDownGuestTakesNoTransition) {
   EXPECT_TRUE(invariants_hold(e.mp));
 }
 
+// ---- reclaiming a torn-down guest one page at a time -----------------------------------------
+
+// The number of tables (below the root) a table holds: reclaim_guest_page frees them as they
+// empty, the root stays.
+template <typename T>
+u64 tables_below_root(const T& t) {
+  struct V {
+    static constexpr unsigned visits() { return pgtable::kVisitTablePre; }
+    u64 n = 0;
+    Status table_pre(pgtable::VisitCtx&) {
+      ++n;
+      return {};
+    }
+  } v;
+  EXPECT_TRUE(t.walk(0, u64{1} << t.ia_bits(), v));
+  return v.n;
+}
+
+// Each state a torn-down guest's page can be in, given back a page per call: its own pages
+// (donated, shared back) scrubbed and the host's, a share from the host ended (the count drops;
+// the page is the host's alone at the last one), a lent page not there (relinquished at
+// teardown: ENOENT), and the guest itself, its root and its VMID kept until reclaim_guest.
+TEST(GuestPageReclaim, GivesBackOnePageAtATime) {
+  GuestEnv e;
+  const u64 owned = OwnEnv::kMem + (u64{4} << 20), back = owned + 16 * kPg, shared = owned + 32 * kPg,
+            lent = owned + 48 * kPg;
+  constexpr u64 kIpa = 0x1000'0000;
+  ASSERT_TRUE(e.mp.host_donate_guest(owned, 2, kG1, kIpa));
+  ASSERT_TRUE(e.mp.host_donate_guest(back, 1, kG1, kIpa + 0x10'0000));
+  ASSERT_TRUE(e.mp.guest_share_host(kG1, kIpa + 0x10'0000, 1));
+  ASSERT_TRUE(e.mp.host_share_guest(shared, 1, kG1, kIpa + 0x20'0000, pgtable::kPermRW));
+  ASSERT_TRUE(e.mp.host_share_guest(shared, 1, kG2, kIpa, pgtable::kPermR));
+  ASSERT_TRUE(e.mp.host_lend_guest(lent, 1, kG1, kIpa + 0x30'0000, pgtable::kPermRW));
+  for (u64 pa : {owned, owned + kPg, back, shared}) e.write_byte(pa + 5, 0x5a);
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, kIpa).error(), Error::eperm) << "live guest";
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  const u16 vmid = e.mp.guest(kG1)->table.vmid();
+
+  // The second donated page first (any order): only that page moves.
+  ASSERT_TRUE(e.mp.reclaim_guest_page(kG1, kIpa + kPg));
+  EXPECT_EQ(e.read_byte(owned + kPg + 5), 0) << "scrubbed";
+  EXPECT_EQ(e.read_byte(owned + 5), 0x5a) << "its neighbour is still the guest's";
+  EXPECT_EQ(e.mp.host_state(owned + kPg), PageState::owned);
+  EXPECT_EQ(e.mp.page_meta(owned + kPg).guest, 0u);
+  EXPECT_EQ(e.mp.guest_state(kG1, kIpa + kPg), PageState::none);
+  EXPECT_EQ(e.mp.guest_state(kG1, kIpa), PageState::owned);
+  EXPECT_EQ(e.mp.host_annotation_owner(owned), kG1);
+  EXPECT_TRUE(invariants_hold(e.mp));
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, kIpa + kPg).error(), Error::enoent) << "already given back";
+
+  // Shared back: scrubbed too (the guest's own page).
+  ASSERT_TRUE(e.mp.reclaim_guest_page(kG1, kIpa + 0x10'0000));
+  EXPECT_EQ(e.read_byte(back + 5), 0);
+  EXPECT_EQ(e.mp.host_state(back), PageState::owned);
+  EXPECT_EQ(e.mp.page_meta(back).guest, 0u);
+
+  // Shared by the host with both guests: the share ends, not scrubbed, still shared with G2.
+  ASSERT_TRUE(e.mp.reclaim_guest_page(kG1, kIpa + 0x20'0000));
+  EXPECT_EQ(e.read_byte(shared + 5), 0x5a) << "the host's page is never scrubbed";
+  EXPECT_EQ(e.mp.page_meta(shared).guest_shares, 1u);
+  EXPECT_EQ(e.mp.host_state(shared), PageState::shared_owned);
+  EXPECT_EQ(e.mp.guest_state(kG2, kIpa), PageState::shared_borrowed);
+
+  // Lent: relinquished at teardown, so nothing there; the host reclaims it itself.
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, kIpa + 0x30'0000).error(), Error::enoent);
+  EXPECT_EQ(e.mp.host_state(lent), PageState::lent);
+  ASSERT_TRUE(e.mp.host_reclaim_lent(lent, 1));
+
+  ASSERT_TRUE(e.mp.reclaim_guest_page(kG1, kIpa));
+  EXPECT_EQ(e.read_byte(owned + 5), 0);
+  EXPECT_TRUE(invariants_hold(e.mp));
+
+  // Nothing left to give back: every table below the root is freed as it empties; the guest,
+  // its root and its VMID stay until reclaim_guest, which now only releases them.
+  ASSERT_NE(e.mp.guest(kG1), nullptr);
+  EXPECT_FALSE(e.mp.guest(kG1)->alive);
+  EXPECT_TRUE(e.mp.guest(kG1)->table.valid());
+  EXPECT_EQ(tables_below_root(e.mp.guest(kG1)->table), 0u);
+  EXPECT_EQ(e.mp.create_guest(4, vmid).error(), Error::einval) << "the VMID is held until reclaim_guest";
+  ASSERT_TRUE(e.mp.reclaim_guest(kG1));
+  EXPECT_EQ(e.mp.guest(kG1), nullptr);
+  EXPECT_TRUE(e.mp.create_guest(4, vmid));
+  // The last share from G2 ends by its own reclaim.
+  ASSERT_TRUE(e.mp.teardown_guest(kG2));
+  ASSERT_TRUE(e.mp.reclaim_guest_page(kG2, kIpa));
+  EXPECT_EQ(e.mp.host_state(shared), PageState::owned);
+  EXPECT_EQ(e.mp.page_meta(shared).guest_shares, 0u);
+  EXPECT_EQ(e.read_byte(shared + 5), 0x5a);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_EQ(e.plat->fixmap_pa(), std::nullopt);
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
+// Every refusal, in the documented order, changes nothing.
+TEST(GuestPageReclaim, RefusalsChangeNothing) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + (u64{8} << 20);
+  constexpr u64 kIpa = 0x5000'0000;
+  ASSERT_TRUE(e.mp.host_donate_guest(pa, 2, kG1, kIpa));
+  ASSERT_TRUE(e.mp.host_force_reclaim(pa + kPg));  // kIpa + kPg poisoned
+  EXPECT_EQ(e.mp.reclaim_guest_page(77, kIpa).error(), Error::einval) << "no such guest";
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, kIpa + 1).error(), Error::eperm) << "live comes before the address";
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  const u64 ia_end = u64{1} << e.mp.guest(kG1)->table.ia_bits();
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, kIpa + 1).error(), Error::einval) << "unaligned";
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, ia_end).error(), Error::einval) << "past the IPA space";
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, ~u64{0} & ~(kPg - 1)).error(), Error::einval);
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, kIpa + 2 * kPg).error(), Error::enoent) << "nothing mapped";
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, kIpa + kPg).error(), Error::ehwpoison);
+  EXPECT_EQ(e.mp.guest_state(kG1, kIpa + kPg), PageState::poisoned) << "left as it is";
+  EXPECT_EQ(e.mp.guest_state(kG1, kIpa), PageState::owned);
+  EXPECT_EQ(e.mp.host_annotation_owner(pa), kG1);
+  EXPECT_EQ(e.plat->fixmap_pa(), std::nullopt);
+  EXPECT_TRUE(invariants_hold(e.mp));
+  // reclaim_guest skips the poisoned address and releases the table it is in.
+  ASSERT_TRUE(e.mp.reclaim_guest(kG1));
+  EXPECT_EQ(e.mp.host_state(pa), PageState::owned);
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
+// The guest's entry goes, and its TLB entry for that IPA is invalidated and the invalidation
+// waited for, before the page is scrubbed or the host's entry changes; the guest's VMID is
+// invalidated by IPA only (no VMID-wide flush per page).
+TEST(GuestPageReclaim, InvalidatesTheGuestsTlbByIpaBeforeTheScrub) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + (u64{4} << 20);
+  constexpr u64 kIpa = 0x1000'0000;
+  ASSERT_TRUE(e.mp.host_donate_guest(pa, 2, kG1, kIpa));
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  const u16 vmid = e.mp.guest(kG1)->table.vmid();
+  const auto mark = e.plat->log().mark();
+  ASSERT_TRUE(e.mp.reclaim_guest_page(kG1, kIpa + kPg));
+  const auto ev = e.plat->log().since(mark);
+  std::size_t tlbi = ev.size(), unmap = ev.size(), fixmap_unmap = ev.size(), vmalls = 0, writes = 0;
+  std::size_t first_write = ev.size();
+  for (std::size_t i = 0; i < ev.size(); ++i) {
+    if (ev[i].kind == sim::EventKind::tlbi && ev[i].tlbi_op == Tlbi::ipas2e1is && ev[i].vmid == vmid &&
+        ev[i].addr == kIpa + kPg && tlbi == ev.size())
+      tlbi = i;
+    if (ev[i].kind == sim::EventKind::tlbi && ev[i].tlbi_op == Tlbi::vmalls12e1is) ++vmalls;
+    if (ev[i].kind == sim::EventKind::fixmap_unmap) fixmap_unmap = i;
+    if (ev[i].kind == sim::EventKind::write) {
+      ++writes;
+      if (first_write == ev.size()) first_write = i;
+      if (ev[i].old_value != 0 && arch::DescValid::get(ev[i].old_value) && ev[i].value == 0 && unmap == ev.size())
+        unmap = i;
+    }
+  }
+  ASSERT_LT(tlbi, ev.size()) << "no TLBI IPAS2E1IS of the guest's VMID at the IPA";
+  ASSERT_LT(unmap, tlbi) << "the guest's entry is cleared before its TLB entry is invalidated";
+  EXPECT_EQ(first_write, unmap) << "nothing written before the guest's entry goes";
+  ASSERT_LT(tlbi + 1, ev.size());
+  EXPECT_EQ(ev[tlbi - 1], sim::Event::barrier(Barrier::dsb_ishst));
+  EXPECT_EQ(ev[tlbi + 1], sim::Event::barrier(Barrier::dsb_ish)) << "the invalidation completes";
+  EXPECT_LT(tlbi + 1, fixmap_unmap) << "scrubbed (fixmap released) only after the invalidation";
+  for (std::size_t i = unmap + 1; i < tlbi; ++i) EXPECT_NE(ev[i].kind, sim::EventKind::write) << i;
+  EXPECT_EQ(vmalls, 0u) << "one page needs no VMID-wide invalidation";
+  EXPECT_EQ(writes, 2u) << "the guest's entry and the host's";
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
+// A page inside a block of the guest's stage-2 (a 2 MiB range donated whole, a block at the
+// guest and a block annotation at the host) is given back alone: both blocks are split, the
+// table pages taken from the host's memcache (filled from the platform by the call), the rest
+// of the block kept. With the platform out of pages: ENOMEM and nothing changed. Page by page,
+// the whole block comes back and every table made for it is freed again.
+TEST(GuestPageReclaim, APageOfABlockSplitsItAndTheRestStays) {
+  GuestEnv e;
+  const u64 pa = OwnEnv::kMem + (u64{32} << 20);  // 2 MiB-aligned
+  constexpr u64 kIpa = 0x4000'0000;
+  ASSERT_TRUE(e.mp.host_donate_guest(pa, 512, kG1, kIpa));
+  ASSERT_EQ(e.mp.guest(kG1)->table.lookup(kIpa)->level, 2);
+  ASSERT_EQ(e.mp.host_table().lookup(pa)->level, 2);
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  const u64 guest_tables = tables_below_root(e.mp.guest(kG1)->table);
+  e.write_byte(pa + 7 * kPg + 3, 0x77);
+  e.write_byte(pa + 8 * kPg + 3, 0x88);
+
+  e.mp.host_memcache().drain(*e.plat);
+  e.plat->allocator().fail_nth(1);
+  EXPECT_EQ(e.mp.reclaim_guest_page(kG1, kIpa + 7 * kPg).error(), Error::enomem);
+  EXPECT_EQ(e.mp.guest(kG1)->table.lookup(kIpa)->level, 2) << "nothing changed";
+  EXPECT_EQ(e.mp.host_table().lookup(pa)->level, 2);
+  EXPECT_EQ(e.read_byte(pa + 7 * kPg + 3), 0x77);
+  EXPECT_TRUE(invariants_hold(e.mp));
+
+  e.mp.host_memcache().drain(*e.plat);
+  ASSERT_TRUE(e.mp.reclaim_guest_page(kG1, kIpa + 7 * kPg));
+  EXPECT_EQ(e.read_byte(pa + 7 * kPg + 3), 0);
+  EXPECT_EQ(e.read_byte(pa + 8 * kPg + 3), 0x88) << "the rest of the block is the guest's";
+  EXPECT_EQ(e.mp.host_state(pa + 7 * kPg), PageState::owned);
+  EXPECT_EQ(e.mp.host_annotation_owner(pa + 8 * kPg), kG1);
+  EXPECT_EQ(e.mp.guest_state(kG1, kIpa + 7 * kPg), PageState::none);
+  for (u64 i : {u64{0}, u64{6}, u64{8}, u64{511}}) {
+    EXPECT_EQ(e.mp.guest_state(kG1, kIpa + i * kPg), PageState::owned) << i;
+    EXPECT_EQ(e.mp.guest(kG1)->table.lookup(kIpa + i * kPg)->level, 3) << "split to pages";
+  }
+  EXPECT_EQ(tables_below_root(e.mp.guest(kG1)->table), guest_tables + 1);
+  EXPECT_TRUE(invariants_hold(e.mp));
+
+  // The rest, a page per call: at the last one the guest's last-level table goes.
+  for (u64 i = 0; i < 512; ++i) {
+    if (i == 7) continue;
+    ASSERT_TRUE(e.mp.reclaim_guest_page(kG1, kIpa + i * kPg)) << i;
+  }
+  EXPECT_EQ(tables_below_root(e.mp.guest(kG1)->table), 0u);
+  EXPECT_EQ(e.mp.host_state(pa + 511 * kPg), PageState::owned);
+  EXPECT_EQ(e.read_byte(pa + 8 * kPg + 3), 0);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+  EXPECT_TRUE(invariants_hold(e.mp));
+  ASSERT_TRUE(e.mp.reclaim_guest(kG1));
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
+// What one call costs is bounded by one page and the tables its splits make, whatever the size
+// of the guest (no call walks the guest's table or the page array): over a 2 MiB block given
+// back page by page, no call writes more than the two tables the first one's splits make (the
+// guest's block, the host's block annotation) and a few entries, or invalidates more than a
+// few TLB entries. (The EL2 lock a call holds is held for that long.)
+TEST(GuestPageReclaim, EachCallDoesBoundedWork) {
+  GuestEnv e;
+  constexpr u64 kIpa = u64{1} << 30;
+  const u64 mem = OwnEnv::kMem + (u64{64} << 20);
+  ASSERT_TRUE(e.mp.host_donate_guest(mem, 512, kG1, kIpa));
+  ASSERT_EQ(e.mp.guest(kG1)->table.lookup(kIpa)->level, 2);
+  ASSERT_TRUE(e.mp.teardown_guest(kG1));
+  std::size_t max_writes = 0, max_tlbi = 0;
+  for (u64 i = 0; i < 512; ++i) {
+    const auto mark = e.plat->log().mark();
+    ASSERT_TRUE(e.mp.reclaim_guest_page(kG1, kIpa + i * kPg)) << i;
+    std::size_t writes = 0, tlbi = 0;
+    for (const auto& ev : e.plat->log().since(mark)) {
+      writes += ev.kind == sim::EventKind::write;
+      tlbi += ev.kind == sim::EventKind::tlbi;
+    }
+    max_writes = std::max(max_writes, writes);
+    max_tlbi = std::max(max_tlbi, tlbi);
+  }
+  const std::size_t per_table = arch::entries_per_table(Granule::k4K);
+  EXPECT_GE(max_writes, per_table) << "the first call splits a block: the test measures that";
+  EXPECT_LE(max_writes, 2 * per_table + 6);
+  EXPECT_LE(max_tlbi, 8u);
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
 // A request that is refused says why, whatever the guest's memcache holds: the state checks
 // come before ENOMEM.
 TEST(Guests, StateErrorsComeBeforeAnEmptyMemcache) {
@@ -383,6 +628,14 @@ TEST(Guests, WithoutAFixmapReclaimsThatNeedAScrubFailBeforeChangingAnything) {
   ASSERT_TRUE(mp->reclaim_guest(kG2));
   EXPECT_EQ(mp->guest(kG2), nullptr);
   EXPECT_EQ(mp->page_meta(kShared).guest_shares, 1u);
+  EXPECT_TRUE(invariants_hold(*mp));
+  // Page by page: the same refusal for a page that needs a scrub; a page shared with the guest
+  // needs none.
+  EXPECT_EQ(mp->reclaim_guest_page(kG1, kIpa).error(), Error::eopnotsupp);
+  EXPECT_EQ(mp->guest_state(kG1, kIpa), PageState::owned);
+  EXPECT_EQ(mp->host_annotation_owner(kPa), kG1);
+  ASSERT_TRUE(mp->reclaim_guest_page(kG1, kIpa + 0x10'0000));
+  EXPECT_EQ(mp->page_meta(kShared).guest_shares, 0u);
   EXPECT_TRUE(invariants_hold(*mp));
 }
 

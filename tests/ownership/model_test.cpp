@@ -333,6 +333,34 @@ struct Model {
     guests.erase(id);
     return {};
   }
+  // One page of a torn-down guest: the guest's entry goes; its own pages (donated, or shared
+  // back) are scrubbed and the host's (not mapped: faulted in again later); a share from the
+  // host ends, and at the last one the page is the host's alone (mapped, as after an unshare).
+  Res reclaim_page(ComponentId id, u64 ipa, std::vector<u64>* scrubbed) {
+    MGuest* g = guest(id);
+    if (!g) return Error::einval;
+    if (g->alive) return Error::eperm;
+    if (ipa % kPg != 0) return Error::einval;
+    auto it = g->map.find(ipa);
+    if (it == g->map.end()) return Error::enoent;
+    const MEntry en = it->second;
+    switch (en.state) {
+      case PS::poisoned: return Error::ehwpoison;
+      case PS::owned:
+      case PS::shared_owned:
+        scrubbed->push_back(en.pa);
+        to_owned(at(en.pa), false);
+        break;
+      case PS::shared_borrowed: {
+        MPage& p = at(en.pa);
+        if (--p.shares == 0) to_owned(p, true);
+        break;
+      }
+      default: return Error::eperm;  // borrowed: relinquished at teardown, never here
+    }
+    g->map.erase(it);
+    return {};
+  }
   Res force_reclaim(u64 pa) {
     if (Res r = range(pa, 1)) return r;
     MPage& p = at(pa);
@@ -415,13 +443,13 @@ struct Model {
 enum class Op : u8 {
   share_hyp, unshare_hyp, pin, unpin, donate_hyp, hyp_donate_host, share_ffa, unshare_ffa, share_guest,
   unshare_guest, donate_guest, lend_guest, guest_share_host, guest_unshare_host, relinquish, reclaim_lent, create,
-  teardown, reclaim, force_reclaim, fault, relax, wrprotect, mkyoung, young, kCount
+  teardown, reclaim, force_reclaim, fault, relax, wrprotect, mkyoung, young, reclaim_page, kCount
 };
 const char* const kOpNames[] = {
     "share_hyp", "unshare_hyp", "pin", "unpin", "donate_hyp", "hyp_donate_host", "share_ffa", "unshare_ffa",
     "share_guest", "unshare_guest", "donate_guest", "lend_guest", "guest_share_host", "guest_unshare_host",
     "relinquish", "reclaim_lent", "create", "teardown", "reclaim", "force_reclaim", "fault", "relax", "wrprotect",
-    "mkyoung", "young"};
+    "mkyoung", "young", "reclaim_page"};
 
 struct Step {
   Op op;
@@ -455,12 +483,17 @@ Step gen_step(const std::vector<u64>& pages, Model& m) {
     std::vector<Op> v;
     for (int k = 0; k < static_cast<int>(Op::kCount); ++k) {
       const Op o = static_cast<Op>(k);
-      const int w = o == Op::teardown ? 1 : o == Op::reclaim || o == Op::create ? 2 : 4;
+      const int w = o == Op::teardown || o == Op::reclaim_page ? 1 : o == Op::reclaim || o == Op::create ? 2 : 4;
       for (int i = 0; i < w; ++i) v.push_back(o);
     }
     return v;
   }();
   s.op = ops[uniform<std::size_t>(0, ops.size())];
+  // A torn-down guest still holding pages is given them back a page at a time, now and then,
+  // before a whole reclaim takes the rest (as a host that needs a few pages first would).
+  if (std::any_of(m.guests.begin(), m.guests.end(), [](const auto& g) { return !g.second.alive && !g.second.map.empty(); }) &&
+      uniform<int>(0, 100) < 50)
+    s.op = Op::reclaim_page;
   const int pick = uniform<int>(0, 100);
   if (pick < 88) {
     s.pa = kRam + pages[uniform<std::size_t>(0, pages.size())] * kPg;
@@ -493,7 +526,8 @@ Step gen_step(const std::vector<u64>& pages, Model& m) {
   // need a particular state meet it.
   const bool on_guest_address = s.op == Op::unshare_guest || s.op == Op::guest_share_host ||
                                 s.op == Op::guest_unshare_host || s.op == Op::relinquish || s.op == Op::relax ||
-                                s.op == Op::wrprotect || s.op == Op::mkyoung || s.op == Op::young;
+                                s.op == Op::wrprotect || s.op == Op::mkyoung || s.op == Op::young ||
+                                s.op == Op::reclaim_page;
   auto wants = [&](const MPage& p) {
     switch (s.op) {
       case Op::unshare_hyp: case Op::pin: case Op::unpin: return p.hyp == PS::shared_borrowed;
@@ -505,12 +539,19 @@ Step gen_step(const std::vector<u64>& pages, Model& m) {
       default: return false;
     }
   };
-  if (on_guest_address && uniform<int>(0, 100) < 70) {
+  if (on_guest_address && uniform<int>(0, 100) < (s.op == Op::reclaim_page ? 90 : 70)) {
     std::vector<std::pair<ComponentId, u64>> entries;
+    // A page reclaim aims at a torn-down guest's addresses (any page of a 2 MiB block too: the
+    // first one splits it), poisoned ones included.
+    const bool dead_only = s.op == Op::reclaim_page && std::any_of(m.guests.begin(), m.guests.end(), [](const auto& g) {
+                             return !g.second.alive && !g.second.map.empty();
+                           });
     for (auto& [id, g] : m.guests)
       for (auto& [ipa, en] : g.map)
-        if (ipa < kIpaBig + 8 * kPg || s.op == Op::wrprotect || s.op == Op::relinquish ||
-            s.op == Op::unshare_guest || s.op == Op::guest_share_host || s.op == Op::guest_unshare_host)
+        if ((!dead_only || !g.alive) &&
+            (ipa < kIpaBig + 8 * kPg || s.op == Op::wrprotect || s.op == Op::relinquish ||
+             s.op == Op::unshare_guest || s.op == Op::guest_share_host || s.op == Op::guest_unshare_host ||
+             s.op == Op::reclaim_page))
           entries.emplace_back(id, ipa);
     if (!entries.empty()) {
       const auto& [id, ipa] = entries[uniform<std::size_t>(0, entries.size())];
@@ -565,6 +606,7 @@ struct Harness {
       case Op::relax: return to_res(mp.guest_relax_perms(s.id, s.ipa, s.perm));
       case Op::wrprotect: return to_res(mp.guest_wrprotect(s.id, s.ipa, s.n));
       case Op::mkyoung: return to_res(mp.guest_mkyoung(s.id, s.ipa));
+      case Op::reclaim_page: return to_res(mp.reclaim_guest_page(s.id, s.ipa));
       case Op::young: {
         const Result<bool> r = mp.guest_test_clear_young(s.id, s.ipa, s.n, s.clear);
         if (r) *young = *r;
@@ -610,6 +652,7 @@ struct Harness {
       case Op::mkyoung: return m.mkyoung(s.id, s.ipa);
       case Op::young:
         return m.young(s.id, s.ipa, s.n, s.clear, young);
+      case Op::reclaim_page: return m.reclaim_page(s.id, s.ipa, scrubbed);
       case Op::kCount: break;
     }
     return Error::einval;
@@ -734,6 +777,16 @@ struct Harness {
           marked.push_back(kRam + i * kPg);
           e.set_byte(kRam + i * kPg + 9, 0x3c);
         }
+    // Before a page reclaim, the page the model says the guest maps there (and its neighbour,
+    // which must keep its contents).
+    if (s.op == Op::reclaim_page)
+      if (const MGuest* g = m.guest(s.id))
+        if (auto it = g->map.find(s.ipa); it != g->map.end() && it->second.state != PS::poisoned)
+          for (u64 pa : {it->second.pa, it->second.pa + kPg})
+            if (pa < kRamEnd) {
+              marked.push_back(pa);
+              e.set_byte(pa + 9, 0x3c);
+            }
     bool young_real = false, young_model = false;
     std::vector<u64> scrubbed;
     const Res real = run_real(s, &young_real);

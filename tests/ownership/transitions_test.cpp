@@ -86,6 +86,7 @@ const View dead_owned = g1_owned.L(Life::dead);
 const View dead_back = g1_back.L(Life::dead);
 const View dead_shared = g1_shared.L(Life::dead);
 const View dead_lent = relinq.L(Life::dead);
+const View dead_poisoned = poisoned.L(Life::dead);
 const View carve = own.H(PS::none, kHypId).Y(PS::owned);
 
 // What the transitions that succeed from a host-owned page make of it (the G1F/G2F targets).
@@ -96,23 +97,25 @@ View to_g1f_lent(const View& v) { return v.H(PS::lent, kG1).G1F(PS::borrowed, kP
 
 enum St : unsigned {
   kOwnUnfaulted, kOwnBlock, kOwnPage, kHypShared, kHypPinned, kHypOwned, kFfa, kG1Shared, kG12Shared, kG1Owned,
-  kG1Back, kLent, kRelinq, kPoisoned, kDeadOwned, kDeadBack, kDeadShared, kDeadLent, kCarveSt, kNumStates
+  kG1Back, kLent, kRelinq, kPoisoned, kDeadOwned, kDeadBack, kDeadShared, kDeadLent, kDeadPoisoned, kCarveSt,
+  kNumStates
 };
 const char* const kStateNames[kNumStates] = {
     "OwnedUnfaulted", "OwnedBlock", "OwnedPage", "SharedHyp", "PinnedHyp", "DonatedHyp", "SharedFfa",
     "SharedG1", "SharedG1G2", "DonatedG1", "G1SharedBack", "LentG1", "Relinquished", "Poisoned",
-    "DeadG1Owned", "DeadG1SharedBack", "DeadG1Shared", "DeadG1Lent", "HypCarveout"};
+    "DeadG1Owned", "DeadG1SharedBack", "DeadG1Shared", "DeadG1Lent", "DeadG1Poisoned", "HypCarveout"};
 
 enum Tr : unsigned {
   kShareHyp, kUnshareHyp, kPin, kUnpin, kDonateHyp, kHypDonateHost, kShareFfa, kUnshareFfa, kShareG1, kShareG2,
   kUnshareG1, kUnshareG2, kDonateG1, kLendG1, kG1ShareHost, kG1UnshareHost, kRelinquish, kReclaimLent,
-  kTeardownG1, kReclaimG1, kForceReclaim, kFault, kRelaxG1, kWrprotG1, kMkyoungG1, kYoungG1, kNumTransitions
+  kTeardownG1, kReclaimG1, kForceReclaim, kFault, kRelaxG1, kWrprotG1, kMkyoungG1, kYoungG1, kReclaimPageG1,
+  kNumTransitions
 };
 const char* const kTrNames[kNumTransitions] = {
     "ShareHyp", "UnshareHyp", "Pin", "Unpin", "DonateHyp", "HypDonateHost", "ShareFfa", "UnshareFfa", "ShareG1",
     "ShareG2", "UnshareG1", "UnshareG2", "DonateG1", "LendG1", "G1ShareHost", "G1UnshareHost", "Relinquish",
     "ReclaimLent", "TeardownG1", "ReclaimG1", "ForceReclaim", "Fault", "RelaxG1", "WrprotG1", "MkyoungG1",
-    "YoungG1"};
+    "YoungG1", "ReclaimPageG1"};
 
 /// A cell: the exact result, and on success the page's new view (on failure: unchanged) and
 /// whether the page's contents are scrubbed.
@@ -141,7 +144,9 @@ Row owned_row(const View& v, const Cell& fault) {
           OK(v.L(Life::dead)), P, P, fault,
           // Relax Wrprot Mkyoung Young (a poisoned address: EHWPOISON for each)
           v.g1 == PS::poisoned ? HWP : P, v.g1 == PS::poisoned ? HWP : P, v.g1 == PS::poisoned ? HWP : P,
-          v.g1 == PS::poisoned ? HWP : P};
+          v.g1 == PS::poisoned ? HWP : P,
+          // ReclaimPageG1 (G1 is live)
+          P};
 }
 
 // Rows for a page shared with guests (G1 at kIpa1 and maybe G2 at kIpa2), G1 alive or dead
@@ -156,7 +161,9 @@ Row guest_shared_row(const View& v) {
           P, P, P, P,
           alive ? OK(v.L(Life::dead)) : P, alive ? P : OK(own.L(Life::gone)), P, A,
           alive ? OK(v.G1(PS::shared_borrowed, kPermRWX)) : P, alive ? OK(v.G1(PS::shared_borrowed, kPermR)) : P,
-          alive ? OK(v) : P, alive ? OK(v) : P};
+          alive ? OK(v) : P, alive ? OK(v) : P,
+          // ReclaimPageG1: a live guest's page is not reclaimed; a dead one's share ends (not scrubbed)
+          alive ? P : OK(v.shares == 1 ? own.L(v.g1life) : v.G1(PS::none).Shares(v.shares - 1))};
 }
 
 const Row kMatrix[kNumStates] = {
@@ -165,37 +172,55 @@ const Row kMatrix[kNumStates] = {
     /* OwnedPage      */ owned_row(own, A),
     /* SharedHyp      */
     {P, OK(own), OK(hyp_pinned), P, P, P, P, P, P, P, N, N, P, P, P, P, P, P, OK(hyp_shared.L(Life::dead)), P, P, A,
-     P, P, P, P},
+     P, P, P, P, P},
     /* PinnedHyp      */
     {P, B, OK(hyp_shared.Pins(2)), OK(hyp_shared), P, P, P, P, P, P, N, N, P, P, P, P, P, P,
-     OK(hyp_pinned.L(Life::dead)), P, P, A, P, P, P, P},
+     OK(hyp_pinned.L(Life::dead)), P, P, A, P, P, P, P, P},
     /* DonatedHyp     */
-    {P, P, P, P, P, OK(own), P, P, P, P, N, N, P, P, P, P, P, P, OK(hyp_owned.L(Life::dead)), P, P, P, P, P, P, P},
+    {P, P, P, P, P, OK(own), P, P, P, P, N, N, P, P, P, P, P, P, OK(hyp_owned.L(Life::dead)), P, P, P, P, P, P, P, P},
     /* SharedFfa      */
-    {P, P, P, P, P, P, P, OK(own), P, P, N, N, P, P, P, P, P, P, OK(ffa.L(Life::dead)), P, P, A, P, P, P, P},
+    {P, P, P, P, P, P, P, OK(own), P, P, N, N, P, P, P, P, P, P, OK(ffa.L(Life::dead)), P, P, A, P, P, P, P, P},
     /* SharedG1       */ guest_shared_row(g1_shared),
     /* SharedG1G2     */ guest_shared_row(g12_shared),
     /* DonatedG1      */
     {P, P, P, P, P, P, P, P, P, P, P, N, P, P, OK(g1_back), P, P, P, OK(dead_owned), P, OKscrub(poisoned), P,
-     P, P, P, P},
+     P, P, P, P, P},
     /* G1SharedBack   */
     // A forced reclaim takes only pages the guest has not shared back (EPERM: see the report).
-    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, OK(g1_owned), P, P, OK(dead_back), P, P, A, P, P, P, P},
+    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, OK(g1_owned), P, P, OK(dead_back), P, P, A, P, P, P, P, P},
     /* LentG1         */
-    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, OK(relinq), B, OK(dead_lent), P, P, P, P, P, P, P},
+    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, OK(relinq), B, OK(dead_lent), P, P, P, P, P, P, P, P},
     /* Relinquished   */
-    {P, P, P, P, P, P, P, P, P, P, N, N, P, P, P, P, P, OK(own), OK(relinq.L(Life::dead)), P, P, P, P, P, P, P},
+    {P, P, P, P, P, P, P, P, P, P, N, N, P, P, P, P, P, OK(own), OK(relinq.L(Life::dead)), P, P, P, P, P, P, P, P},
     /* Poisoned       */ owned_row(poisoned, OK(poisoned)),
     /* DeadG1Owned    */
-    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, P, P, P, OKscrub(own.L(Life::gone)), P, P, P, P, P, P},
+    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, P, P, P, OKscrub(own.L(Life::gone)), P, P, P, P, P, P,
+     // ReclaimPageG1: scrubbed and the host's; G1 stays (torn down) until reclaim_guest
+     OKscrub(own.L(Life::dead))},
     /* DeadG1SharedBk */
-    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, P, P, P, OKscrub(own.L(Life::gone)), P, A, P, P, P, P},
+    {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, P, P, P, OKscrub(own.L(Life::gone)), P, A, P, P, P, P,
+     OKscrub(own.L(Life::dead))},
     /* DeadG1Shared   */ guest_shared_row(dead_shared),
     /* DeadG1Lent     */
     {P, P, P, P, P, P, P, P, P, P, P, N, P, P, P, P, P, OK(own.L(Life::dead)), P, OK(relinq.L(Life::gone)), P, P, P,
-     P, P, P},
+     P, P, P,
+     // ReclaimPageG1: relinquished at teardown, nothing mapped there (the host reclaims it)
+     N},
+    /* DeadG1Poisoned: the host's page (not faulted in); G1, torn down, keeps a poisoned entry */
+    //  ShareHyp                                    UnshareHyp Pin Unpin DonateHyp
+    {OK(hyp_shared.G1(PS::poisoned).L(Life::dead)), P, P, P, OK(hyp_owned.G1(PS::poisoned).L(Life::dead)),
+     // HypDonateHost ShareFfa UnshareFfa ShareG1 (dead) ShareG2
+     P, OK(ffa.G1(PS::poisoned).L(Life::dead)), P, P, OK(to_g2f_shared(dead_poisoned)),
+     // UnshareG1 UnshareG2 DonateG1 LendG1 G1ShareHost G1UnshareHost Relinquish (all dead: EPERM first)
+     P, N, P, P, P, P, P,
+     // ReclaimLent TeardownG1 ReclaimG1 ForceReclaim Fault
+     P, P, OK(own.L(Life::gone)), P, OK(dead_poisoned),
+     // Relax Wrprot Mkyoung Young
+     P, P, P, P,
+     // ReclaimPageG1: the poisoned entry stays as it is
+     HWP},
     /* HypCarveout    */
-    {P, P, P, P, P, P, P, P, P, P, N, N, P, P, P, P, P, P, OK(carve.L(Life::dead)), P, P, P, P, P, P, P},
+    {P, P, P, P, P, P, P, P, P, P, N, N, P, P, P, P, P, P, OK(carve.L(Life::dead)), P, P, P, P, P, P, P, P},
 };
 
 struct Fixture : SmallEnv {
@@ -261,6 +286,11 @@ struct Fixture : SmallEnv {
         ok(mp.host_lend_guest(pa, 1, kG1, kIpa1, kPermRW));
         ok(mp.teardown_guest(kG1));
         break;
+      case kDeadPoisoned:
+        ok(mp.host_donate_guest(pa, 1, kG1, kIpa1));
+        ok(mp.host_force_reclaim(pa));
+        ok(mp.teardown_guest(kG1));
+        break;
       case kCarveSt: pa = kCarvePa; break;
       case kNumStates: break;
     }
@@ -295,6 +325,7 @@ struct Fixture : SmallEnv {
       case kRelaxG1: return mp.guest_relax_perms(kG1, kIpa1, kPermX);
       case kWrprotG1: return mp.guest_wrprotect(kG1, kIpa1, 1);
       case kMkyoungG1: return mp.guest_mkyoung(kG1, kIpa1);
+      case kReclaimPageG1: return mp.reclaim_guest_page(kG1, kIpa1);
       case kYoungG1: {
         const Result<bool> r = mp.guest_test_clear_young(kG1, kIpa1, 1, true);
         if (!r) return fail(r.error());
@@ -347,7 +378,7 @@ struct Fixture : SmallEnv {
 const View& start_view(St s) {
   static const View* const views[kNumStates] = {
       &own, &own, &own, &hyp_shared, &hyp_pinned, &hyp_owned, &ffa, &g1_shared, &g12_shared, &g1_owned,
-      &g1_back, &lent, &relinq, &poisoned, &dead_owned, &dead_back, &dead_shared, &dead_lent, &carve};
+      &g1_back, &lent, &relinq, &poisoned, &dead_owned, &dead_back, &dead_shared, &dead_lent, &dead_poisoned, &carve};
   return *views[s];
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "ownership_map.hpp"
@@ -32,7 +33,7 @@ enum class Op {
   // guests
   create_guest, guest_memcache, host_share_guest, host_unshare_guest, host_donate_guest, guest_share_host,
   guest_unshare_host, host_lend_guest, guest_relinquish, host_reclaim_lent, teardown_guest, reclaim_guest,
-  host_force_reclaim, guest_relax_perms, guest_wrprotect, guest_test_young, guest_mkyoung,
+  guest_reclaim_page, host_force_reclaim, guest_relax_perms, guest_wrprotect, guest_test_young, guest_mkyoung,
   // faults and accesses
   host_fault, access, fail_alloc,
   // assertions and output
@@ -237,6 +238,7 @@ constexpr OpName kOps[] = {
     {"host-reclaim-lent", Op::host_reclaim_lent},
     {"teardown-guest", Op::teardown_guest},
     {"reclaim-guest", Op::reclaim_guest},
+    {"guest-reclaim-page", Op::guest_reclaim_page},
     {"host-force-reclaim", Op::host_force_reclaim},
     {"guest-relax-perms", Op::guest_relax_perms},
     {"guest-wrprotect", Op::guest_wrprotect},
@@ -639,6 +641,7 @@ void parse_statement(const std::vector<Token>& toks, std::size_t end, int line_l
       s.ipa = p.number("a guest address (IPA)");
       s.perm = p.perm();
       break;
+    case Op::guest_reclaim_page:
     case Op::guest_mkyoung:
       s.guest = p.guest();
       p.filler("at");
@@ -996,7 +999,7 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
         have_focus = true;
         break;
       case Op::host_unshare_guest: case Op::guest_share_host: case Op::guest_unshare_host: case Op::guest_relinquish:
-      case Op::guest_wrprotect: case Op::guest_relax_perms: case Op::guest_mkyoung:
+      case Op::guest_wrprotect: case Op::guest_relax_perms: case Op::guest_mkyoung: case Op::guest_reclaim_page:
         if (const std::optional<u64> pa = w.guest_pa(s.guest, s.ipa)) {
           focus = *pa;
           have_focus = true;
@@ -1057,6 +1060,7 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
       case Op::host_reclaim_lent: o = from_status(mp.host_reclaim_lent(s.pa, n)); break;
       case Op::teardown_guest: o = from_status(mp.teardown_guest(s.guest)); break;
       case Op::reclaim_guest: o = from_status(w.reclaim_guest(s.guest)); break;
+      case Op::guest_reclaim_page: o = from_status(mp.reclaim_guest_page(s.guest, s.ipa)); break;
       case Op::host_force_reclaim: o = from_status(mp.host_force_reclaim(s.pa)); break;
       case Op::guest_relax_perms: o = from_status(mp.guest_relax_perms(s.guest, s.ipa, s.perm)); break;
       case Op::guest_wrprotect: o = from_status(mp.guest_wrprotect(s.guest, s.ipa, n)); break;
@@ -1222,9 +1226,16 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
                                    : fmt::format("owners unknown: host table walk failed: {}",
                                                  name(owners_before ? owners_after.error() : owners_before.error()));
         if (!od.empty()) changes += (changes.empty() ? "" : ", ") + od;
-        const std::size_t scrubbed = ev.count(sim::EventKind::fixmap_map);
+        // Pages, not fixmap mappings: reclaim_guest maps the first page once to try the fixmap
+        // before it changes anything, then again to scrub it.
+        std::set<u64> scrubbed_pages;
+        for (const sim::Event& e : ev)
+          if (e.kind == sim::EventKind::fixmap_map) scrubbed_pages.insert(e.pa);
+        const std::size_t scrubbed = scrubbed_pages.size();
         if (scrubbed != 0) changes += fmt::format("{}{} pages scrubbed", changes.empty() ? "" : ", ", scrubbed);
       }
+      if (s.op == Op::guest_reclaim_page && ev.count(sim::EventKind::fixmap_map) != 0)
+        changes += fmt::format("{}scrubbed", changes.empty() ? "" : ", ");
       if (s.op == Op::teardown_guest)
         changes = fmt::format("{} stopped{}", component_name(s.guest), changes.empty() ? "" : ", " + changes);
       if (n > 1 && !changes.empty() && !whole_guest) changes += fmt::format(" ({} pages)", n);

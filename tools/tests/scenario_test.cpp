@@ -152,6 +152,23 @@ TEST(Runner, ShowsWhatChanged) {
   EXPECT_NE(r.out.find("refused, nothing changed"), std::string::npos) << r.out;
 }
 
+TEST(Runner, ReclaimingAGuestPageShowsWhatChanged) {
+  const Ran r = run_text(
+      "create-guest guest:2\nhost-donate-guest 0x5000_0000 8K to guest:2 at 0x0 expect ok\n"
+      "host-share-guest 0x6000_0000 to guest:2 at 0x10_0000 r expect ok\nteardown-guest guest:2\n"
+      "guest-reclaim-page guest:2 at 0x1000 expect ok\nguest-reclaim-page guest:2 0x10_0000 expect ok\n"
+      "guest-reclaim-page guest:2 at 0x1000 expect ENOENT\n"
+      "create-guest guest:3\nhost-donate-guest 0x5100_0000 8K to guest:3 at 0x0 expect ok\nteardown-guest guest:3\n"
+      "reclaim-guest guest:3 expect ok\n");
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("host none→owned, guest:2 owned→none, owner guest:2→host, scrubbed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("host shared-owned→owned, guest:2 shared-borrowed→none"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("shared-borrowed→none, scrubbed"), std::string::npos) << "a share is not scrubbed\n" << r.out;
+  EXPECT_NE(r.out.find("refused, nothing changed"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("guest:3 owns 2→0 pages, 2 pages scrubbed"), std::string::npos)
+      << "pages, not fixmap mappings (the first is mapped once more to try the fixmap)\n" << r.out;
+}
+
 TEST(Runner, TracePrintsTheEventLog) {
   ScenarioOptions o;
   o.trace = true;
@@ -265,6 +282,8 @@ TEST(BadInput, OneClearMessageWithACaretAndNothingRuns) {
       {"create-guest guest:2 vmid 70000", "a VMID has 16 bits", ""},
       {"host-share-guest 0x4800_0000 to guest:2 at 0 rwz", "unexpected 'rwz'", ""},
       {"page 0x4800_0000 host=owned expect ok", "states no outcome", ""},
+      {"guest-reclaim-page guest:2", "t.ptg:1:27: error: expected a guest address (IPA)", ""},
+      {"guest-reclaim-page 0x1000", "is not a guest", ""},
   };
   for (const BadInput& c : cases) {
     const Ran r = run_text(c.text);

@@ -598,80 +598,133 @@ class MemProtect {
     }
   }
 
-  /// After teardown: scrubs every page the guest owned (zeroed through the fixmap; cleaned to
-  /// the point of coherency without FWB) and gives it to the host; pages shared with the guest
-  /// return to the host (their share count drops); borrowed pages stay lent until the host
-  /// reclaims them; then the guest's table is freed. Before the first page changes hands, every
-  /// TLB entry of the guest's VMID is invalidated (its table still maps those pages, and the VMID
-  /// may be reused once this returns). EPERM for a live guest; EOPNOTSUPP, with
-  /// nothing changed, if a page needs scrubbing and the platform's fixmap maps nothing (a page
-  /// is never given to the host unscrubbed).
+  /// After teardown: gives back every page the guest's stage-2 still maps, one page at a time
+  /// through the same steps as reclaim_guest_page() (its own pages scrubbed and the host's;
+  /// pages shared with it unshared, their count dropped), then releases the guest: its
+  /// memcache, its table's root and its VMID (create_guest may reuse both once this returns).
+  /// Borrowed pages were relinquished at teardown and stay lent until the host reclaims them
+  /// (host_reclaim_lent); poisoned addresses have nothing to give back and go with the table.
+  /// Before the first page changes hands, every TLB entry of the guest's VMID is invalidated.
+  /// All-or-nothing: every page the whole reclaim can take is filled first. Errors: EINVAL for
+  /// no such guest; EPERM for a live guest; EOPNOTSUPP, with nothing changed, if a page needs
+  /// scrubbing and the platform's fixmap maps nothing (a page is never given to the host
+  /// unscrubbed); ENOMEM from the platform, with nothing changed.
+  ///
+  /// It holds the tables for the whole guest, so its length grows with the guest's memory: a
+  /// host that must reschedule, or that needs a few pages back first, calls
+  /// reclaim_guest_page() for them (any number of times, any order), then reclaim_guest() for
+  /// the rest and the release (docs/ownership.md, "Reclaiming a guest page by page").
   [[nodiscard]] Status reclaim_guest(ComponentId id) {
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (g->alive) return fail(Error::eperm);
-    // Pages whose host entry names this guest as owner (donated to it) or that it shared back:
-    // they are scrubbed before the host gets them. Lent pages stay lent (the host reclaims
-    // them).
-    const auto to_scrub = [&](u64 pa) {
-      if (meta(pa).guest != id || host_state(pa) == PageState::lent) return false;
-      return host_annotation_owner(pa) == id || host_state(pa) == PageState::shared_borrowed;
-    };
+    // One read-only pass over what the guest still maps: the first page that needs a scrub
+    // (to try the fixmap on), and the guest-table pages the page-by-page unmaps below take:
+    // each block leaf is split on its first page, one new table per level below it, and each
+    // table made that way stays until its last page goes (tables are freed only when empty,
+    // and nothing is mapped again), so the count is every table the block's range can hold.
+    u64 scrub_ipa = ~u64{0}, guest_bound = 0;
+    const u64 ia_end = u64{1} << g->table.ia_bits();
+    if (Status st = scan(g->table, 0, ia_end, [&](u64 e, u64 a, u64 b) -> Status {
+          if (!arch::DescValid::get(e)) return {};
+          const PageState s = state_of(e);
+          if (scrub_ipa == ~u64{0} && (s == PageState::owned || s == PageState::shared_owned)) scrub_ipa = a;
+          guest_bound += tables_under_block(b - a);
+          return {};
+        });
+        !st)
+      return st;
     // The fixmap is tried on the first such page before anything changes: a platform without
     // one fails here, cleanly. (One whose fixmap maps some pages of memory and not others
     // breaks its contract; the loop below then stops before the page it cannot scrub, every
     // page before it reclaimed whole, and a retry carries on.)
-    for (const Region& r : machine_.memory) {
-      u64 pa = r.first_page(kPage);
-      while (pa < r.end_page(kPage) && !to_scrub(pa)) pa += kPage;
-      if (pa == r.end_page(kPage)) continue;
-      if (plat_->fixmap_map(pa) == nullptr) return fail(Error::eopnotsupp);
+    if (scrub_ipa != ~u64{0}) {
+      if (plat_->fixmap_map(guest_pa(*g, scrub_ipa)) == nullptr) return fail(Error::eopnotsupp);
       plat_->fixmap_unmap();
-      break;
     }
-    // All the host-table pages the page-by-page changes below can take, filled before the
-    // first change (a bound over every region of memory), so nothing fails half-way.
-    u64 bound = 0;
+    // All the table pages the page-by-page changes below can take, at the host (a bound over
+    // every region of memory: each entry above the last level gets at most one new table, for
+    // the same reason as the guest's) and at the guest, filled before the first change, so
+    // nothing fails half-way. Both draw from the host's memcache (reclaim_page).
+    u64 bound = guest_bound;
     for (const Region& r : machine_.memory)
       bound += host_.max_pages_needed(r.first_page(kPage), r.pages(kPage) * kPage);
     if (Status st = fill(host_mc_, bound > 0xffff'ffffu ? 0xffff'ffffu : static_cast<u32>(bound)); !st) return st;
     // The guest's table still maps its own pages and what was shared with it, and the TLBs may
-    // still hold those translations under its VMID: drop them all before the first page is
-    // scrubbed or given back, or a CPU could keep reaching a page the host owns again (and,
-    // once the VMID is reused, a new guest could). The guest runs no more, so nothing refills
-    // them. Cannot fail: the guest's table has its root until the end of this call.
+    // still hold those translations under its VMID. Each page's unmap invalidates its own
+    // translation before the page is scrubbed or given back (reclaim_page); one VMID-wide
+    // invalidation first costs one TLBI per guest and keeps the stronger promise that no page
+    // of the guest changes hands while any TLB entry of its VMID (walk caches included)
+    // survives, so the final destroy() needs none: the guest runs no more, nothing refills
+    // them, and every change after this invalidates its own. Cannot fail: the guest's table
+    // has its root until the end of this call.
     if (Status st = g->table.flush_tlb(); !st) return st;
-    for (const Region& r : machine_.memory) {
-      for (u64 pa = r.first_page(kPage); pa < r.end_page(kPage); pa += kPage) {
-        if (!to_scrub(pa)) continue;
-        PageMeta& m = meta(pa);
-        if (Status st = scrub(pa); !st) return st;
-        if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
-        m.guest = 0;
-        m.guest_ipa = 0;
-      }
+    // The valid leaves a batch at a time (a table cannot change while it is walked), from
+    // where the last batch ended: poisoned and empty entries are skipped, and what is given
+    // back is gone from the table, so each leaf is met once.
+    for (u64 from = 0; from < ia_end;) {
+      constexpr unsigned kBatch = 32;
+      u64 at[kBatch], end[kBatch];
+      unsigned found = 0;
+      if (Status st = scan(g->table, from, ia_end - from, [&](u64 e, u64 a, u64 b) -> Status {
+            if (found == kBatch || !arch::DescValid::get(e)) return {};
+            at[found] = a;
+            end[found++] = b;
+            return {};
+          });
+          !st)
+        return st;
+      if (found == 0) break;
+      for (unsigned i = 0; i < found; ++i)
+        for (u64 x = at[i]; x < end[i]; x += kPage)
+          if (Status st = reclaim_page(*g, x); !st) return st;
+      from = end[found - 1];
     }
-    // Pages shared with it: drop the counts.
-    Status st = scan(g->table, 0, u64{1} << g->table.ia_bits(), [&](u64 e, u64 a, u64 b) -> Status {
-      if (!arch::DescValid::get(e) || state_of(e) != PageState::shared_borrowed) return {};
-      for (u64 x = a; x < b; x += kPage) {
-        const u64 pa = guest_pa(*g, x);
-        PageMeta& m = meta(pa);
-        if (m.guest_shares == 0) continue;
-        if (m.guest_shares == 1) {
-          if (Status s2 = host_.map(pa, kPage, pa, host_prot(sw_owned()), host_mc_); !s2) return s2;
-        }
-        --m.guest_shares;
-      }
-      return {};
-    });
-    if (!st) return st;
     g->mc.drain(*plat_);
     g->table.destroy();
     g->id = 0;
     g->used = false;
     g->alive = false;
     return {};
+  }
+
+  /// After teardown: gives back the one page the guest maps at `ipa`, as Linux's
+  /// __pkvm_host_reclaim_page_guest does, so a host can reclaim a dead guest a page per call
+  /// (rescheduling in between, the pages it needs first) instead of all at once in
+  /// reclaim_guest(). What happens to the page depends on its state at the guest:
+  ///  - owned (donated to it) or shared-owned (its own, shared back to the host): scrubbed
+  ///    (zeroed through the fixmap; cleaned to the point of coherency without FWB) and the
+  ///    host's again (mapped lazily by its next fault);
+  ///  - shared-borrowed (shared with it by the host): the share ends, the page's count of guest
+  ///    shares drops, and at zero the page is the host's alone again; not scrubbed (the host
+  ///    owned it throughout).
+  /// In every case the guest's entry is removed first, and its TLB entries invalidated by IPA
+  /// (DSB ISHST; TLBI IPAS2E1IS; DSB ISH; TLBI VMALLE1IS; DSB ISH), before the page is scrubbed
+  /// or the host's entry changes. A page inside a block of the guest's stage-2 (a donated or
+  /// shared range mapped whole) is reclaimed alone: the block is split, one new table per level
+  /// below it (break-before-make), the rest of it kept and reclaimed by later calls. The table
+  /// pages that takes come from the host's memcache, filled from the platform here (the guest
+  /// runs no more, so nobody fills its own). A table left empty is freed at once; the root and
+  /// the VMID stay until reclaim_guest() releases them, so the guest exists (torn down) until
+  /// then, even with nothing left to reclaim.
+  ///
+  /// Errors, in this order (all-or-nothing: on error nothing changed):
+  ///  - EINVAL: no such guest;
+  ///  - EPERM: the guest is live (tear it down first);
+  ///  - EINVAL: `ipa` not page-aligned or past the guest's input-address size (one page: any
+  ///    address that is not a page of the guest's IPA space is a bad address, hence not ERANGE);
+  ///  - EHWPOISON: `ipa` is poisoned (its page was taken by host_force_reclaim and is the
+  ///    host's already); the poisoned entry is left as it is, and goes with the table;
+  ///  - ENOENT: nothing mapped at `ipa`: never mapped, already reclaimed, or a page lent to the
+  ///    guest (teardown_guest relinquished it; the host takes it back with host_reclaim_lent);
+  ///  - ENOMEM: the platform cannot fill the host's memcache for a split;
+  ///  - EOPNOTSUPP: the page needs a scrub and the platform's fixmap cannot map it.
+  [[nodiscard]] Status reclaim_guest_page(ComponentId id, u64 ipa) {
+    Guest* g = find_guest(id);
+    if (g == nullptr) return fail(Error::einval);
+    if (g->alive) return fail(Error::eperm);
+    if ((ipa & (kPage - 1)) != 0 || ipa >= (u64{1} << g->table.ia_bits())) return fail(Error::einval);
+    return reclaim_page(*g, ipa);
   }
 
   /// A forced reclaim, keyed by physical address: takes one page from a live guest that owns
@@ -1146,7 +1199,7 @@ class MemProtect {
   }
   // The guest `id` if it is live: EINVAL for no such guest, EPERM for one that was torn down
   // (every transition and permission change of a guest needs it live; after teardown only
-  // reclaim_guest touches its table).
+  // reclaim_guest_page and reclaim_guest touch its table).
   [[nodiscard]] Status live_guest(ComponentId id, Guest** out) {
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
@@ -1219,6 +1272,84 @@ class MemProtect {
     p.sw = sw;
     return g.table.map(ipa, kPage, pa, p, g.mc);
   }
+  // The number of tables reclaiming every page of a block of `size` one page at a time makes:
+  // one per entry of each level from the block's own down to the one above the last, that is
+  // every table the block's range can hold (0 for a page).
+  [[nodiscard]] static u64 tables_under_block(u64 size) {
+    u64 n = 0;
+    for (int level = arch::kLastLevel - 1; level >= 0 && arch::level_size(G, level) <= size; --level)
+      n += size / arch::level_size(G, level);
+    return n;
+  }
+
+  // Gives back the page a torn-down guest maps at `ipa` (reclaim_guest_page(), whose errors
+  // after the guest's and the address's these are). Checks everything first (the guest's
+  // entry, the host's entry and the page array agree on the state; the memcache; the fixmap),
+  // then commits through engine calls that cannot fail once they passed.
+  [[nodiscard]] Status reclaim_page(Guest& g, u64 ipa) {
+    const Result<pgtable::Leaf> gl = g.table.lookup(ipa);
+    if (!gl) return fail(gl.error());
+    if (is_poisoned(gl->entry)) return fail(Error::ehwpoison);
+    if (!arch::DescValid::get(gl->entry)) return fail(Error::enoent);
+    const PageState gs = state_of(gl->entry);
+    const u64 pa = (gl->entry & arch::leaf_address_mask(G, gl->level)) + (ipa - gl->base);
+    // The host's side must be what the guest's state says (the invariants promise it; a
+    // mismatch is refused rather than acted on).
+    if (!is_memory(pa)) return fail(Error::eperm);
+    const Result<pgtable::Leaf> hl = host_.lookup(pa);
+    if (!hl) return fail(hl.error());
+    PageMeta& m = meta(pa);
+    bool scrub = false, host_changes = true;
+    switch (gs) {
+      case PageState::owned:  // donated: the host's entry names the guest as owner
+        if (!is_owned_by(hl->entry, g.id) || m.guest != g.id) return fail(Error::eperm);
+        scrub = true;
+        break;
+      case PageState::shared_owned:  // the guest's, shared back: the host borrows it
+        if (!arch::DescValid::get(hl->entry) || state_of(hl->entry) != PageState::shared_borrowed ||
+            m.guest != g.id || m.guest_ipa != ipa)
+          return fail(Error::eperm);
+        scrub = true;
+        break;
+      case PageState::shared_borrowed:  // the host's, shared with guests: counted
+        if (!arch::DescValid::get(hl->entry) || state_of(hl->entry) != PageState::shared_owned ||
+            m.guest_shares == 0 || (m.flags & kMetaFfa) != 0)
+          return fail(Error::eperm);
+        host_changes = m.guest_shares == 1;
+        break;
+      default:  // borrowed: teardown relinquished every borrowed page, so none is left here
+        return fail(Error::eperm);
+    }
+    // Table pages: splitting the guest's block (one new table per level below it), and the
+    // host's (a block annotation of a donated range; the host maps shared pages page by page).
+    const u32 need = static_cast<u32>(arch::kLastLevel - gl->level) +
+                     (host_changes ? static_cast<u32>(arch::kLastLevel - hl->level) : 0u);
+    if (Status st = fill(host_mc_, need); !st) return st;
+    // The fixmap is taken before anything changes (no fixmap: nothing to undo), and the page
+    // zeroed only once the guest's entry and its TLB entries are gone.
+    void* const p = scrub ? plat_->fixmap_map(pa) : nullptr;
+    if (scrub && p == nullptr) return fail(Error::eopnotsupp);
+    // The guest's entry first: the engine invalidates its TLB entries by IPA and waits for the
+    // invalidation (DSB ISH) before it returns, so no CPU reaches the page through the guest's
+    // VMID once it is scrubbed or the host's. A table that empties is freed.
+    if (Status st = g.table.unmap(ipa, kPage, host_mc_); !st) {
+      if (scrub) plat_->fixmap_unmap();
+      return st;
+    }
+    if (scrub) {
+      zero_mapped(p, pa);
+      if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
+      m.guest = 0;
+      m.guest_ipa = 0;
+      return {};
+    }
+    if (host_changes) {
+      if (Status st = host_.map(pa, kPage, pa, host_prot(sw_owned()), host_mc_); !st) return st;
+    }
+    --m.guest_shares;
+    return {};
+  }
+
   // Zeroes a page through the hypervisor's private mapping slot, and without FWB cleans it to
   // the point of coherency so no stale line survives for the next owner. EOPNOTSUPP, nothing
   // written, if the fixmap cannot map it: the caller must not give the page away then.
