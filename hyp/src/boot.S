@@ -115,46 +115,7 @@ hyp_smc:
   smc #0
   ret
 
-// void el2_mmu_switch(u64 tcr, u64 mair, u64 ttbr0, u64 sctlr): from identity-mapped code
-// (the hypervisor runs at VA == PA), stage 1 off, new TCR_EL2 / MAIR_EL2 / TTBR0_EL2, every
-// EL2 TLB entry of this CPU invalidated, then SCTLR_EL2 written whole.
-  .global el2_mmu_switch
-el2_mmu_switch:
-  mrs x4, sctlr_el2
-  bic x4, x4, #1
-  msr sctlr_el2, x4
-  isb
-  msr mair_el2, x1
-  msr tcr_el2, x0
-  msr ttbr0_el2, x2
-  isb
-  tlbi alle2
-  dsb nsh
-  isb
-  msr sctlr_el2, x3
-  isb
-  ret
-
-// void semihost_write0(const char* s): SYS_WRITE0, the string to QEMU's semihosting console.
-  .global semihost_write0
-semihost_write0:
-  mov x1, x0
-  mov w0, #0x04
-  hlt #0xf000
-  ret
-
-// [[noreturn]] void semihost_exit(u64 status): SYS_EXIT with ADP_Stopped_ApplicationExit
-// (0x20026), so QEMU exits with `status`.
-  .global semihost_exit
-semihost_exit:
-  sub sp, sp, #16
-  mov x1, #0x0026
-  movk x1, #0x2, lsl #16
-  stp x1, x0, [sp]
-  mov x1, sp
-  mov w0, #0x18
-  hlt #0xf000
-  b .
+// el2_mmu_switch, semihost_write0 and semihost_exit: el2_common.S.
 
 // A synchronous exception from the host (EL1 or EL0, AArch64): save x0..x30 on this CPU's EL2
 // stack, let hyp_host_trap (main.cpp) handle it (it may change the saved registers, ELR_EL2 and

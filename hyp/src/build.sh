@@ -19,9 +19,10 @@ base=$(basename "$out" .elf)
 "$cxx" "${flags[@]}" "${includes[@]}" -c "$src/hyp/src/main.cpp" -o "$dir/$base.main.o"
 "$cxx" "${flags[@]}" -c "$src/tests/freestanding/mem.cpp" -o "$dir/$base.mem.o"
 "$cxx" -c "$src/hyp/src/boot.S" -o "$dir/$base.boot.o"
+"$cxx" -c "$src/hyp/src/el2_common.S" -o "$dir/$base.el2_common.o"
 "$cxx" -E -P -x c -I "$src/hyp/src" "$src/hyp/src/link.ld" -o "$dir/$base.ld"
 "$cxx" -nostdlib -static -no-pie -Wl,--build-id=none -T "$dir/$base.ld" \
-  -o "$out.tmp" "$dir/$base.boot.o" "$dir/$base.main.o" "$dir/$base.mem.o" -lgcc
+  -o "$out.tmp" "$dir/$base.boot.o" "$dir/$base.el2_common.o" "$dir/$base.main.o" "$dir/$base.mem.o" -lgcc
 no_static_constructors "$out.tmp" "hypervisor image"
 mv "$out.tmp" "$out"
 echo "hypervisor image: $out"

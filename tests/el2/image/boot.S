@@ -31,39 +31,8 @@ not_el2:
   mov x0, #1
   bl semihost_exit
 
-// void semihost_exit(u64 status): SYS_EXIT (0x18) with an ADP_Stopped_ApplicationExit
-// (0x20026) parameter block, so QEMU exits with `status`.
+// semihost_exit and el2_mmu_switch: hyp/src/el2_common.S, shared with ptguard's hypervisor.
   .text
-  .global semihost_exit
-semihost_exit:
-  sub sp, sp, #16
-  mov x1, #0x0026
-  movk x1, #0x2, lsl #16
-  stp x1, x0, [sp]
-  mov x1, sp
-  mov w0, #0x18
-  hlt #0xf000
-  b .
-
-// void el2_mmu_switch(u64 tcr, u64 mair, u64 ttbr0, u64 sctlr): runs from an identity-mapped
-// page. Stage 1 off (SCTLR_EL2.M = 0), new TCR_EL2 / MAIR_EL2 / TTBR0_EL2, every EL2 TLB
-// entry invalidated, then SCTLR_EL2 written whole (QEMU resets it to 0).
-  .global el2_mmu_switch
-el2_mmu_switch:
-  mrs x4, sctlr_el2
-  bic x4, x4, #1
-  msr sctlr_el2, x4
-  isb
-  msr mair_el2, x1
-  msr tcr_el2, x0
-  msr ttbr0_el2, x2
-  isb
-  tlbi alle2
-  dsb ish
-  isb
-  msr sctlr_el2, x3
-  isb
-  ret
 
 // u64 hyp_probe_read(u64 va, u64* out) / u64 hyp_probe_write(u64 va, u64 value): one access
 // at EL2 that may fault; 0 if it completed, 1 if it faulted (the vector records ESR_EL2 and

@@ -15,8 +15,9 @@ includes=(-I "$src/arch/include" -I "$src/pgtable/include" -I "$src/ownership/in
 "$cxx" "${flags[@]}" "${includes[@]}" -c "$src/tests/el2/image/main.cpp" -o "$out/main.o"
 "$cxx" "${flags[@]}" -c "$src/tests/freestanding/mem.cpp" -o "$out/mem.o"
 "$cxx" -c "$src/tests/el2/image/boot.S" -o "$out/boot.o"
+"$cxx" -c "$src/hyp/src/el2_common.S" -o "$out/el2_common.o"
 "$cxx" -nostdlib -static -no-pie -Wl,--build-id=none -T "$src/tests/el2/image/link.ld" \
-  -o "$out/el2.elf.tmp" "$out/boot.o" "$out/main.o" "$out/mem.o" -lgcc
+  -o "$out/el2.elf.tmp" "$out/boot.o" "$out/el2_common.o" "$out/main.o" "$out/mem.o" -lgcc
 no_static_constructors "$out/el2.elf.tmp" "el2 image"
 mv "$out/el2.elf.tmp" "$out/el2.elf"
 echo "el2 image: $out/el2.elf"

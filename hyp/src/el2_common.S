@@ -1,0 +1,46 @@
+// EL2 routines that ptguard's hypervisor (hyp/src/boot.S) and the EL2 test image
+// (tests/el2/image/boot.S) both need: the MMU switch and semihosting. Arm ARM DDI 0487K.a, D24.2
+// (SCTLR_EL2, TCR_EL2, MAIR_EL2, TTBR0_EL2), C5.5 (TLBI ALLE2); the Arm semihosting
+// specification (HLT #0xF000 on AArch64; SYS_WRITE0 = 0x04, SYS_EXIT = 0x18).
+  .text
+
+// void el2_mmu_switch(u64 tcr, u64 mair, u64 ttbr0, u64 sctlr): from identity-mapped code, stage
+// 1 off (SCTLR_EL2.M = 0), new TCR_EL2 / MAIR_EL2 / TTBR0_EL2, every EL2 TLB entry of this CPU
+// invalidated, then SCTLR_EL2 written whole (QEMU resets it to 0).
+  .global el2_mmu_switch
+el2_mmu_switch:
+  mrs x4, sctlr_el2
+  bic x4, x4, #1
+  msr sctlr_el2, x4
+  isb
+  msr mair_el2, x1
+  msr tcr_el2, x0
+  msr ttbr0_el2, x2
+  isb
+  tlbi alle2
+  dsb ish
+  isb
+  msr sctlr_el2, x3
+  isb
+  ret
+
+// void semihost_write0(const char* s): SYS_WRITE0, the string to QEMU's semihosting console.
+  .global semihost_write0
+semihost_write0:
+  mov x1, x0
+  mov w0, #0x04
+  hlt #0xf000
+  ret
+
+// [[noreturn]] void semihost_exit(u64 status): SYS_EXIT with ADP_Stopped_ApplicationExit
+// (0x20026), so QEMU exits with `status`.
+  .global semihost_exit
+semihost_exit:
+  sub sp, sp, #16
+  mov x1, #0x0026
+  movk x1, #0x2, lsl #16
+  stp x1, x0, [sp]
+  mov x1, sp
+  mov w0, #0x18
+  hlt #0xf000
+  b .
