@@ -33,8 +33,11 @@ test-release:
 	ctest --test-dir $(BUILD)/release --output-on-failure
 
 # The sanitizer build runs the same tests under ASan and UBSan; any report aborts the test.
+# -O1 -g1 (the optimisation ASan's own documentation suggests, line tables only) compiles in half
+# the time of -O2 -g, which was half of make test; reports still name file and line.
 test-sanitize:
 	cmake -S . -B $(BUILD)/sanitize $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
 	      -DPTGUARD_WERROR=ON -DPTGUARD_SANITIZE=ON >/dev/null
 	cmake --build $(BUILD)/sanitize
 	$(SAN_ENV) ctest --test-dir $(BUILD)/sanitize --output-on-failure -LE once

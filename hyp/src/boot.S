@@ -24,13 +24,8 @@ _start:
   mrs x0, CurrentEL
   cmp x0, #(2 << 2)
   b.ne not_el2
-  ldr x0, =__bss_start
-  ldr x1, =__bss_end
-1:cmp x0, x1
-  b.hs 2f
-  str xzr, [x0], #8
-  b 1b
-2:ldr x1, =hyp_boot_stack_top   // until hyp_enter_host moves to the CPU's own stack
+  bl el2_clear_bss             // no stack needed: a leaf
+  ldr x1, =hyp_boot_stack_top   // until hyp_enter_host moves to the CPU's own stack
   mov sp, x1
   adr x1, hyp_vectors
   msr vbar_el2, x1

@@ -24,6 +24,19 @@ el2_mmu_switch:
   isb
   ret
 
+// void el2_clear_bss(void): zeroes [__bss_start, __bss_end) (both 8-byte aligned by the linker
+// scripts). A leaf that touches only x0 and x1: callable before the stack is set, with the MMU
+// off.
+  .global el2_clear_bss
+el2_clear_bss:
+  ldr x0, =__bss_start
+  ldr x1, =__bss_end
+1:cmp x0, x1
+  b.hs 2f
+  str xzr, [x0], #8
+  b 1b
+2:ret
+
 // void semihost_write0(const char* s): SYS_WRITE0, the string to QEMU's semihosting console.
   .global semihost_write0
 semihost_write0:

@@ -286,4 +286,63 @@ RC_GTEST_PROP(RangeTlbi, NoStaleTranslationAfterAnyOperation, ()) {
   }
 }
 
+// unmap() of one page whose table keeps other entries takes a shorter path than the walk
+// (Table::unmap_page_in_place): it must issue what the walk would, one TLBI by IPA with the
+// last level as TTL and the stage-1 flush, clean the page without FWB after the TLBI, leave
+// nothing stale, drop the table's count by one; an annotation needs no TLBI; and the last
+// entry of a table still frees the table (the general path).
+TEST(RangeTlbi, OnePageUnmapIsOneTlbiByIpaAndKeepsTheCounts) {
+  for (const bool fwb : {true, false}) {
+    Env<G> env;
+    CpuFeatures f = cpu(true);
+    f.fwb = fwb;
+    auto t = env.stage2(40, f);
+    env.fill(64);
+    ASSERT_TRUE(t.map(kBase, 4 * kPage, kDataBase, kRw, env.mc, {}));
+    ASSERT_TRUE(t.set_owner(kBase + 8 * kPage, kPage, 3, 0, env.mc));
+    const u64 table = env.snapshot(t).size();
+    const Result<Leaf> leaf = t.lookup(kBase);
+    ASSERT_TRUE(leaf.has_value());
+    ASSERT_EQ(leaf->level, 3);
+    sim::TlbModel tlb;
+    for (u64 x = kBase; x < kBase + 4 * kPage; x += kPage) tlb.fill(2, t.vmid(), G, env.at(t, x));
+    // The count of the last-level table: the page itself plus 5 entries.
+    u64 table_pa = 0;  // the last-level table: the one whose entry for kBase is the leaf
+    for (const auto& [pa, entries] : env.snapshot(t))
+      if (entries[level_index(G, 3, kBase)] == leaf->entry) table_pa = pa;
+    ASSERT_NE(table_pa, 0u);
+    ASSERT_EQ(env.plat->page_count(table_pa), 6u);
+
+    auto m = env.plat->log().mark();
+    ASSERT_TRUE(t.unmap(kBase + kPage, kPage));
+    const auto ev = env.plat->log().since(m);
+    const std::vector<sim::Event> ti = tlbis(ev);
+    ASSERT_EQ(ti.size(), 2u) << ev.format();
+    EXPECT_EQ(ti[0].tlbi_op, Tlbi::ipas2e1is);
+    EXPECT_EQ(ti[0].addr, kBase + kPage);
+    EXPECT_EQ(ti[0].level, 3);
+    EXPECT_EQ(ti[1].tlbi_op, Tlbi::vmalle1is);
+    EXPECT_EQ(ev.count(CacheOp::dc_civac), fwb ? 0u : 1u);
+    EXPECT_EQ(env.plat->page_count(table_pa), 5u);
+    EXPECT_EQ(env.at(t, kBase + kPage).fault, sim::FaultKind::translation);
+    EXPECT_EQ(env.at(t, kBase).output_address, kDataBase);
+    sim::Stage2Regs regs{env.s2cfg->vtcr, make_vttbr(t.root_pa(), t.vmid()), t.fwb()};
+    tlb.apply(ev);
+    EXPECT_TRUE(tlb.stale(env.mem, regs, t.vmid()).empty());
+
+    m = env.plat->log().mark();
+    ASSERT_TRUE(t.unmap(kBase + 8 * kPage, kPage));  // the annotation: nothing cached
+    EXPECT_EQ(env.plat->log().since(m).count(sim::EventKind::tlbi), 0u);
+    EXPECT_EQ(env.plat->page_count(table_pa), 4u);
+    ASSERT_TRUE(t.unmap(kBase + 9 * kPage, kPage));  // already empty: nothing at all
+    EXPECT_EQ(env.plat->page_count(table_pa), 4u);
+
+    for (u64 i : {0, 2}) ASSERT_TRUE(t.unmap(kBase + i * kPage, kPage));
+    EXPECT_EQ(env.snapshot(t).size(), table);
+    ASSERT_TRUE(t.unmap(kBase + 3 * kPage, kPage));  // the table's last entry: freed
+    EXPECT_LT(env.snapshot(t).size(), table);
+    EXPECT_TRUE(env.plat->violations().empty());
+  }
+}
+
 }  // namespace

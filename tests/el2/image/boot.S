@@ -15,13 +15,8 @@ _start:
   b.ne not_el2
   ldr x0, =__stack_top
   mov sp, x0
-  ldr x0, =__bss_start
-  ldr x1, =__bss_end
-1:cmp x0, x1
-  b.hs 2f
-  str xzr, [x0], #8
-  b 1b
-2:adr x0, el2_vectors
+  bl el2_clear_bss
+  adr x0, el2_vectors
   msr vbar_el2, x0
   isb
   bl el2_main

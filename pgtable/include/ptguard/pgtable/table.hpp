@@ -289,6 +289,12 @@ class Table {
   /// could unmap the code that runs). Errors as map(); the table unchanged on error.
   [[nodiscard]] Status unmap(u64 addr, u64 size, Memcache& mc) {
     if (Status st = check_range(addr, size); !st) return st;
+    // One page (a hypercall's or a reclaim's) whose last-level table keeps other entries: no
+    // split, no table freed, nothing above the entry changes, so skip the general walk.
+    if (size == kPageSize) {
+      if (const PageSlot slot = last_level_slot(addr); slot.ptep != nullptr && unmap_page_in_place(slot, addr))
+        return {};
+    }
     Content c{Content::Kind::invalid, 0, addr, 0, Prot{}, false, false, TlbPolicy::invalidate};
     return apply(c, addr, size, &mc);
   }
@@ -1417,6 +1423,35 @@ class Table {
     plat_->get_page(slot.table_pa);
     plat_->barrier(arch::Barrier::dsb_ishst);
     if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+  }
+
+  // unmap()'s one-page case where the general walk would do nothing but this entry: the entry
+  // is empty (nothing to do), an annotation, or a page (0b11 at the last level, Arm ARM D8.3.1),
+  // and its table holds at least one other entry, so its count stays above 1 and it is not
+  // freed. The same sequence as the walk's Act::unmap: the store and the table's count; for a
+  // page, its TLB entries by IPA with the last level as TTL, waited for (flush()), then without
+  // FWB the data cleaned to the point of coherency once no translation can dirty it again. An
+  // invalid entry is never held in a TLB (a Translation fault is not cached), so removing an
+  // annotation needs only the barrier that publishes the store. False (nothing changed) for
+  // anything else: the caller takes the general path.
+  [[nodiscard]] bool unmap_page_in_place(PageSlot slot, u64 addr) {
+    const u64 old = *slot.ptep;
+    if (old == 0) return true;
+    const bool page = (old & 0b11) == 0b11;
+    if (!page && arch::DescValid::get(old)) return false;  // 0b01 at the last level: reserved
+    if (plat_->page_count(slot.table_pa) <= 2) return false;  // the table would empty: freed
+    write(slot.ptep, 0);
+    (void)plat_->put_page(slot.table_pa);
+    OpState s;
+    if (page) {
+      queue_tlbi(s, addr, arch::kLastLevel, false);
+      if (kStage2 && !fwb_ && opt_.cache_maintenance && Regime::decode(old, fwb_).type == arch::MemType::normal_wb) {
+        flush(s);
+        plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(old, arch::kLastLevel), kPageSize);
+      }
+    }
+    finish(s, true);
+    return true;
   }
 
   template <typename V>
