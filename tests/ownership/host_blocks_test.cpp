@@ -204,6 +204,25 @@ TEST(HostBlocks, TheRebuildBreaksBeforeItMakesAndFreesTheTablesAfterTheInvalidat
   }
 }
 
+// A range given back whole is rebuilt at the largest block it covers, without a scan: a GiB
+// unshared in one call is one break-before-make of its level-1 entry, every table freed.
+TEST(HostBlocks, AGiBGivenBackInOneCallIsOneBlockAgain) {
+  BlockEnv e;
+  ASSERT_TRUE(e.mp.host_handle_fault(BlockEnv::kGiB));
+  const Shape boot = host_shape(e.mp);
+  ASSERT_TRUE(e.mp.host_share_ffa(BlockEnv::kGiB, k1G / kPg));
+  EXPECT_EQ(host_shape(e.mp).tables, boot.tables + 513);
+  const std::vector<pgtest::TablePage> before = e.host_pages();
+  const auto m = e.plat->log().mark();
+  ASSERT_TRUE(e.mp.host_unshare_ffa(BlockEnv::kGiB, k1G / kPg));
+  EXPECT_EQ(e.level(BlockEnv::kGiB + 77 * k2M), 1);
+  EXPECT_EQ(host_shape(e.mp), boot);
+  const sim::EventView ev = e.plat->log().since(m);
+  EXPECT_THAT(pgtest::check_events(e.host_geometry(), before, ev), IsEmpty());
+  EXPECT_EQ(ev.count(sim::EventKind::free), 513u);
+  EXPECT_TRUE(invariants_hold(e.mp));
+}
+
 // The same through host_unshare_hyp, whose events include the hypervisor's stage-1 (filtered).
 TEST(HostBlocks, UnshareHypRebuildPassesTheBreakBeforeMakeChecker) {
   BlockEnv e;

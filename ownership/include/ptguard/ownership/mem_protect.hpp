@@ -26,9 +26,10 @@
 // platform's pool, then the level above the same way (a GiB at level 1 with the 4K granule).
 // Only where host_handle_fault would map that block (block_fits_region). Eager, not lazy at the
 // next fault: the host may never fault on a range it already maps page by page, so a lazy
-// rebuild could leave it fragmented for good; the cost is a scan of the touched last-level
-// table (from the changed entry on, stopping at the first entry that is not default) per
-// transition, and measured by the benchmark host_fragmentation (docs/ownership.md). A rebuild
+// rebuild could leave it fragmented for good; the cost is one read of a remembered entry, or a
+// scan of the touched last-level table (from the changed entry on, stopping at the first entry
+// that is not default), per transition, and a range covered whole needs no look at all;
+// measured by the benchmark host_fragmentation (docs/ownership.md). A rebuild
 // is an optimisation: it never fails a transition, and is skipped whenever anything is off.
 //
 // The platform: the engine's (pgtable/platform.hpp), plus fixmap_map(pa) -> void* (nullptr: no
@@ -1391,6 +1392,9 @@ class MemProtect {
   // by one block once more, first at the level above the last (2 MiB with 4K), then, as long
   // as that succeeds, at each level above while blocks are allowed there (1 GiB). Eager: a host
   // that maps a range page by page never faults on it again, so nothing later would notice.
+  // Precondition: every page of [pa, +size) is default now (each caller has just made it so:
+  // mapped owned RWX, or emptied). So a block the range covers whole needs no scan, and the
+  // largest such block is rebuilt at once (a whole GiB unshared: one break-before-make, not 512).
   // It returns nothing and never fails the transition: whatever is not as expected (no table
   // there, a page in another state, an entry it does not recognise) means "leave it".
   void host_rebuild_blocks(u64 pa, u64 size) {
@@ -1399,13 +1403,25 @@ class MemProtect {
     Region region{};
     bool mmio = false;
     if (!find_region(pa, &region, &mmio) || mmio) return;
-    const u64 bs = arch::level_size(G, kLevel);
-    for (u64 b = pa & ~(bs - 1); b < pa + size; b += bs) {
-      if (!host_rebuild_one(region, b, kLevel, b < pa ? pa : b)) continue;
-      for (int level = kLevel - 1; level >= host_.start_level(); --level) {
-        const u64 up = b & ~(arch::level_size(G, level) - 1);
-        if (!host_rebuild_one(region, up, level, b)) break;
+    const u64 end = pa + size;
+    for (u64 b = pa & ~(arch::level_size(G, kLevel) - 1); b < end;) {
+      int lvl = kLevel;
+      for (int l = host_.start_level(); l < kLevel; ++l) {
+        const u64 s = arch::level_size(G, l);
+        if ((b & (s - 1)) == 0 && b >= pa && b + s <= end && block_fits_region(region, b, l)) {
+          lvl = l;
+          break;
+        }
       }
+      const u64 s = arch::level_size(G, lvl);
+      const bool covered = b >= pa && b + s <= end;
+      if (host_rebuild_one(region, b, lvl, b < pa ? pa : b, covered)) {
+        for (int level = lvl - 1; level >= host_.start_level(); --level) {
+          const u64 up = b & ~(arch::level_size(G, level) - 1);
+          if (!host_rebuild_one(region, up, level, b, false)) break;
+        }
+      }
+      b += s;
     }
   }
 
@@ -1423,9 +1439,16 @@ class MemProtect {
   // cannot fail for memory; on any error the engine changed nothing. A host access to the range
   // during the break faults; host_handle_fault, serialised with transitions, then finds the
   // block (EAGAIN) and the access is retried.
-  bool host_rebuild_one(const Region& region, u64 base, int level, u64 hint) {
+  // `covered`: the transition made every page of the range default (no scan; the entry must
+  // still be a table: an empty one stays empty, to be faulted in).
+  bool host_rebuild_one(const Region& region, u64 base, int level, u64 hint, bool covered) {
     if (!block_fits_region(region, base, level)) return false;
-    if (!host_children_default(base, level, hint)) return false;
+    if (covered) {
+      const Result<pgtable::Leaf> l = host_.lookup(base);
+      if (!l || l->level <= level) return false;
+    } else if (!host_children_default(base, level, hint)) {
+      return false;
+    }
     pgtable::MapOptions opts;
     opts.replace = true;
     return host_.map(base, arch::level_size(G, level), base, kHostMem, host_mc_, opts).has_value();
