@@ -60,7 +60,11 @@ struct PageMeta {
   u8 flags = 0;           ///< kMetaFfa, kMetaRelinquished
   u8 reserved = 0;
   ComponentId guest = 0;  ///< the guest that owns or borrows it (0: none)
-  u32 reserved2 = 0;
+  /// In the first page of a 2 MiB (low half) or 1 GiB (high half) range of the host's stage-2,
+  /// the index of an entry of the table under it that was last found not in the default state
+  /// (MemProtect's block rebuild checks it first). A hint only: checked before it is trusted,
+  /// so any value is safe.
+  u32 rebuild_hint = 0;
   u64 guest_ipa = 0;      ///< where that guest maps it
 };
 inline constexpr u8 kMetaFfa = 1u << 0;           ///< shared with the secure world

@@ -19,8 +19,18 @@
 // Host blocks: the host's stage-2 holds blocks only for the default protections (memory RWX,
 // MMIO RW device, state owned); every page with another state is mapped page by page (the
 // engine's force-page policy). Block-level annotations are allowed (a GiB donated to a guest is
-// one entry at level 1). When a block-sized range returns to the default state it is NOT merged
-// back into a block: the pages stay mapped page by page until the range is unmapped.
+// one entry at level 1). When a block-sized, block-aligned range of host memory is back in the
+// default state (every entry empty or a valid owned RWX page mapping its own address), the
+// transition that returned its last page rebuilds the block, eagerly (host_rebuild_blocks):
+// break-before-make on the table entry (Arm ARM D8.16.1), the freed table given back to the
+// platform's pool, then the level above the same way (a GiB at level 1 with the 4K granule).
+// Only where host_handle_fault would map that block (block_fits_region). Eager, not lazy at the
+// next fault: the host may never fault on a range it already maps page by page, so a lazy
+// rebuild could leave it fragmented for good; the cost is one read of a remembered entry, or a
+// scan of the touched last-level table (from the changed entry on, stopping at the first entry
+// that is not default), per transition, and a range covered whole needs no look at all;
+// measured by the benchmark host_fragmentation (docs/ownership.md). A rebuild
+// is an optimisation: it never fails a transition, and is skipped whenever anything is off.
 //
 // The platform: the engine's (pgtable/platform.hpp), plus fixmap_map(pa) -> void* (nullptr: no
 // fixmap) and fixmap_unmap() for scrubbing, and in_page_pool(pa) -> bool, whether alloc_pages
@@ -201,6 +211,14 @@ class MemProtect {
   void finalize() { finalized_ = true; }
   [[nodiscard]] bool finalized() const { return finalized_; }
 
+  /// Whether transitions rebuild the host's blocks as block-sized ranges come home (the "Host
+  /// blocks" comment at the top; on by default). Off, a range given back to the host stays
+  /// mapped page by page, as before this existed: for measuring what the rebuild costs (the
+  /// benchmark host_fragmentation runs both) and for a caller that wants no host entry broken
+  /// that a transition did not name. Changing it touches no table.
+  void set_host_block_rebuild(bool on) { rebuild_blocks_ = on; }
+  [[nodiscard]] bool host_block_rebuild() const { return rebuild_blocks_; }
+
   // ---- the host's stage-2 faults ------------------------------------------------------------
 
   /// The host touched `addr` and its stage-2 faulted. EINVAL if the address is in no declared
@@ -226,10 +244,9 @@ class MemProtect {
     // it covers no annotation. Take the largest that also lies inside the region.
     u64 base = addr & ~(kPage - 1), size = kPage;
     for (int level = leaf->level; level <= arch::kLastLevel; ++level) {
-      if (!arch::leaf_allowed(G, level)) continue;
       const u64 s = arch::level_size(G, level);
       const u64 b = addr & ~(s - 1);
-      if (region.contains(b, s)) {
+      if (block_fits_region(region, b, level)) {
         base = b;
         size = s;
         break;
@@ -268,8 +285,10 @@ class MemProtect {
     // The hypervisor's mapping goes first: it is the step an unforeseen failure would most
     // likely hit (a stage-1 block cannot be split), and failing there leaves the page shared
     // as before rather than the host's again while the hypervisor still maps it.
-    return commit2(hyp_.unmap(hyp_va(pa), size, hyp_mc_),
-                   [&] { return host_.map(pa, size, pa, host_prot(sw_owned()), host_mc_); });
+    const Status st = commit2(hyp_.unmap(hyp_va(pa), size, hyp_mc_),
+                              [&] { return host_.map(pa, size, pa, host_prot(sw_owned()), host_mc_); });
+    if (st) host_rebuild_blocks(pa, size);
+    return st;
   }
 
   /// The hypervisor pins pages the host shares with it (they cannot be unshared while pinned).
@@ -320,7 +339,9 @@ class MemProtect {
       if (plat_->in_page_pool(x)) return fail(Error::ebusy);
     if (Status st = check_hyp_no_split(pa, size); !st) return st;
     if (Status st = fill_host_hyp(pa, size); !st) return st;
-    return commit2(hyp_.unmap(hyp_va(pa), size, hyp_mc_), [&] { return host_.unmap(pa, size, host_mc_); });
+    const Status st = commit2(hyp_.unmap(hyp_va(pa), size, hyp_mc_), [&] { return host_.unmap(pa, size, host_mc_); });
+    if (st) host_rebuild_blocks(pa, size);
+    return st;
   }
 
   // ---- host <-> secure world (FF-A) ---------------------------------------------------------
@@ -347,6 +368,7 @@ class MemProtect {
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
     if (Status st = host_.map(pa, size, pa, host_prot(sw_owned()), host_mc_); !st) return st;
     for (u64 i = 0; i < n; ++i) pages[i].flags &= static_cast<u8>(~kMetaFfa);
+    host_rebuild_blocks(pa, size);
     return {};
   }
 
@@ -450,6 +472,7 @@ class MemProtect {
       PageMeta& m = meta(pa);
       if (--m.guest_shares == 0) {
         if (Status st = host_.map(pa, kPage, pa, host_prot(sw_owned()), host_mc_); !st) return st;
+        host_rebuild_blocks(pa, kPage);
       }
     }
     return g->table.unmap(ipa, size, g->mc);
@@ -566,6 +589,7 @@ class MemProtect {
     if (Status st = fill(host_mc_, host_.max_pages_needed(pa, size)); !st) return st;
     if (Status st = host_.unmap(pa, size, host_mc_); !st) return st;
     for (u64 i = 0; i < n; ++i) pages[i] = PageMeta{};
+    host_rebuild_blocks(pa, size);
     return {};
   }
 
@@ -753,6 +777,7 @@ class MemProtect {
     zero_mapped(p, pa);
     if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
     m = PageMeta{};
+    host_rebuild_blocks(pa, kPage);
     return {};
   }
 
@@ -1341,13 +1366,160 @@ class MemProtect {
       if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
       m.guest = 0;
       m.guest_ipa = 0;
+      host_rebuild_blocks(pa, kPage);
       return {};
     }
     if (host_changes) {
       if (Status st = host_.map(pa, kPage, pa, host_prot(sw_owned()), host_mc_); !st) return st;
     }
     --m.guest_shares;
+    if (host_changes) host_rebuild_blocks(pa, kPage);
     return {};
+  }
+
+  // ---- host blocks rebuilt ------------------------------------------------------------------
+
+  // Whether the host's stage-2 may hold a block at `level` over [b, +level size) of `region`:
+  // the level holds blocks, and the block lies inside the region (so it maps no MMIO, nothing
+  // outside memory, and the edge of a region that is not block-aligned stays in smaller
+  // leaves). host_handle_fault maps the largest block this allows; the rebuild builds no other.
+  [[nodiscard]] static bool block_fits_region(const Region& region, u64 b, int level) {
+    return arch::leaf_allowed(G, level) && region.contains(b, arch::level_size(G, level));
+  }
+
+  // After a transition gave [pa, +size) back to the host (or ended a sharing of it): every
+  // block-sized, block-aligned range it touched whose entries are all default again is mapped
+  // by one block once more, first at the level above the last (2 MiB with 4K), then, as long
+  // as that succeeds, at each level above while blocks are allowed there (1 GiB). Eager: a host
+  // that maps a range page by page never faults on it again, so nothing later would notice.
+  // Precondition: every page of [pa, +size) is default now (each caller has just made it so:
+  // mapped owned RWX, or emptied). So a block the range covers whole needs no scan, and the
+  // largest such block is rebuilt at once (a whole GiB unshared: one break-before-make, not 512).
+  // It returns nothing and never fails the transition: whatever is not as expected (no table
+  // there, a page in another state, an entry it does not recognise) means "leave it".
+  void host_rebuild_blocks(u64 pa, u64 size) {
+    if (!rebuild_blocks_ || size == 0) return;
+    constexpr int kLevel = arch::kLastLevel - 1;
+    Region region{};
+    bool mmio = false;
+    if (!find_region(pa, &region, &mmio) || mmio) return;
+    const u64 end = pa + size;
+    for (u64 b = pa & ~(arch::level_size(G, kLevel) - 1); b < end;) {
+      int lvl = kLevel;
+      for (int l = host_.start_level(); l < kLevel; ++l) {
+        const u64 s = arch::level_size(G, l);
+        if ((b & (s - 1)) == 0 && b >= pa && b + s <= end && block_fits_region(region, b, l)) {
+          lvl = l;
+          break;
+        }
+      }
+      const u64 s = arch::level_size(G, lvl);
+      const bool covered = b >= pa && b + s <= end;
+      if (host_rebuild_one(region, b, lvl, b < pa ? pa : b, covered)) {
+        for (int level = lvl - 1; level >= host_.start_level(); --level) {
+          const u64 up = b & ~(arch::level_size(G, level) - 1);
+          if (!host_rebuild_one(region, up, level, b, false)) break;
+        }
+      }
+      b += s;
+    }
+  }
+
+  // The entry at `level` covering [base, +level size) of the host's stage-2, if it is a table
+  // whose entries are all default (children_default), becomes one block of host memory
+  // (kHostMem, state owned) mapping the same addresses. The engine's map with `replace` does
+  // it through break-before-make, as the Arm ARM requires when a table entry is replaced by a
+  // block (D8.16.1, "Using break-before-make when updating translation table entries": the TLB
+  // may hold the old pages and walk-cache entries of the table, and a block next to them could
+  // give a TLB conflict abort): the entry is written invalid, DSB ISHST, the table's span
+  // invalidated (TLBI RIPAS2E1IS by range with FEAT_TLBIRANGE, else TLBI VMALLS12E1IS: the
+  // table held leaves of a lower level and walk-cache entries, so no single TTL hint is right),
+  // DSB ISH, TLBI VMALLE1IS, DSB ISH; then the table pages under it are freed to the platform's
+  // pool (the host's tables come from it), and the block written. It takes no page, so it
+  // cannot fail for memory; on any error the engine changed nothing. A host access to the range
+  // during the break faults; host_handle_fault, serialised with transitions, then finds the
+  // block (EAGAIN) and the access is retried.
+  // `covered`: the transition made every page of the range default (no scan; the entry must
+  // still be a table: an empty one stays empty, to be faulted in).
+  bool host_rebuild_one(const Region& region, u64 base, int level, u64 hint, bool covered) {
+    if (!block_fits_region(region, base, level)) return false;
+    if (covered) {
+      const Result<pgtable::Leaf> l = host_.lookup(base);
+      if (!l || l->level <= level) return false;
+    } else if (!host_children_default(base, level, hint)) {
+      return false;
+    }
+    pgtable::MapOptions opts;
+    opts.replace = true;
+    return host_.map(base, arch::level_size(G, level), base, kHostMem, host_mc_, opts).has_value();
+  }
+
+  // Whether the host's entry at `level` for `base` is a table whose every entry is default:
+  // empty (the host's, not faulted in), or a valid leaf of the next level mapping its own
+  // address with exactly the attributes of host memory in state owned (kHostMem decoded
+  // exactly; all of them with identical attribute bits, so the block keeps what they had).
+  // A table below, an annotation, a shared page or anything else: false. The walk stops at
+  // the entry, and table_all_default() reads the table under it.
+  [[nodiscard]] bool host_children_default(u64 base, int level, u64 hint) {
+    struct V {
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitTablePre; }
+      MemProtect* self;
+      int level;
+      u64 hint;
+      bool all_default = false;
+      Status leaf(pgtable::VisitCtx&) { return fail(Error::eperm); }  // a leaf at or above `level`
+      Status table_pre(pgtable::VisitCtx& x) {
+        if (x.level < level) return {};  // on the way down
+        x.descend = false;
+        all_default = self->table_all_default(arch::TableDesc(x.old).next_table(G), level + 1, x.base, hint);
+        return {};
+      }
+    } v{this, level, hint};
+    return host_.walk(base, base + arch::level_size(G, level), v).has_value() && v.all_default;
+  }
+
+  // Whether entry `e` of a table of `level` covering `addr` is default (host_children_default).
+  [[nodiscard]] bool default_child(u64 e, int level, u64 addr) const {
+    if (e == 0) return true;
+    const arch::DescKind k = arch::classify(e, G, level);
+    if (k != (level == arch::kLastLevel ? arch::DescKind::page : arch::DescKind::block)) return false;
+    if ((e & arch::leaf_address_mask(G, level)) != addr) return false;
+    bool exact = false;
+    return pgtable::Stage2::decode(e, host_.fwb(), &exact) == kHostMem && exact;
+  }
+
+  // The scan of host_children_default(): the table at `table_pa` of `level`, covering from
+  // `base` (memory: block_fits_region held). First the entry the last scan of this table
+  // stopped at (PageMeta::rebuild_hint of the range's first page): while a range comes home a
+  // page at a time, it is usually still not default, and one read answers. Otherwise every
+  // entry, one compare each, from the one covering `hint` (the page or block the transition
+  // changed) on, wrapping, to the first that is not default, which becomes the hint. Entry i
+  // is default if it is 0 or equals ref + i * (its size), ref being what the first valid entry
+  // found (checked by default_child) implies for entry 0: so every valid entry maps its own
+  // address with the same attribute bits.
+  [[nodiscard]] bool table_all_default(u64 table_pa, int level, u64 base, u64 hint) {
+    const u64* const t = plat_->phys_to_virt(table_pa);
+    constexpr u64 n = arch::entries_per_table(G);
+    const u64 step = arch::level_size(G, level);
+    if (level != arch::kLastLevel && !arch::leaf_allowed(G, level)) return false;
+    u32& hints = meta(base).rebuild_hint;
+    const unsigned shift = level == arch::kLastLevel ? 0 : 16;
+    const u64 w = (hints >> shift) & 0xffffu;
+    if (w < n && !default_child(t[w], level, base + w * step)) return false;
+    const u64 h = hint > base ? ((hint - base) / step) % n : 0;
+    u64 ref = 0;
+    bool have_ref = false;
+    for (u64 k = 0, i = h; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
+      const u64 e = t[i];
+      if (e == 0 || (have_ref && e == ref + i * step)) continue;
+      if (have_ref || !default_child(e, level, base + i * step)) {
+        hints = (hints & ~(u32{0xffff} << shift)) | static_cast<u32>(i << shift);
+        return false;
+      }
+      ref = e - i * step;
+      have_ref = true;
+    }
+    return true;
   }
 
   // Zeroes a page through the hypervisor's private mapping slot, and without FWB cleans it to
@@ -1472,6 +1644,7 @@ class MemProtect {
   pgtable::Memcache host_mc_{};
   pgtable::Memcache hyp_mc_{};
   bool hyp_blocks_ = false;  ///< hyp_map_blocks() is mapping: EL2 blocks allowed
+  bool rebuild_blocks_ = true;  ///< host_rebuild_blocks() runs (set_host_block_rebuild)
   Guest guests_[kMaxGuests]{};
   bool finalized_ = false;
   u64 pinned_pages_ = 0;  // pages whose hyp_pins is not 0 (check_hyp_shared's shortcut)
