@@ -1059,6 +1059,15 @@ class MemProtect {
     return true;
   }
 
+  /// Runs the read-only walker visitor `v` (walker.hpp) over the whole host stage 2 under the
+  /// host lock: a report's count of leaves while other CPUs fault. `v` must not change the
+  /// table or call back into this MemProtect (the lock is not recursive).
+  template <typename V>
+  [[nodiscard]] Status walk_host_table(V& v) const {
+    const Guard host_lock = lock_host();
+    return host_.walk(0, u64{1} << host_.ia_bits(), v);
+  }
+
   // ---- accessors --------------------------------------------------------------------------
   [[nodiscard]] const S2& host_table() const { return host_; }
   [[nodiscard]] const S1& hyp_table() const { return hyp_; }
