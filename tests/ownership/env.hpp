@@ -17,10 +17,12 @@ namespace ptguard::test {
 using namespace ptguard::arch;
 using namespace ptguard::ownership;
 
-/// The machine over platform `Plat` (a SimPlatform, or a test's platform derived from it).
-template <typename Plat>
+/// The machine over platform `Plat` (a SimPlatform, or a test's platform derived from it),
+/// with `RamSize` bytes of RAM (at least the carve-out and 64 MiB more; the whole-machine
+/// checks take time in proportion).
+template <typename Plat, u64 RamSize = (u64{1} << 30)>
 struct BasicOwnEnv {
-  static constexpr u64 kRam = 0x4000'0000, kRamSize = u64{1} << 30;
+  static constexpr u64 kRam = 0x4000'0000, kRamSize = RamSize;
   // The carve-out holds the table pool (its last 64 MiB): table pages must lie where the host
   // cannot reach them, which the invariant checker verifies.
   static constexpr u64 kCarve = kRam, kCarveSize = u64{80} << 20;
