@@ -72,6 +72,7 @@ constexpr RowSpec kRows[] = {
     {"unshare_hyp_1g_range", "page", 15, 0},
     {"donate_guest_1g", "page", 15, 0},
     {"host_fault_1g", "call", 40, 0},
+    {"host_fault_contended_2t", "call", 0, 0},
     {"reclaim_guest_1g_page_calls", "page", 40, 0},
     {"reclaim_guest_1g", "page", 0, 0},
     {"limit_1g_pages", "page", 0, 0},
