@@ -74,6 +74,7 @@ constexpr RowSpec kRows[] = {
     {"unshare_hyp_1g_range", "page", 15, 0},
     {"donate_guest_1g", "page", 15, 0},
     {"host_fault_1g", "call", 40, 0},
+    {"host_fault_contended_2t", "call", 0, 0},
     // Reclaiming a donated page zeroes its 4 KiB: against the limit that includes that scrub.
     {"reclaim_guest_1g_page_calls", "page", 3, 0, kScrubLimit},
     {"reclaim_guest_1g", "page", 0, 0, kScrubLimit},

@@ -9,8 +9,8 @@
 // x0 = the device tree. From then on the UART is the host's and the hypervisor never touches
 // it; its own report goes out through semihosting at SYSTEM_OFF / SYSTEM_RESET.
 //
-// Traps from the host: stage-2 aborts go to MemProtect::host_handle_fault under the host
-// lock (the largest block its region allows; an address the host does not own gets a
+// Traps from the host: stage-2 aborts go to MemProtect::host_handle_fault, which takes the
+// library's own host lock (the largest block its region allows; an address the host does not own gets a
 // synchronous external abort injected, inject.hpp); SMCs and HVCs go through the PSCI relay
 // (psci.hpp), and every other function ID gets SMCCC NOT_SUPPORTED. Secondary CPUs exist only
 // through the relay's CPU_ON, which enters them at hyp_cpu_entry so that each passes through
@@ -31,7 +31,6 @@
 #include "ptguard/hyp/psci.hpp"
 #include "ptguard/ownership/mem_protect.hpp"
 #include "ptguard/pgtable/el2_platform.hpp"
-#include "ptguard/pgtable/ticket_lock.hpp"
 
 using namespace ptguard;
 using namespace ptguard::hyp;
@@ -114,7 +113,6 @@ PerCpu g_cpu[kMaxCpus];
 HostMachine g_hm;
 Plat g_plat;
 MP g_mp;
-pgtable::TicketLock g_host_lock;  ///< around the host's stage 2 (every CPU faults into it)
 alignas(4096) u8 g_pool[kPoolSize];
 u32 g_pool_counts[kPoolSize / kPage];
 ownership::PageMeta g_meta[kMaxMemory / kPage];
@@ -256,16 +254,10 @@ void host_abort(PerCpu* c, u64 esr) {
     // HPFAR_EL2.FIPA gives the faulting page; FAR_EL2's low bits may be UNKNOWN (FnV) or
     // belong to another address (a stage-1 walk's), and the handler needs only the page.
     const u64 ipa = arch::Field<43, 4>::get(PTGUARD_MRS("hpfar_el2")) << 12;
-    Status st;
+    // The library takes its host lock (every CPU faults into the host's stage 2) and says
+    // which level it mapped while it still holds it.
     int level = arch::kLastLevel;
-    {
-      pgtable::LockGuard guard(g_host_lock);
-      st = g_mp.host_handle_fault(ipa);
-      if (st) {
-        const Result<pgtable::Leaf> leaf = g_mp.host_table().lookup(ipa);
-        if (leaf) level = leaf->level;
-      }
-    }
+    const Status st = g_mp.host_handle_fault(ipa, &level);
     if (st) {
       ++c->faults;
       ++(level < arch::kLastLevel ? c->blocks : c->pages);
@@ -368,7 +360,8 @@ struct LeafCounter {
 };
 
 void report(const char* why) {
-  pgtable::LockGuard guard(g_host_lock);
+  // No lock of its own: the walk and the invariant check take the library's locks (other CPUs
+  // may still be faulting). The per-CPU counts are read as they are.
   Line h;
   h.str("ptguard-hyp: report at ").str(why);
   say(h);
@@ -398,7 +391,7 @@ void report(const char* why) {
   say(t);
   // What the host's stage 2 holds now: leaves by level.
   LeafCounter leaves;
-  const Status walked = g_mp.host_table().walk(0, u64{1} << g_mp.host_table().ia_bits(), leaves);
+  const Status walked = g_mp.walk_host_table(leaves);
   Line s;
   s.str("ptguard-hyp: stage2 leaves l1 ").dec(leaves.n[1]).str(" l2 ").dec(leaves.n[2]).str(" l3 ").dec(leaves.n[3]);
   if (!walked) s.str(" (walk failed: ").str(name(walked.error())).str(")");

@@ -45,6 +45,7 @@ const char* name(ViolationKind k) {
     case ViolationKind::fixmap_busy: return "fixmap_busy";
     case ViolationKind::fixmap_not_mapped: return "fixmap_not_mapped";
     case ViolationKind::bad_argument: return "bad_argument";
+    case ViolationKind::lock_order: return "lock_order";
   }
   return "?";
 }

@@ -53,6 +53,7 @@ void SimPlatform::refresh_host_ranges() {
 }
 
 Result<u64> SimPlatform::alloc_pages(unsigned order) {
+  const std::lock_guard guard(mu_.m);
   const Result<u64> r = alloc_.alloc(order);
   if (r) {
     log_.record(Event::alloc(*r, order, alloc_.page_size() << order));
@@ -63,6 +64,7 @@ Result<u64> SimPlatform::alloc_pages(unsigned order) {
 }
 
 void SimPlatform::free_pages(u64 pa, unsigned order) {
+  const std::lock_guard guard(mu_.m);
   if (alloc_.free(pa, order)) {
     log_.record(Event::free(pa, order, alloc_.page_size() << order, alloc_.poison_on_free(),
                             PageAllocator::kFreePoison));
@@ -96,10 +98,12 @@ u64 SimPlatform::virt_to_phys_slow(const u64* ptr) {
 }
 
 void SimPlatform::get_page(u64 pa) {
+  const std::lock_guard guard(mu_.m);
   if (alloc_.get(pa) && log_refcounts_) log_.record(Event::get_page(pa, alloc_.count(pa)));
 }
 
 u32 SimPlatform::put_page(u64 pa) {
+  const std::lock_guard guard(mu_.m);
   const std::optional<PageAllocator::Block> block = alloc_.block_containing(pa);
   const Result<u32> r = alloc_.put(pa);
   if (!r) return 0;
@@ -112,6 +116,7 @@ u32 SimPlatform::put_page(u64 pa) {
 }
 
 void SimPlatform::write_desc(u64* ptep, u64 value) {
+  const std::lock_guard guard(mu_.m);
   if (reinterpret_cast<std::uintptr_t>(ptep) % 8 != 0) {
     alloc_.report(ViolationKind::misaligned, 0,
                   "write_desc to " + hex_ptr(ptep) + ": not 8-byte aligned (nothing written)");
@@ -136,6 +141,7 @@ void SimPlatform::write_desc(u64* ptep, u64 value) {
 }
 
 void SimPlatform::tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) {
+  const std::lock_guard guard(mu_.m);
   if (level != arch::kTlbiLevelUnknown && (level < 0 || level > 3)) {
     alloc_.report(ViolationKind::bad_argument, addr,
                   std::string(arch::name(op)) + " with level hint " + std::to_string(level) +
@@ -149,6 +155,7 @@ void SimPlatform::tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) {
 }
 
 void SimPlatform::tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r) {
+  const std::lock_guard guard(mu_.m);
   const u64 page = alloc_.page_size();
   std::string why;
   if (!arch::is_range(op)) why = "not a range form";
@@ -165,6 +172,7 @@ void SimPlatform::tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r) 
 }
 
 void SimPlatform::cache_op(arch::CacheOp op, u64 pa, u64 size) {
+  const std::lock_guard guard(mu_.m);
   if (!mem_->backed(pa, size)) {
     alloc_.report(ViolationKind::unbacked, pa,
                   std::string(arch::name(op)) + " over [" + hex(pa) + ", +" + hex(size) +
@@ -174,6 +182,7 @@ void SimPlatform::cache_op(arch::CacheOp op, u64 pa, u64 size) {
 }
 
 void* SimPlatform::fixmap_map(u64 pa) {
+  const std::lock_guard guard(mu_.m);
   if (fixmap_pa_) {
     alloc_.report(ViolationKind::fixmap_busy, pa,
                   "fixmap_map of " + hex(pa) + " while " + hex(*fixmap_pa_) +
@@ -191,6 +200,7 @@ void* SimPlatform::fixmap_map(u64 pa) {
 }
 
 void SimPlatform::fixmap_unmap() {
+  const std::lock_guard guard(mu_.m);
   if (!fixmap_pa_) {
     alloc_.report(ViolationKind::fixmap_not_mapped, 0, "fixmap_unmap with nothing mapped");
     return;
@@ -198,5 +208,36 @@ void SimPlatform::fixmap_unmap() {
   fixmap_pa_.reset();
   log_.record(Event::fixmap_unmap());
 }
+
+namespace {
+// The lock-order checker's per-thread record: bit r set while this thread holds a lock of rank
+// r, and every rank taken since the last reset (ranks above 63 share bit 63).
+thread_local u64 t_ranks_held = 0;
+thread_local u64 t_ranks_taken = 0;
+u64 rank_bit(unsigned rank) { return u64{1} << (rank > 63 ? 63 : rank); }
+}  // namespace
+
+void SimPlatform::lock_order_acquire(unsigned rank) {
+  const u64 bit = rank_bit(rank);
+  // Legal only if every rank held is below this one: no held bit at or above `bit`.
+  if ((t_ranks_held & ~(bit - 1)) != 0) {
+    lock_order_violations_.n.fetch_add(1);
+    std::string held;
+    for (unsigned r = 0; r < 64; ++r)
+      if ((t_ranks_held >> r) & 1) held += (held.empty() ? "" : ", ") + std::to_string(r);
+    const std::lock_guard guard(mu_.m);
+    alloc_.report(ViolationKind::lock_order, 0,
+                  "lock of rank " + std::to_string(rank) + " taken while holding ranks {" + held +
+                      "} (the order is host 0, hypervisor 1, guests 2+)");
+  }
+  t_ranks_held |= bit;
+  t_ranks_taken |= bit;
+}
+
+void SimPlatform::lock_order_release(unsigned rank) { t_ranks_held &= ~rank_bit(rank); }
+
+u64 SimPlatform::lock_ranks_held() { return t_ranks_held; }
+u64 SimPlatform::lock_ranks_taken() { return t_ranks_taken; }
+void SimPlatform::reset_lock_ranks_taken() { t_ranks_taken = 0; }
 
 }  // namespace ptguard::sim

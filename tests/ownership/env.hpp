@@ -17,8 +17,12 @@ namespace ptguard::test {
 using namespace ptguard::arch;
 using namespace ptguard::ownership;
 
-struct OwnEnv {
-  static constexpr u64 kRam = 0x4000'0000, kRamSize = u64{1} << 30;
+/// The machine over platform `Plat` (a SimPlatform, or a test's platform derived from it),
+/// with `RamSize` bytes of RAM (at least the carve-out and 64 MiB more; the whole-machine
+/// checks take time in proportion).
+template <typename Plat, u64 RamSize = (u64{1} << 30)>
+struct BasicOwnEnv {
+  static constexpr u64 kRam = 0x4000'0000, kRamSize = RamSize;
   // The carve-out holds the table pool (its last 64 MiB): table pages must lie where the host
   // cannot reach them, which the invariant checker verifies.
   static constexpr u64 kCarve = kRam, kCarveSize = u64{80} << 20;
@@ -29,16 +33,16 @@ struct OwnEnv {
   // Host memory the tests use: after the pool and carve-out.
   static constexpr u64 kMem = kRam + (u64{128} << 20);
 
-  using MP = MemProtect<Granule::k4K, sim::SimPlatform>;
+  using MP = MemProtect<Granule::k4K, Plat>;
 
   sim::PhysMem mem;
-  std::optional<sim::SimPlatform> plat;
+  std::optional<Plat> plat;
   std::vector<Region> regions{{kRam, kRamSize}};
   std::vector<MmioRegion> mmio{{kGic, 0x1'0000, false}, {kUart, 0x1000, true}};
   std::vector<PageMeta> meta;
   MP mp;
 
-  explicit OwnEnv(bool finalize = true) {
+  explicit BasicOwnEnv(bool finalize = true) {
     EXPECT_TRUE(mem.add_region(kRam, kRamSize));
     EXPECT_TRUE(mem.add_region(kGic, 0x1'0000));
     EXPECT_TRUE(mem.add_region(kUart, 0x1000));
@@ -60,6 +64,8 @@ struct OwnEnv {
                                      mp.hyp_va(pa), a);
   }
 };
+
+using OwnEnv = BasicOwnEnv<sim::SimPlatform>;
 
 }  // namespace ptguard::test
 

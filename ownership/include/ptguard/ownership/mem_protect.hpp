@@ -34,7 +34,17 @@
 //
 // The platform: the engine's (pgtable/platform.hpp), plus fixmap_map(pa) -> void* (nullptr: no
 // fixmap) and fixmap_unmap() for scrubbing, and in_page_pool(pa) -> bool, whether alloc_pages
-// may ever hand out that page (hyp_donate_host never gives such a page to the host).
+// may ever hand out that page (hyp_donate_host never gives such a page to the host); and,
+// optionally, its lock type and lock-order hooks (locking.hpp).
+//
+// Locks (docs/concurrency.md): MemProtect owns one lock for the host's stage 2 (which also
+// covers the per-page array), one for the hypervisor's stage 1 (and the fixmap), one per guest
+// slot. Every public transition takes the locks of the tables it reads or changes, host, then
+// hypervisor, then guest, checks, commits and releases; check_invariants takes all of them.
+// Any number of CPUs may call transitions at once. The platform's own state (its page pool)
+// must then be safe for concurrent callers too: table pages are allocated and freed under
+// different locks. init(), hyp_map_private(), setup_share_hyp() and finalize() are set-up, on
+// one CPU; the read-only accessors take no lock and are for quiescent callers.
 #pragma once
 
 #include <span>
@@ -42,6 +52,7 @@
 
 #include "ptguard/arch/error.hpp"
 #include "ptguard/arch/regs.hpp"
+#include "ptguard/ownership/locking.hpp"
 #include "ptguard/ownership/machine.hpp"
 #include "ptguard/ownership/state.hpp"
 #include "ptguard/pgtable/memcache.hpp"
@@ -57,6 +68,9 @@ class MemProtect {
   using S2 = pgtable::Stage2Table<G, P, Layout>;
   using S1 = pgtable::Stage1Table<G, P, Layout>;
   using Prot = pgtable::Prot;
+  /// The platform's lock type (locking.hpp): the host's, the hypervisor's and each guest's.
+  using Lock = PlatformLock<P>;
+  static_assert(OwnershipLock<Lock>);
 
   /// The default protections of host memory and host MMIO (blocks allowed only for these).
   static constexpr Prot kHostMem{pgtable::kPermRWX, arch::MemType::normal_wb, 0};
@@ -77,6 +91,9 @@ class MemProtect {
     /// Pages the guest's table draws from, filled by whoever runs the guest (the host in
     /// pKVM). A transition into the guest that would need more is ENOMEM.
     pgtable::Memcache mc;
+    /// Covers the slot and the guest's table (and `mc` once the guest exists); rank
+    /// guest_lock_rank(slot) in the lock order (locking.hpp).
+    mutable Lock lock;
   };
 
   MemProtect() = default;
@@ -196,6 +213,7 @@ class MemProtect {
   /// After finalize(): EPERM (what the hypervisor maps then changes only by transitions).
   [[nodiscard]] Status hyp_map_private(u64 va, u64 size, u64 pa, const Prot& prot) {
     if (finalized_) return fail(Error::eperm);
+    const Guard hyp_lock = lock_hyp();
     if (Status st = fill(hyp_mc_, hyp_.max_pages_needed(va, size)); !st) return st;
     return hyp_map_blocks(va, size, pa, prot);
   }
@@ -204,7 +222,9 @@ class MemProtect {
   /// hypervisor shared-borrowed), as Linux marks the host's sections the hypervisor reads.
   [[nodiscard]] Status setup_share_hyp(u64 pa, u64 n) {
     if (finalized_) return fail(Error::eperm);
-    return host_share_hyp(pa, n);
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
+    return host_share_hyp_locked(pa, n);
   }
 
   /// Ends set-up: protected mode is on.
@@ -227,15 +247,22 @@ class MemProtect {
   /// the largest block that contains `addr`, lies inside its memory or MMIO region and covers
   /// no annotation (memory RWX, MMIO RW device); at a region edge that is not block-aligned the
   /// largest block that fits, and where an edge is not even page-aligned, the faulting page.
-  [[nodiscard]] Status host_handle_fault(u64 addr) {
+  /// On success, `*mapped_level` (if given) is the level of the leaf it mapped: read under the
+  /// host lock, since once the lock is dropped another CPU may change the entry. Takes the
+  /// host lock.
+  [[nodiscard]] Status host_handle_fault(u64 addr, int* mapped_level = nullptr) {
     Region region{};
     bool mmio = false;
     if (!find_region(addr, &region, &mmio)) return fail(Error::einval);
+    const Guard host_lock = lock_host();
     // Most faults land next to one just handled, in a last-level table that already exists;
     // there the answer is always the faulting page (a block would cover that table), and an
     // empty entry is the only case that maps. Everything else takes the general path below.
     const u64 page = addr & ~(kPage - 1);
-    if (host_.map_page_if_empty(page, page, mmio ? kHostMmio : kHostMem)) return {};
+    if (host_.map_page_if_empty(page, page, mmio ? kHostMmio : kHostMem)) {
+      if (mapped_level != nullptr) *mapped_level = arch::kLastLevel;
+      return {};
+    }
     const Result<pgtable::Leaf> leaf = host_.lookup(addr);
     if (!leaf) return fail(leaf.error());
     if (arch::DescValid::get(leaf->entry)) return fail(Error::eagain);
@@ -256,7 +283,12 @@ class MemProtect {
     if (leaf->level != arch::kLastLevel) {
       if (Status st = fill(host_mc_, host_.max_pages_needed(base, size)); !st) return st;
     }
-    return host_.map(base, size, base, mmio ? kHostMmio : kHostMem, host_mc_);
+    const Status st = host_.map(base, size, base, mmio ? kHostMmio : kHostMem, host_mc_);
+    if (st && mapped_level != nullptr) {
+      for (int l = 0; l <= arch::kLastLevel; ++l)
+        if (arch::level_size(G, l) == size) *mapped_level = l;
+    }
+    return st;
   }
 
   // ---- host <-> hypervisor ------------------------------------------------------------------
@@ -265,18 +297,16 @@ class MemProtect {
   /// EPERM: not memory, or a page not owned by the host (or already shared); EINVAL: range
   /// mixes memory and MMIO, or n == 0; ENOMEM.
   [[nodiscard]] Status host_share_hyp(u64 pa, u64 n) {
-    u64 size = 0;
-    if (Status st = check_memory(pa, n, &size); !st) return st;
-    if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
-    if (Status st = check_hyp_none(pa, size); !st) return st;
-    if (Status st = fill_host_hyp(pa, size); !st) return st;
-    return commit2(host_.map(pa, size, pa, host_prot(sw_shared_owned()), host_mc_),
-                   [&] { return hyp_.map(hyp_va(pa), size, pa, hyp_prot(sw_shared_borrowed()), hyp_mc_); });
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
+    return host_share_hyp_locked(pa, n);
   }
 
   /// The reverse of host_share_hyp. EBUSY if the hypervisor has pinned a page; EPERM if a page
   /// is not shared between exactly the host and the hypervisor.
   [[nodiscard]] Status host_unshare_hyp(u64 pa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::none_held); !st) return st;
@@ -294,6 +324,8 @@ class MemProtect {
   /// The hypervisor pins pages the host shares with it (they cannot be unshared while pinned).
   /// EPERM unless shared host->hypervisor; EBUSY at the pin limit.
   [[nodiscard]] Status hyp_pin_shared(u64 pa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::below_limit); !st) return st;
@@ -303,6 +335,8 @@ class MemProtect {
   }
   /// EPERM unless shared and pinned.
   [[nodiscard]] Status hyp_unpin_shared(u64 pa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::held); !st) return st;
@@ -313,6 +347,8 @@ class MemProtect {
 
   /// Host owned -> none (annotated with the hypervisor's id); hypervisor none -> owned.
   [[nodiscard]] Status host_donate_hyp(u64 pa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
@@ -326,6 +362,8 @@ class MemProtect {
   /// EBUSY if a page holds a table or waits in a memcache to become one; EINVAL if the range
   /// cuts an EL2 block mapped at set-up (a stage-1 block is never split).
   [[nodiscard]] Status hyp_donate_host(u64 pa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host_annotation(pa, size, annotation_owned_by(kHypId)); !st) return st;
@@ -349,6 +387,7 @@ class MemProtect {
   /// Host owned -> shared-owned, recorded as shared with the secure world (only the host's
   /// side is tracked). Such a page cannot also be shared with the hypervisor or a guest.
   [[nodiscard]] Status host_share_ffa(u64 pa, u64 n) {
+    const Guard host_lock = lock_host();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
@@ -359,6 +398,7 @@ class MemProtect {
     return {};
   }
   [[nodiscard]] Status host_unshare_ffa(u64 pa, u64 n) {
+    const Guard host_lock = lock_host();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host(pa, size, HostNeed::shared_owned); !st) return st;
@@ -387,6 +427,7 @@ class MemProtect {
     // truncated VMID field folds onto another, would translate through the other's entries.
     if (vmid == kHostVmid || (host_cfg_.vmid_bits < 16 && (vmid >> host_cfg_.vmid_bits) != 0))
       return fail(Error::einval);
+    const Guard host_lock = lock_host();
     if (find_guest(id) != nullptr) return fail(Error::eexist);
     for (const Guest& g : guests_)
       if (g.used && g.table.vmid() == vmid) return fail(Error::einval);
@@ -397,18 +438,35 @@ class MemProtect {
         break;
       }
     if (slot == nullptr) return fail(Error::ebusy);
+    const Guard guest_lock = lock_guest(slot);
     Result<S2> t = S2::create_stage2(*plat_, host_cfg_, vmid, pgtable::TableOptions{{}, cpu_.dic});
     if (!t) return fail(t.error());
     slot->table = static_cast<S2&&>(*t);
-    slot->id = id;
-    slot->used = true;
     slot->alive = true;
+    // `used` last, with release: a guest-only operation finds the slot without the host lock
+    // (find_guest) and must see it whole once it sees it used.
+    __atomic_store_n(&slot->id, id, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->used, true, __ATOMIC_RELEASE);
     return {};
   }
 
-  /// The guest with `id`, or nullptr.
+  /// Fills guest `id`'s memcache to at least `pages` pages from the platform, under the
+  /// guest's lock (whoever runs the guest does this before a transition into it, as pKVM's
+  /// vCPU memcache is filled by the host; filling `guest(id)->mc` directly is for one thread
+  /// only). EINVAL: no such guest; EPERM: torn down; ENOMEM from the platform (what was
+  /// taken before stays in the memcache).
+  [[nodiscard]] Status topup_guest_memcache(ComponentId id, u32 pages) {
+    Guest* const slot = find_guest(id);
+    const Guard guest_lock = lock_guest(slot);
+    if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
+    if (!slot->alive) return fail(Error::eperm);
+    return fill(slot->mc, pages);
+  }
+
+  /// The guest with `id`, or nullptr. Like every accessor below, it reads without locks:
+  /// for a caller that knows no transition runs (tests, reports at a quiescent point).
   [[nodiscard]] Guest* guest(ComponentId id) { return find_guest(id); }
-  [[nodiscard]] const Guest* guest(ComponentId id) const { return const_cast<MemProtect*>(this)->find_guest(id); }
+  [[nodiscard]] const Guest* guest(ComponentId id) const { return find_guest(id); }
   /// Every guest slot (a slot is in use when `used`; `id` names its guest).
   [[nodiscard]] std::span<const Guest> guests() const { return guests_; }
 
@@ -418,6 +476,8 @@ class MemProtect {
   /// a guest address already in use (or poisoned), a dead guest; EINVAL: bad permissions, an
   /// unknown guest; EBUSY: a share count at its maximum; ENOMEM: the guest's memcache is short.
   [[nodiscard]] Status host_share_guest(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm) {
+    const Guard host_lock = lock_host();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = check_guest_target(pa, n, id, ipa, perm, &g, &size); !st) return st;
@@ -448,6 +508,8 @@ class MemProtect {
   /// host's alone again. ENOENT if a guest address is not mapped; EPERM if it is not a page the
   /// host shares with the guest.
   [[nodiscard]] Status host_unshare_guest(ComponentId id, u64 ipa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -480,6 +542,8 @@ class MemProtect {
 
   /// Host owned -> none (annotated with the guest's id); guest none -> owned (RWX).
   [[nodiscard]] Status host_donate_guest(u64 pa, u64 n, ComponentId id, u64 ipa) {
+    const Guard host_lock = lock_host();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = check_guest_target(pa, n, id, ipa, pgtable::kPermRWX, &g, &size); !st) return st;
@@ -502,6 +566,8 @@ class MemProtect {
   /// Guest owned -> shared-owned; host none (annotated with the guest) -> shared-borrowed
   /// (mapped RWX). EHWPOISON for a poisoned guest address; EPERM for any other wrong state.
   [[nodiscard]] Status guest_share_host(ComponentId id, u64 ipa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -522,6 +588,8 @@ class MemProtect {
 
   /// The reverse of guest_share_host.
   [[nodiscard]] Status guest_unshare_host(ComponentId id, u64 ipa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -541,6 +609,8 @@ class MemProtect {
   /// Host owned -> lent (its entry annotated with the borrower and state 11: the host loses
   /// access but keeps ownership); guest none -> borrowed (mapped with `perm`, state 11).
   [[nodiscard]] Status host_lend_guest(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm) {
+    const Guard host_lock = lock_host();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = check_guest_target(pa, n, id, ipa, perm, &g, &size); !st) return st;
@@ -563,6 +633,8 @@ class MemProtect {
   /// The guest gives up pages lent to it: its mappings go, the host's annotation stays, so
   /// neither can reach the page until the host reclaims it.
   [[nodiscard]] Status guest_relinquish(ComponentId id, u64 ipa, u64 n) {
+    const Guard host_lock = lock_host();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -576,6 +648,7 @@ class MemProtect {
   /// The host takes back pages it lent once the borrower relinquished them. EBUSY if a page
   /// has not been relinquished; EPERM if it is not lent.
   [[nodiscard]] Status host_reclaim_lent(u64 pa, u64 n) {
+    const Guard host_lock = lock_host();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = scan(host_, pa, size, [](u64 e, u64, u64) -> Status {
@@ -596,6 +669,8 @@ class MemProtect {
   /// Tears a guest down: it runs no more, and what it borrowed is relinquished. Its own pages
   /// and what was shared with it stay until reclaim_guest().
   [[nodiscard]] Status teardown_guest(ComponentId id) {
+    const Guard host_lock = lock_host();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (!g->alive) return fail(Error::eperm);
@@ -639,6 +714,9 @@ class MemProtect {
   /// reclaim_guest_page() for them (any number of times, any order), then reclaim_guest() for
   /// the rest and the release (docs/ownership.md, "Reclaiming a guest page by page").
   [[nodiscard]] Status reclaim_guest(ComponentId id) {
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (g->alive) return fail(Error::eperm);
@@ -706,8 +784,8 @@ class MemProtect {
     }
     g->mc.drain(*plat_);
     g->table.destroy();
-    g->id = 0;
-    g->used = false;
+    __atomic_store_n(&g->used, false, __ATOMIC_RELEASE);
+    __atomic_store_n(&g->id, ComponentId{0}, __ATOMIC_RELAXED);
     g->alive = false;
     return {};
   }
@@ -744,6 +822,9 @@ class MemProtect {
   ///  - ENOMEM: the platform cannot fill the host's memcache for a split;
   ///  - EOPNOTSUPP: the page needs a scrub and the platform's fixmap cannot map it.
   [[nodiscard]] Status reclaim_guest_page(ComponentId id, u64 ipa) {
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
+    const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (g->alive) return fail(Error::eperm);
@@ -760,8 +841,11 @@ class MemProtect {
   [[nodiscard]] Status host_force_reclaim(u64 pa) {
     u64 size = 0;
     if (Status st = check_memory(pa, 1, &size); !st) return st;
+    const Guard host_lock = lock_host();
+    const Guard hyp_lock = lock_hyp();
     PageMeta& m = meta(pa);
     Guest* g = find_guest(m.guest);
+    const Guard guest_lock = lock_guest(g);
     if (g == nullptr || !g->alive || host_annotation_owner(pa) != m.guest || host_state(pa) != PageState::none)
       return fail(Error::eperm);
     if (g->mc.size() < g->table.max_pages_needed(m.guest_ipa, kPage)) return fail(Error::enomem);
@@ -788,6 +872,9 @@ class MemProtect {
   /// the page at `ipa` is shared-borrowed by the guest (or for a torn-down guest), EHWPOISON
   /// for a poisoned address; errors of Table::relax_perms. The same rules for the three below.
   [[nodiscard]] Status guest_relax_perms(ComponentId id, u64 ipa, pgtable::Perm perm) {
+    Guest* const slot = find_guest(id);
+    const Guard guest_lock = lock_guest(slot);
+    if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     Guest* g = nullptr;
     if (Status st = live_guest(id, &g); !st) return st;
     if (Status st = check_guest_owned(*g, ipa & ~(kPage - 1), kPage, PageState::shared_borrowed); !st) return st;
@@ -795,6 +882,9 @@ class MemProtect {
   }
   /// Removes write permission from pages the host shares with the guest.
   [[nodiscard]] Status guest_wrprotect(ComponentId id, u64 ipa, u64 n) {
+    Guest* const slot = find_guest(id);
+    const Guard guest_lock = lock_guest(slot);
+    if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -803,6 +893,9 @@ class MemProtect {
   }
   /// Whether the guest accessed pages the host shares with it; with `clear`, marks them old.
   [[nodiscard]] Result<bool> guest_test_clear_young(ComponentId id, u64 ipa, u64 n, bool clear) {
+    Guest* const slot = find_guest(id);
+    const Guard guest_lock = lock_guest(slot);
+    if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return fail(st.error());
@@ -810,6 +903,9 @@ class MemProtect {
     return g->table.test_and_clear_young(ipa, size, clear);
   }
   [[nodiscard]] Status guest_mkyoung(ComponentId id, u64 ipa) {
+    Guest* const slot = find_guest(id);
+    const Guard guest_lock = lock_guest(slot);
+    if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     Guest* g = nullptr;
     if (Status st = live_guest(id, &g); !st) return st;
     if (Status st = check_guest_owned(*g, ipa & ~(kPage - 1), kPage, PageState::shared_borrowed); !st) return st;
@@ -850,6 +946,7 @@ class MemProtect {
   ///    carve-out and MMIO at any address, memory only at PA + hyp_va_offset); no guest maps a
   ///    page that is not its own, shared with it or lent to it.
   [[nodiscard]] bool check_invariants(std::span<u32> scratch, Violation* out) const {
+    const AllLocks locks(*this);
     if (scratch.size() < meta_.size()) return bad(out, "scratch smaller than the page array", 0, 0);
     // 0. Every table page (and every page a memcache keeps for one) is the hypervisor's.
     {
@@ -987,6 +1084,15 @@ class MemProtect {
     return true;
   }
 
+  /// Runs the read-only walker visitor `v` (walker.hpp) over the whole host stage 2 under the
+  /// host lock: a report's count of leaves while other CPUs fault. `v` must not change the
+  /// table or call back into this MemProtect (the lock is not recursive).
+  template <typename V>
+  [[nodiscard]] Status walk_host_table(V& v) const {
+    const Guard host_lock = lock_host();
+    return host_.walk(0, u64{1} << host_.ia_bits(), v);
+  }
+
   // ---- accessors --------------------------------------------------------------------------
   [[nodiscard]] const S2& host_table() const { return host_; }
   [[nodiscard]] const S1& hyp_table() const { return hyp_; }
@@ -1022,6 +1128,56 @@ class MemProtect {
 
   // ---- region and state helpers (also used by the guest transitions) -----------------------
  protected:
+  // ---- locks (docs/concurrency.md: which transition takes which, in the order of locking.hpp)
+  using Guard = RankedGuard<P>;
+  [[nodiscard]] Guard lock_host() const { return Guard(*plat_, &host_lock_, static_cast<unsigned>(LockRank::host)); }
+  [[nodiscard]] Guard lock_hyp() const { return Guard(*plat_, &hyp_lock_, static_cast<unsigned>(LockRank::hyp)); }
+  // The lock of guest slot `g` (none for nullptr: the transition then fails on the missing
+  // guest without touching any guest table).
+  [[nodiscard]] Guard lock_guest(const Guest* g) const {
+    if (g == nullptr) return Guard(*plat_, nullptr, 0);
+    return Guard(*plat_, &g->lock, guest_lock_rank(static_cast<unsigned>(g - guests_)));
+  }
+  // Every lock, in the global order (host, hypervisor, guest slots by index), for
+  // check_invariants; released in the reverse order.
+  class AllLocks {
+   public:
+    explicit AllLocks(const MemProtect& mp) : mp_(mp) {
+      take(&mp_.host_lock_, static_cast<unsigned>(LockRank::host));
+      take(&mp_.hyp_lock_, static_cast<unsigned>(LockRank::hyp));
+      for (unsigned i = 0; i < kMaxGuests; ++i) take(&mp_.guests_[i].lock, guest_lock_rank(i));
+    }
+    ~AllLocks() {
+      for (unsigned i = kMaxGuests; i-- > 0;) drop(&mp_.guests_[i].lock, guest_lock_rank(i));
+      drop(&mp_.hyp_lock_, static_cast<unsigned>(LockRank::hyp));
+      drop(&mp_.host_lock_, static_cast<unsigned>(LockRank::host));
+    }
+    AllLocks(const AllLocks&) = delete;
+    AllLocks& operator=(const AllLocks&) = delete;
+
+   private:
+    void take(Lock* l, unsigned rank) {
+      if constexpr (LockOrderHooks<P>) mp_.plat_->lock_order_acquire(rank);
+      l->lock();
+    }
+    void drop(Lock* l, unsigned rank) {
+      l->unlock();
+      if constexpr (LockOrderHooks<P>) mp_.plat_->lock_order_release(rank);
+    }
+    const MemProtect& mp_;
+  };
+
+  // host_share_hyp's work, under the host's and the hypervisor's locks (setup_share_hyp too).
+  [[nodiscard]] Status host_share_hyp_locked(u64 pa, u64 n) {
+    u64 size = 0;
+    if (Status st = check_memory(pa, n, &size); !st) return st;
+    if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
+    if (Status st = check_hyp_none(pa, size); !st) return st;
+    if (Status st = fill_host_hyp(pa, size); !st) return st;
+    return commit2(host_.map(pa, size, pa, host_prot(sw_shared_owned()), host_mc_),
+                   [&] { return hyp_.map(hyp_va(pa), size, pa, hyp_prot(sw_shared_borrowed()), hyp_mc_); });
+  }
+
   enum class Kind { memory, mmio, none, mixed };
   enum class HostNeed { owned, shared_owned };
 
@@ -1206,12 +1362,18 @@ class MemProtect {
     return c.size != 0 && pa < c.base + c.size && c.base < pa + size;
   }
 
-  [[nodiscard]] Guest* find_guest(ComponentId id) {
+  // The slot of guest `id`, or nullptr. Slots change only under the host lock and their own
+  // guest lock; `used` and `id` are read atomically because the guest-only operations look a
+  // slot up holding neither, then lock it and check it still `holds` the guest.
+  [[nodiscard]] Guest* find_guest(ComponentId id) const {
     if (id < kFirstGuestId) return nullptr;
-    for (Guest& g : guests_)
-      if (g.used && g.id == id) return &g;
+    for (const Guest& g : guests_)
+      if (__atomic_load_n(&g.used, __ATOMIC_ACQUIRE) && __atomic_load_n(&g.id, __ATOMIC_RELAXED) == id)
+        return const_cast<Guest*>(&g);
     return nullptr;
   }
+  // Whether `g` holds guest `id` (called with g's lock held, when nothing can change it).
+  [[nodiscard]] static bool holds(const Guest& g, ComponentId id) { return g.used && g.id == id; }
 
   // The live guest `id` and the size of its [ipa, +n pages). EINVAL for no such guest or a bad
   // range (ERANGE past its input size), EPERM for a guest that was torn down.
@@ -1647,7 +1809,11 @@ class MemProtect {
   bool rebuild_blocks_ = true;  ///< host_rebuild_blocks() runs (set_host_block_rebuild)
   Guest guests_[kMaxGuests]{};
   bool finalized_ = false;
-  u64 pinned_pages_ = 0;  // pages whose hyp_pins is not 0 (check_hyp_shared's shortcut)
+  u64 pinned_pages_ = 0;
+  // The host's stage 2 (host_, host_mc_, the page array meta_, pinned_pages_) and the
+  // hypervisor's stage 1 (hyp_, hyp_mc_, the fixmap); each guest's is in its slot.
+  mutable Lock host_lock_{};
+  mutable Lock hyp_lock_{};  // pages whose hyp_pins is not 0 (check_hyp_shared's shortcut)
 };
 
 }  // namespace ptguard::ownership

@@ -23,6 +23,12 @@
 //              range is IC IALLUIS (no mapping needed).
 //   fixmap     one page of EL2 VA whose last-level entry the caller locates (set_fixmap(),
 //              after the stage-1 table maps a page there: see fixmap_slot()).
+//   locks      the ownership layer's locks are TicketLocks (every waiter is a CPU); the
+//              lock-order hooks are empty (the order is checked in the simulator). The pool's
+//              free lists have a TicketLock of their own: tables of different locks (the
+//              host's, a guest's) allocate and free pages at the same time. The fixmap is
+//              used under the hypervisor's lock only; the counts are per table page, under
+//              the lock of the table that page belongs to.
 //
 // Freestanding; AArch64 only (it issues the instructions). See docs/el2.md.
 #pragma once
@@ -35,6 +41,7 @@
 #include "ptguard/arch/regs.hpp"
 #include "ptguard/pgtable/platform.hpp"
 #include "ptguard/pgtable/regime.hpp"
+#include "ptguard/pgtable/ticket_lock.hpp"
 
 namespace ptguard::pgtable {
 
@@ -88,10 +95,17 @@ class El2Platform {
   }
 
   // ---- the Platform interface ---------------------------------------------------------------
+  /// The ownership layer's lock type (ownership/locking.hpp).
+  using Lock = TicketLock;
+  /// The lock-order checker's hooks: nothing at EL2 (the simulator checks the order).
+  void lock_order_acquire(unsigned) {}
+  void lock_order_release(unsigned) {}
+
   u64 page_size() const { return kPage; }
 
   Result<u64> alloc_pages(unsigned order) {
     if (order > kMaxOrder) return fail(Error::einval);
+    LockGuard guard(pool_lock_);
     u64 pa = 0;
     if (free_[order] != 0) {
       pa = free_[order];
@@ -111,6 +125,7 @@ class El2Platform {
   }
   void free_pages(u64 pa, unsigned order) {
     for (u64 i = 0; i < (u64{1} << order); ++i) cfg_.counts[index(pa) + i] = 0;
+    LockGuard guard(pool_lock_);
     push_free(pa, order);
   }
   u64* phys_to_virt(u64 pa) { return reinterpret_cast<u64*>(pa + cfg_.va_offset); }
@@ -300,6 +315,7 @@ class El2Platform {
   u64* fixmap_pte_ = nullptr;
   u64 fixmap_pa_ = kNone;
   u64 vttbr_[kMaxVmids] = {};
+  TicketLock pool_lock_;  ///< next_ and free_ (alloc_pages, free_pages)
 };
 
 /// The last-level entry that maps `va` in a stage-1 table rooted at `root_pa` (a walk of

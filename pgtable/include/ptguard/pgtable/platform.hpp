@@ -30,6 +30,18 @@
 //               through its linear map or its fixmap.
 //   fixmap      fixmap_map(pa) gives a private writable mapping of one page, fixmap_unmap()
 //               removes it (the hypervisor scrubs or cleans a page it must not keep mapped).
+//
+// Optional, for the ownership layer's locks (ownership/locking.hpp; not part of the concept,
+// each has a default):
+//   Lock        the lock type of the host's, the hypervisor's and each guest's lock: lock()
+//               and unlock(), exclusive, acquire/release. Default: TicketLock.
+//   lock_order_acquire(rank), lock_order_release(rank)
+//               the lock-order checker's hooks, called before a lock is taken and after it is
+//               released, with its rank (host 0, hypervisor 1, guest slot i 2 + i). Default:
+//               nothing is called. The simulator's check the order per thread.
+// With more than one CPU calling transitions, memory and refcount calls come from several
+// CPUs at once (tables under different locks): the pool must be safe for that; a table page's
+// count is only ever changed under the lock of the table it belongs to.
 #pragma once
 
 #include <concepts>

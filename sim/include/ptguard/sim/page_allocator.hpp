@@ -55,6 +55,7 @@ enum class ViolationKind : u8 {
   fixmap_busy,             ///< fixmap_map while the slot is already in use (refused)
   fixmap_not_mapped,       ///< fixmap_unmap with nothing mapped
   bad_argument,            ///< an out-of-range argument (TLBI level, order, ...)
+  lock_order,              ///< a lock taken out of the global order (SimPlatform's checker)
 };
 
 [[nodiscard]] const char* name(ViolationKind k);

@@ -13,9 +13,20 @@
 //   auto root = p.alloc_pages(0);
 //   p.write_desc(p.phys_to_virt(*root) + 1, 0x4020'0000 | 0x3);
 //   std::cout << p.log().format();                     // alloc ..., write ...
+//
+// Threads: every platform call may come from any thread at once (the ownership layer's
+// transitions run under different locks and share the allocator, the refcounts, the log).
+// One mutex covers the allocator, the log, the fixmap slot and the host-range cache; the
+// accessors that return references to them (allocator(), log(), violations()) are for a
+// caller that knows no other thread runs. The ownership layer's locks are std::mutexes (Lock),
+// and the lock-order checker (lock_order_acquire) records per thread
+// which ranks it holds: taking a lock whose rank is not above every rank held is a
+// lock_order violation (reported like any other, and counted: lock_order_violations()).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -32,6 +43,16 @@ class SimPlatform {
  public:
   /// What virt_to_phys returns for a pointer outside simulated memory.
   static constexpr u64 kBadPa = ~u64{0};
+  /// The ownership layer's lock type. Not the EL2 ticket lock: tests run up to 8 threads on
+  /// a few cores (and under ThreadSanitizer), where a ticket lock hands the lock to one
+  /// particular waiter that may not be running, and every handoff waits for the scheduler
+  /// (measured: the 8-thread stress tests took 4 to 27 s under TSan on a loaded 2-core
+  /// machine). A mutex lets the running thread take it; the ticket lock has tests of its own.
+  struct Lock {
+    std::mutex m;
+    void lock() { m.lock(); }
+    void unlock() { m.unlock(); }
+  };
 
   /// A platform whose table pages come from [pool_base, pool_base + pool_size) of `mem` (which
   /// must be backed and must outlive the platform), one page of `page_size` bytes per table.
@@ -58,6 +79,7 @@ class SimPlatform {
     if (pa - pool_base_ < pool_bytes_ && pa % 8 == 0) {
       return reinterpret_cast<u64*>(pool_host_ + (pa - pool_base_));
     }
+    const std::lock_guard guard(mu_.m);
     return phys_to_virt_slow(pa);
   }
   /// The physical address of a host pointer into simulated memory (any region); kBadPa (and a
@@ -65,6 +87,7 @@ class SimPlatform {
   [[nodiscard]] u64 virt_to_phys(const u64* ptr) {
     const auto p = reinterpret_cast<std::uintptr_t>(ptr);
     if (p - pool_host_addr_ < pool_bytes_) return pool_base_ + (p - pool_host_addr_);
+    const std::lock_guard guard(mu_.m);
     return virt_to_phys_slow(ptr);
   }
   /// Reference counts (PageAllocator::get/put/count; any address within the page). Logged as
@@ -72,7 +95,10 @@ class SimPlatform {
   /// always logs the free.
   void get_page(u64 pa);
   [[nodiscard]] u32 put_page(u64 pa);
-  [[nodiscard]] u32 page_count(u64 pa) const { return alloc_.count(pa); }
+  [[nodiscard]] u32 page_count(u64 pa) const {
+    const std::lock_guard guard(mu_.m);
+    return alloc_.count(pa);
+  }
   /// Stores `value` at `ptep` and logs (pa, old, new). A pointer outside simulated memory or
   /// not 8-byte aligned is refused (violation, nothing written); a write into a free pool page
   /// is carried out and reported (write_to_free_page).
@@ -85,7 +111,10 @@ class SimPlatform {
   /// aligned to the page size, SCALE above 3, NUM above 31, a level other than 1..3 or
   /// kTlbiLevelUnknown.
   void tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r);
-  void barrier(arch::Barrier b) { log_.record(Event::barrier(b)); }
+  void barrier(arch::Barrier b) {
+    const std::lock_guard guard(mu_.m);
+    log_.record(Event::barrier(b));
+  }
   /// Logs the operation; an unbacked range is a violation (logged all the same).
   void cache_op(arch::CacheOp op, u64 pa, u64 size);
   /// The host pointer of `pa` through the single fixmap slot (the page containing `pa` must be
@@ -99,6 +128,21 @@ class SimPlatform {
     return pa - alloc_.pool_base() < alloc_.pool_size();
   }
 
+  // --- the lock-order checker (ownership/locking.hpp) -----------------------------------------
+  /// Called before a lock of rank `rank` is taken: a lock_order violation (and the count up)
+  /// if this thread holds a lock of the same or a higher rank. Recorded as held either way.
+  void lock_order_acquire(unsigned rank);
+  /// Called after a lock of rank `rank` is released.
+  void lock_order_release(unsigned rank);
+  /// The number of out-of-order acquisitions seen so far, on any thread.
+  [[nodiscard]] u64 lock_order_violations() const { return lock_order_violations_.load(); }
+  /// This thread's held ranks (bit r: rank r; ranks above 63 count as 63).
+  [[nodiscard]] static u64 lock_ranks_held();
+  /// The ranks this thread has taken since the last reset_lock_ranks_taken() (bit r: rank r):
+  /// which locks a call took.
+  [[nodiscard]] static u64 lock_ranks_taken();
+  static void reset_lock_ranks_taken();
+
   // --- the simulator's side -------------------------------------------------------------------
   [[nodiscard]] PhysMem& mem() { return *mem_; }
   [[nodiscard]] const PhysMem& mem() const { return *mem_; }
@@ -109,7 +153,10 @@ class SimPlatform {
   /// Every misuse so far, the allocator's and the platform's, in order.
   [[nodiscard]] const std::vector<Violation>& violations() const { return alloc_.violations(); }
   /// The physical address mapped in the fixmap slot, if any.
-  [[nodiscard]] std::optional<u64> fixmap_pa() const { return fixmap_pa_; }
+  [[nodiscard]] std::optional<u64> fixmap_pa() const {
+    const std::lock_guard guard(mu_.m);
+    return fixmap_pa_;
+  }
   void set_log_refcounts(bool on) { log_refcounts_ = on; }
 
  private:
@@ -118,9 +165,32 @@ class SimPlatform {
     u64 base;
     u64 size;
   };
+  // A mutex that a moved platform does not take along (a platform is moved only before use:
+  // create()).
+  struct Mutex {
+    mutable std::mutex m;
+    Mutex() = default;
+    Mutex(Mutex&&) noexcept {}
+    Mutex& operator=(Mutex&&) noexcept { return *this; }
+  };
+  struct Counter {
+    std::atomic<u64> n{0};
+    Counter() = default;
+    Counter(Counter&& o) noexcept : n(o.n.load()) {}
+    Counter& operator=(Counter&& o) noexcept {
+      n = o.n.load();
+      return *this;
+    }
+    [[nodiscard]] u64 load() const { return n.load(); }
+  };
+
+  // With mu_ held:
   u64* phys_to_virt_slow(u64 pa);
   u64 virt_to_phys_slow(const u64* ptr);
   void refresh_host_ranges();
+
+  Mutex mu_;
+  Counter lock_order_violations_;
 
   PhysMem* mem_;
   PageAllocator alloc_;
