@@ -70,10 +70,12 @@ constexpr RowSpec kRows[] = {
     {"hyp_map_256m_pages", "page", 5, 12},
     {"hyp_map_256m_page_calls", "page", 25, 0},
     {"share_hyp_1g_page_calls", "page", 100, 0},
+    {"share_hyp_1g_page_calls_nolock", "page", 0, 0},
     {"share_hyp_1g_range", "page", 15, 0},
     {"unshare_hyp_1g_range", "page", 15, 0},
     {"donate_guest_1g", "page", 15, 0},
     {"host_fault_1g", "call", 40, 0},
+    {"host_fault_1g_nolock", "call", 0, 0},
     {"host_fault_contended_2t", "call", 0, 0},
     // Reclaiming a donated page zeroes its 4 KiB: against the limit that includes that scrub.
     {"reclaim_guest_1g_page_calls", "page", 3, 0, kScrubLimit},
@@ -252,6 +254,28 @@ int print_host_fragmentation(const Shared& s) {
   return over;
 }
 
+// What the ownership layer's locks cost on one CPU, uncontended (issue 15's budget: at most
+// 10%): each locked row's median over its *_nolock twin's (the same code on a platform whose
+// lock does nothing), same run. Returns the number of rows over the budget.
+int print_lock_cost(const Shared& s) {
+  constexpr double kBudget = 0.10;
+  int over = 0;
+  bool header = false;
+  for (const char* name : {"share_hyp_1g_page_calls", "host_fault_1g"}) {
+    const auto a = s.rows.find(name);
+    const auto b = s.rows.find(std::string(name) + "_nolock");
+    if (a == s.rows.end() || b == s.rows.end() || !a->second.error.empty() || !b->second.error.empty()) continue;
+    if (!header) std::printf("\nlock cost (locked median over the same row without locks, same run; budget +%.0f%%):\n", kBudget * 100);
+    header = true;
+    const double cost = a->second.median() / b->second.median() - 1;
+    const bool met = cost <= kBudget;
+    over += met ? 0 : 1;
+    std::printf("  %-26s %8.2f ns vs %8.2f ns: %+5.1f%%: %s\n", name, a->second.median(), b->second.median(),
+                cost * 100, met ? "met" : "NO");
+  }
+  return over;
+}
+
 // Prints the final table; returns the number of rows whose median is over its target.
 int print_table(const Shared& s, int pinned_cpu) {
   char date[32];
@@ -302,6 +326,7 @@ int print_table(const Shared& s, int pinned_cpu) {
                 row.name, row.per, med, mn, r1, r2, target, margin, met, lx, m.tlbi, m.table_bytes, cv, m.reps.size());
   }
   over += print_host_fragmentation(s);
+  over += print_lock_cost(s);
   if (!std::isnan(limit))
     std::printf("\nlimit: %.3f ns per page (median); %s: %.3f\n", limit, kScrubLimit, median_of(kScrubLimit));
   else std::printf("\nlimit_1g_pages did not run: no ratios\n");

@@ -21,21 +21,34 @@
 namespace ptguard::bench {
 namespace {
 
-using MP = ownership::MemProtect<arch::Granule::k4K, BenchPlatform, 4>;
 using ownership::PageState;
+
+// The comparator for what the ownership layer's locks cost (docs/concurrency.md): the same
+// platform with a lock that does nothing. Only the *_nolock rows use it; a MemProtect built on
+// it is not safe on more than one CPU.
+struct NoLock {
+  void lock() {}
+  void unlock() {}
+};
+struct BenchPlatformNoLock : BenchPlatform {
+  using BenchPlatform::BenchPlatform;
+  using Lock = NoLock;
+};
 
 constexpr u64 kMem = kPaBase;      // the GiB the benchmarks use
 constexpr u64 kMemSize = 4 * kGiB;  // all host memory
 constexpr ownership::ComponentId kGuest = 2;
 
 /// A fresh machine: platform, page array and MemProtect, finalised.
-struct Machine {
-  std::unique_ptr<BenchPlatform> plat = std::make_unique<BenchPlatform>(kArenaPa, 3 * kArenaPages);
+template <class Plat>
+struct MachineOf {
+  using MP = ownership::MemProtect<arch::Granule::k4K, Plat, 4>;
+  std::unique_ptr<Plat> plat = std::make_unique<Plat>(kArenaPa, 3 * kArenaPages);
   std::vector<ownership::Region> memory{{kMem, kMemSize}};
   std::vector<ownership::PageMeta> meta;
   std::unique_ptr<MP> mp = std::make_unique<MP>();
 
-  Machine() {
+  MachineOf() {
     const ownership::MachineDesc m{memory, {}, ownership::Region{0, 0}, u64{1} << 46};
     meta.resize(ownership::memory_pages(m, kPage));
     if (!mp->init(*plat, m, meta, arch::CpuFeatures::modern())) std::abort();
@@ -45,12 +58,15 @@ struct Machine {
   bool fault_in_gib() { return mp->host_handle_fault(kMem).has_value() && mp->host_table().lookup(kMem)->level == 1; }
 };
 
-template <typename Setup, typename Op, typename Check>
+using Machine = MachineOf<BenchPlatform>;
+using MP = Machine::MP;
+
+template <class M = Machine, typename Setup, typename Op, typename Check>
 void run(benchmark::State& state, Unit unit, double units, Setup&& setup, Op&& op, Check&& check) {
   Timing tm;
   u64 table_bytes = 0;
   for (auto _ : state) {
-    Machine m;  // untimed: built before the timed region
+    M m;  // untimed: built before the timed region
     if (!setup(m)) {
       state.SkipWithError("setup failed");
       break;
@@ -71,7 +87,8 @@ void run(benchmark::State& state, Unit unit, double units, Setup&& setup, Op&& o
   report(state, tm, unit, units, static_cast<double>(table_bytes));
 }
 
-std::string expect_states(const Machine& m, PageState host, PageState hyp) {
+template <class M>
+std::string expect_states(const M& m, PageState host, PageState hyp) {
   for (u64 pa : {kMem, kMem + kGiB / 2 + 5 * kPage, kMem + kGiB - kPage}) {
     if (m.mp->host_state(pa) != host || m.mp->hyp_state(pa) != hyp)
       return std::string("wrong state after the transition: host ") + ownership::name(m.mp->host_state(pa)) +
@@ -80,15 +97,16 @@ std::string expect_states(const Machine& m, PageState host, PageState hyp) {
   return {};
 }
 
+template <class M = Machine>
 void share_hyp_1g_page_calls(benchmark::State& state) {
-  run(
-      state, Unit::page, kPagesPerGiB, [](Machine& m) { return m.fault_in_gib(); },
-      [](Machine& m) -> Status {
+  run<M>(
+      state, Unit::page, kPagesPerGiB, [](M& m) { return m.fault_in_gib(); },
+      [](M& m) -> Status {
         for (u64 i = 0; i < kPagesPerGiB; ++i)
           if (Status st = m.mp->host_share_hyp(kMem + i * kPage, 1); !st) return st;
         return {};
       },
-      [](const Machine& m) { return expect_states(m, PageState::shared_owned, PageState::shared_borrowed); });
+      [](const M& m) { return expect_states(m, PageState::shared_owned, PageState::shared_borrowed); });
 }
 
 void share_hyp_1g_range(benchmark::State& state) {
@@ -127,21 +145,22 @@ void donate_guest_1g(benchmark::State& state) {
 // each 2 MiB holds an annotation, so every fault maps one page.
 constexpr u64 kFaults = kPagesPerGiB - kGiB / (2 * kMiB);  // 261,632
 
+template <class M = Machine>
 void host_fault_1g(benchmark::State& state) {
-  run(
+  run<M>(
       state, Unit::call, kFaults,
-      [](Machine& m) {
+      [](M& m) {
         for (u64 b = 0; b < kGiB; b += 2 * kMiB)
           if (!m.mp->host_donate_hyp(kMem + b, 1)) return false;
         return true;
       },
-      [](Machine& m) -> Status {
+      [](M& m) -> Status {
         for (u64 b = 0; b < kGiB; b += 2 * kMiB)
           for (u64 p = kPage; p < 2 * kMiB; p += kPage)
             if (Status st = m.mp->host_handle_fault(kMem + b + p); !st) return st;
         return {};
       },
-      [](const Machine& m) -> std::string {
+      [](const M& m) -> std::string {
         if (m.mp->host_table().lookup(kMem + 3 * kPage)->level != arch::kLastLevel) return "faults did not map pages";
         if (m.mp->host_state(kMem) != PageState::none) return "the hypervisor's page was mapped";
         if (m.mp->host_state(kMem + kPage) != PageState::owned) return "a faulted page is not the host's";
@@ -355,11 +374,13 @@ void host_fragmentation_no_rebuild(benchmark::State& state) { host_fragmentation
 }  // namespace
 
 void register_ownership_benchmarks() {
-  for (auto [name, fn] : {std::pair{"share_hyp_1g_page_calls", &share_hyp_1g_page_calls},
+  for (auto [name, fn] : {std::pair{"share_hyp_1g_page_calls", &share_hyp_1g_page_calls<>},
+                          std::pair{"share_hyp_1g_page_calls_nolock", &share_hyp_1g_page_calls<MachineOf<BenchPlatformNoLock>>},
                           std::pair{"share_hyp_1g_range", &share_hyp_1g_range},
                           std::pair{"unshare_hyp_1g_range", &unshare_hyp_1g_range},
                           std::pair{"donate_guest_1g", &donate_guest_1g},
-                          std::pair{"host_fault_1g", &host_fault_1g},
+                          std::pair{"host_fault_1g", &host_fault_1g<>},
+                          std::pair{"host_fault_1g_nolock", &host_fault_1g<MachineOf<BenchPlatformNoLock>>},
                           std::pair{"host_fault_contended_2t", &host_fault_contended_2t},
                           std::pair{"reclaim_guest_1g_page_calls", &reclaim_guest_1g_page_calls},
                           std::pair{"reclaim_guest_1g", &reclaim_guest_1g},
