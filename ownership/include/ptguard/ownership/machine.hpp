@@ -60,10 +60,11 @@ struct PageMeta {
   u8 flags = 0;           ///< kMetaFfa, kMetaRelinquished
   u8 reserved = 0;
   ComponentId guest = 0;  ///< the guest that owns or borrows it (0: none)
-  /// In the first page of a 2 MiB (low half) or 1 GiB (high half) range of the host's stage-2,
-  /// the index of an entry of the table under it that was last found not in the default state
-  /// (MemProtect's block rebuild checks it first). A hint only: checked before it is trusted,
-  /// so any value is safe.
+  /// Not this page's: MemProtect's block rebuild keeps here, for the block-sized range of the
+  /// host's stage-2 whose first page has index (this index) x (entries per table), the index
+  /// of an entry of the table under it (low half: a 2 MiB range's last-level table; high half:
+  /// a 1 GiB range's) that was last found not in the default state, and checks it first. A
+  /// hint only: checked before it is trusted, so any value is safe.
   u32 rebuild_hint = 0;
   u64 guest_ipa = 0;      ///< where that guest maps it
 };
