@@ -7,6 +7,7 @@
 #include "harness.hpp"
 #include "ptguard/arch/descriptor.hpp"
 #include "ptguard/arch/memattr.hpp"
+#include "ptguard/pgtable/ticket_lock.hpp"
 
 namespace ptguard::bench {
 namespace {
@@ -81,6 +82,31 @@ void limit_1g_scrub_pages(benchmark::State& state) {
   report(state, t, Unit::page, static_cast<double>(kPagesPerGiB), 0);
 }
 
+
+// The floor of what a lock costs the ownership layer on one CPU: 262,144 uncontended
+// lock()/unlock() pairs of the default lock (pgtable::TicketLock, the one MemProtect takes when
+// the platform names none), each around one store as a transition's commit would be. On
+// x86-64 the ticket's atomic add is a LOCK XADD, a full barrier; no lock that excludes another
+// CPU can take less than one atomic read-modify-write (or a store and a full fence). Per call,
+// against the *_nolock rows: what a transition's locks cost cannot be below this times the
+// number of locks it takes (main.cpp, print_lock_cost).
+void limit_lock_unlock(benchmark::State& state) {
+  pgtable::TicketLock lock;
+  u64 word = 0;
+  Timing t;
+  for (auto _ : state) {
+    (void)timed(state, t, nullptr, [&]() -> Status {
+      for (u64 i = 0; i < kPagesPerGiB; ++i) {
+        lock.lock();
+        word = i;
+        benchmark::DoNotOptimize(word);
+        lock.unlock();
+      }
+      return {};
+    });
+  }
+  report(state, t, Unit::call, static_cast<double>(kPagesPerGiB), 0);
+}
 }  // namespace
 
 void register_limit_benchmarks() {
@@ -88,6 +114,7 @@ void register_limit_benchmarks() {
   benchmark::RegisterBenchmark("limit_1g_scrub_pages", limit_1g_scrub_pages)
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("limit_lock_unlock", limit_lock_unlock)->UseManualTime()->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("arch_build_1g_page_descriptors", arch_build_1g_page_descriptors)
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
