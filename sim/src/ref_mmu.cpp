@@ -57,14 +57,30 @@ constexpr unsigned kTcrHa = 21;                     // HA (FEAT_HAFDBS): hardwar
 constexpr unsigned kTcrHpd = 24;                    // HPD (FEAT_HPDS, TCR_EL2 only)
 constexpr unsigned kTcrTbid = 29;                   // TBID (FEAT_PAuth, TCR_EL2 only)
 // TTBR0_EL2.BADDR / VTTBR_EL2.BADDR are bits [47:1] (bit 0 is CnP; VTTBR [63:48] the VMID).
+// With a 52-bit output address (FEAT_LPA's 64KB granule, or FEAT_LPA2 with DS = 1), BADDR[51:48]
+// is held in bits [5:2] instead, and the table is aligned to at least 64 bytes
+// (AArch64.S1TTBaseAddress / S2TTBaseAddress).
 constexpr unsigned kTtbrBaddrHi = 47, kTtbrBaddrLo = 1;
+constexpr unsigned kTtbrBaddr52Hi = 5, kTtbrBaddr52Lo = 2;
+// TCR_EL2 (E2H = 0) and VTCR_EL2 bit 32, DS (FEAT_LPA2): 52-bit addresses with the 4KB and 16KB
+// granules (RES0 without FEAT_LPA2, and ignored with 64KB). VTCR_EL2 bit 33, SL2: with DS = 1
+// and 4KB, SL2 = 1 and SL0 = 0b00 select the level -1 initial lookup (RES0 otherwise).
+constexpr unsigned kTcrDs = 32;
+constexpr unsigned kVtcrSl2 = 33;
+constexpr unsigned kTcrSh0Hi = 13, kTcrSh0Lo = 12;  // SH0: also the leaves' shareability with DS
 
 // Descriptor fields (D8.3.1 "VMSAv8-64 descriptor formats"; D8.3.1.1 table descriptors,
 // D8.3.1.2 block and page descriptors).
 constexpr unsigned kDescValid = 0;  // bit 0: valid
 constexpr unsigned kDescType = 1;   // bit 1: 1 table/page, 0 block
-// Address fields are bits [47:x] without FEAT_LPA/LPA2 (D8.3.1.1 and D8.3.1.2).
+// Address fields are bits [47:x] without FEAT_LPA/LPA2 (D8.3.1.1 and D8.3.1.2). With DS = 1
+// (FEAT_LPA2, 4KB and 16KB) they run to bit 49 and bits [9:8] hold address bits [51:50] (so the
+// descriptor has no SH field: D8.3.1, "52-bit output addresses"); with FEAT_LPA and 64KB, bits
+// [15:12] hold address bits [51:48].
 constexpr unsigned kAddrTop = 47;
+constexpr unsigned kAddrTopDs = 49;
+constexpr unsigned kDsOaHi = 9, kDsOaLo = 8;     // OA[51:50] with DS = 1
+constexpr unsigned kLpaOaHi = 15, kLpaOaLo = 12;  // OA[51:48] with FEAT_LPA, 64KB
 // Stage-1 table descriptor, hierarchical attributes (D8.3.1.1; D8.4.1.2 for their meaning).
 constexpr unsigned kTableXn = 60;                        // XNTable (UXNTable with two ranges)
 constexpr unsigned kTableApHi = 62, kTableApLo = 61;     // APTable[1:0]
@@ -87,14 +103,20 @@ constexpr unsigned kS2ApWrite = 7;  // S2AP[1]
 constexpr unsigned kS2Xn1 = 54;     // XN[1]
 constexpr unsigned kS2Xn0 = 53;     // XN[0]: FEAT_XNX only, else RES0
 
-// The lookup levels without FEAT_LPA2 (no level -1): 0 to 3; level 3 holds pages.
+// The lookup levels: 0 to 3, and -1 with FEAT_LPA2's 4KB granule and a 52-bit input (a
+// level -1 table holds table descriptors only); level 3 holds pages.
 constexpr int kLastLevel = 3;
-// The largest output address size without FEAT_LPA/LPA2.
-constexpr unsigned kMaxOa = 48;
+// What s2_start_level() returns for a reserved SL0/SL2 (not a level: -1 is one).
+constexpr int kReservedLevel = -100;
+// The largest output address size without FEAT_LPA/LPA2, and with them.
+constexpr unsigned kMaxOa48 = 48;
+constexpr unsigned kMaxOa = 52;
 
-// TxSZ limits without FEAT_LVA/FEAT_LPA2 (minimum 16: 48-bit input) and without FEAT_TTST
-// (maximum 39: 25-bit input); AArch64.S1MinTxSZ/S2MinTxSZ and AArch64.MaxTxSZ.
+// TxSZ limits: minimum 16 (48-bit input) without FEAT_LPA2 (DS = 1) or, at stage 2 with 64KB,
+// FEAT_LPA (then 12: 52-bit input; stage 1 with 64KB would need FEAT_LVA, not modelled);
+// maximum 39 (25-bit input) without FEAT_TTST. AArch64.S1MinTxSZ/S2MinTxSZ, AArch64.MaxTxSZ.
 constexpr unsigned kMinTxsz = 16;
+constexpr unsigned kMinTxsz52 = 12;
 constexpr unsigned kMaxTxsz = 39;
 
 // Granule geometry (D8.2 "Translation tables and the translation process": the 4KB, 16KB and
@@ -103,18 +125,35 @@ constexpr unsigned kMaxTxsz = 39;
 // above the page offset.
 struct Geometry {
   unsigned gbits = 12;  // log2 of the granule: 12, 14 or 16
+  bool ds = false;      // FEAT_LPA2 and TCR/VTCR.DS = 1 with 4KB or 16KB: 52-bit addresses
+  bool lpa64 = false;   // FEAT_LPA (PAMax 52) with 64KB: OA[51:48] in bits [15:12]
 
   [[nodiscard]] unsigned stride() const { return gbits - 3; }
   // The lowest IA bit a descriptor at `level` resolves: log2 of a block or page there.
   [[nodiscard]] unsigned shift(int level) const {
     return gbits + static_cast<unsigned>(kLastLevel - level) * stride();
   }
-  // Block descriptors without FEAT_LPA/LPA2 (D8.3.1, Table "Properties of the block
-  // descriptor": with 4KB, levels 1 (1GB) and 2 (2MB); with 16KB, level 2 (32MB); with 64KB,
-  // level 2 (512MB). A 4KB level-0, 16KB level-1 or 64KB level-1 block needs 52-bit
-  // addressing.) Level 3 holds pages, never blocks.
+  // Block descriptors (D8.3.1, "Properties of the block descriptor"; AArch64.BlockDescSupported):
+  // with 4KB, levels 1 (1GB) and 2 (2MB), and level 0 (512GB) with DS = 1; with 16KB, level 2
+  // (32MB), and level 1 (64GB) with DS = 1; with 64KB, level 2 (512MB), and level 1 (4TB)
+  // with a 52-bit PAMax (FEAT_LPA). Level 3 holds pages, never blocks; level -1 tables only.
   [[nodiscard]] bool block_allowed(int level) const {
-    return level == 2 || (gbits == 12 && level == 1);
+    if (level == 2) return true;
+    switch (gbits) {
+      case 12: return level == 1 || (ds && level == 0);
+      case 14: return ds && level == 1;
+      default: return lpa64 && level == 1;
+    }
+  }
+  // The address a table, block or page descriptor holds, from bit `lo` up (D8.3.1.1, D8.3.1.2):
+  // bits [47:lo], or [49:lo] with OA[51:50] from bits [9:8] under DS, or with OA[51:48] from
+  // bits [15:12] under FEAT_LPA with 64KB. Lower bits of a block's address field are RES0 and
+  // not read.
+  [[nodiscard]] u64 address(u64 desc, unsigned lo) const {
+    if (ds) return (desc & mask(kAddrTopDs, lo)) | (field(desc, kDsOaHi, kDsOaLo) << 50);
+    u64 a = desc & mask(kAddrTop, lo);
+    if (lpa64) a |= field(desc, kLpaOaHi, kLpaOaLo) << 48;
+    return a;
   }
   // What a descriptor is at `level` (D8.3.1): bit[0] = 0 invalid (RDYNYQ); bits[1:0] = 0b11 a
   // table at levels 0-2 and a page at level 3; 0b01 a block where one is allowed, otherwise
@@ -270,7 +309,17 @@ struct WalkParams {
   unsigned oa_bits = 0;
   u64 root = 0;
   bool ha = false;
+  u64 sh0 = 0;  // TCR/VTCR.SH0: the leaves' shareability when DS = 1
 };
+
+// The effective DS and FEAT_LPA flags of the geometry (Geometry::ds, lpa64) and SH0, once the
+// granule is known. DS is RES0 without FEAT_LPA2 (ImplChoices::lpa2) and has no effect with
+// 64KB; FEAT_LPA is taken to be implemented when PAMax is 52.
+void decode_52bit(u64 tcr, const ImplChoices& impl, WalkParams* p) {
+  p->geo.ds = impl.lpa2 && bit(tcr, kTcrDs) && p->geo.gbits != 16;
+  p->geo.lpa64 = p->geo.gbits == 16 && impl.pa_bits >= 52;
+  p->sh0 = field(tcr, kTcrSh0Hi, kTcrSh0Lo);
+}
 
 // TG0 (D24.2 TCR_EL2.TG0 / VTCR_EL2.TG0): 0b00 4KB, 0b01 64KB, 0b10 16KB. 0b11 is reserved
 // and the architecture lets the implementation pick any implemented granule in its place; the
@@ -283,37 +332,44 @@ bool decode_granule(u64 tcr, Translation& t, Geometry* geo) {
   return false;
 }
 
-// T0SZ out of [16, 39]: AArch64.S1TxSZFaults/S2TxSZFaults make it IMPLEMENTATION DEFINED
-// ("Fault on TxSZ value below minimum" / "... above maximum") whether the translation takes a
-// level 0 Translation fault or uses the nearest limit (AArch64.S1Translate, S2Translate).
-bool decode_txsz(u64 tcr, const ImplChoices& impl, Translation& t, unsigned* ia_bits) {
+// T0SZ out of [min, 39] (min 16, or 12 with 52-bit inputs: kMinTxsz52):
+// AArch64.S1TxSZFaults/S2TxSZFaults make it IMPLEMENTATION DEFINED ("Fault on TxSZ value below
+// minimum" / "... above maximum") whether the translation takes a level 0 Translation fault or
+// uses the nearest limit (AArch64.S1Translate, S2Translate).
+bool decode_txsz(u64 tcr, const ImplChoices& impl, Translation& t, unsigned* ia_bits,
+                 unsigned min_txsz = kMinTxsz) {
   unsigned txsz = static_cast<unsigned>(field(tcr, kTcrT0szHi, kTcrT0szLo));
-  if (txsz < kMinTxsz || txsz > kMaxTxsz) {
+  if (txsz < min_txsz || txsz > kMaxTxsz) {
+    const bool wide = min_txsz == kMinTxsz52;
     if (impl.txsz_out_of_range_faults) {
       fault(t, FaultKind::translation, 0,
-            "T0SZ outside 16..39 (IMPLEMENTATION DEFINED: this CPU faults)");
+            wide ? "T0SZ outside 12..39 (IMPLEMENTATION DEFINED: this CPU faults)"
+                 : "T0SZ outside 16..39 (IMPLEMENTATION DEFINED: this CPU faults)");
       t.unpredictable = true;
       return false;
     }
-    txsz = std::clamp(txsz, kMinTxsz, kMaxTxsz);
-    choice(t, "T0SZ outside 16..39 (IMPLEMENTATION DEFINED: treated as the nearest limit)");
+    txsz = std::clamp(txsz, min_txsz, kMaxTxsz);
+    choice(t, wide ? "T0SZ outside 12..39 (IMPLEMENTATION DEFINED: treated as the nearest limit)"
+                   : "T0SZ outside 16..39 (IMPLEMENTATION DEFINED: treated as the nearest limit)");
   }
   *ia_bits = 64 - txsz;
   return true;
 }
 
 // The output address size, AArch64.PhysicalAddressSize(): the PS encoding, but never more
-// than the implemented PA size (AArch64.PAMax), nor 48 bits without FEAT_LPA/LPA2 (PS = 0b110
-// "52 bits" is therefore 48 here). PS = 0b111 is reserved: the size is IMPLEMENTATION DEFINED;
-// the model uses the implemented PA size.
-unsigned decode_oa_bits(u64 tcr, const ImplChoices& impl, Translation& t) {
+// than the implemented PA size (AArch64.PAMax), nor 48 bits unless the tables can hold a
+// 52-bit address: the 64KB granule with FEAT_LPA, or DS = 1 (PS = 0b110 "52 bits" with 4KB or
+// 16KB and DS = 0 is 48). PS = 0b111 is reserved: the size is IMPLEMENTATION DEFINED; the model
+// uses the implemented PA size.
+unsigned decode_oa_bits(u64 tcr, const Geometry& geo, const ImplChoices& impl, Translation& t) {
   const unsigned pamax = std::clamp(impl.pa_bits, 32u, kMaxOa);
   unsigned ps = ps_bits(field(tcr, kTcrPsHi, kTcrPsLo));
   if (ps == 0) {
     choice(t, "PS is reserved (0b111): OA size IMPLEMENTATION DEFINED, taken as PAMax");
     ps = pamax;
   }
-  return std::min({ps, pamax, kMaxOa});
+  const unsigned table_max = geo.ds || geo.lpa64 ? kMaxOa : kMaxOa48;
+  return std::min({ps, pamax, table_max});
 }
 
 // The root table address from a TTBR (TTBR0_EL2.BADDR or VTTBR_EL2.BADDR, bits [47:1]; bit 0
@@ -325,13 +381,19 @@ unsigned decode_oa_bits(u64 tcr, const ImplChoices& impl, Translation& t) {
 // below that are RES0; if set, K1.2.5 "Translation table base address alignment" allows them
 // to be treated as zero (what the pseudocode's Align() does, and what the model does) or to
 // corrupt the walk address, so the result is marked unpredictable.
+//
+// With a 52-bit OA size, BADDR[51:48] comes from TTBR bits [5:2] and the base is aligned to at
+// least 64 bytes (a level -1 root of two entries is still 64-byte aligned).
 bool decode_root(u64 ttbr, const WalkParams& p, Translation& t, u64* root) {
-  const u64 baddr = ttbr & mask(kTtbrBaddrHi, kTtbrBaddrLo);
+  const bool baddr52 = p.oa_bits == 52;
+  u64 baddr = ttbr & mask(kTtbrBaddrHi, baddr52 ? 6 : kTtbrBaddrLo);
+  if (baddr52) baddr |= field(ttbr, kTtbrBaddr52Hi, kTtbrBaddr52Lo) << 48;
   if ((baddr >> p.oa_bits) != 0) {
     fault(t, FaultKind::address_size, 0, "TTBR base address above the OA size (PS)");
     return false;
   }
-  const unsigned tsize = p.ia_bits - p.geo.shift(p.start_level) + 3;
+  unsigned tsize = p.ia_bits - p.geo.shift(p.start_level) + 3;
+  if (baddr52) tsize = std::max(tsize, 6u);
   const u64 align_mask = (u64{1} << tsize) - 1;
   if ((baddr & align_mask) != 0)
     choice(t, "TTBR base not aligned to the initial table (K1.2.5): low bits treated as 0");
@@ -343,7 +405,7 @@ bool decode_root(u64 ttbr, const WalkParams& p, Translation& t, u64* root) {
 struct Leaf {
   int level = 0;
   u64 desc = 0;
-  u64 oa = 0;                // output address of the block or page (bits [47:level_shift])
+  u64 oa = 0;                // output address of the block or page (Geometry::address)
   bool ap_table_ro = false;  // stage 1: some APTable[1] on the way was 1
   bool xn_table = false;     // stage 1: some XNTable on the way was 1
 };
@@ -391,8 +453,8 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
     }
     // RWDZFC: with 64KB granules and no 52-bit PA, descriptor bits[15:12] (OA[51:48] under
     // FEAT_LPA) nonzero may or may not give an Address size fault (IMPLEMENTATION DEFINED;
-    // not faulting is deprecated). The model faults.
-    if (geo.gbits == 16 && field(desc, 15, 12) != 0) {
+    // not faulting is deprecated). The model faults. With FEAT_LPA they are address bits.
+    if (geo.gbits == 16 && !geo.lpa64 && field(desc, kLpaOaHi, kLpaOaLo) != 0) {
       fault(t, FaultKind::address_size, level,
             "64KB descriptor bits[15:12] nonzero (IMPLEMENTATION DEFINED, RWDZFC)");
       t.unpredictable = true;
@@ -400,8 +462,9 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
     }
 
     if (kind == DescKind::table) {
-      // D8.3.1.1: the next-level table address is bits [47:granule shift].
-      const u64 next = desc & mask(kAddrTop, geo.gbits);
+      // D8.3.1.1: the next-level table address is bits [47:granule shift] (Geometry::address
+      // for 52-bit addresses).
+      const u64 next = geo.address(desc, geo.gbits);
       if ((next >> p.oa_bits) != 0) {
         // RCVSBH / RBFHQH: a table address above the OA size, at this level.
         fault(t, FaultKind::address_size, level, "next-level table address above the OA size");
@@ -418,9 +481,9 @@ bool walk(const PhysMem& mem, const WalkParams& p, u64 ia, bool stage1_hierarchi
       continue;
     }
 
-    // A block or page (D8.3.1.2): output address bits [47:level_shift]. Lower bits of a block
-    // descriptor's address field are RES0 and ignored here.
-    const u64 oa = desc & mask(kAddrTop, shift);
+    // A block or page (D8.3.1.2): output address bits [47:level_shift] (Geometry::address for
+    // 52-bit addresses). Lower bits of a block descriptor's address field are RES0 and ignored.
+    const u64 oa = geo.address(desc, shift);
     if ((oa >> p.oa_bits) != 0) {
       fault(t, FaultKind::address_size, level, "output address above the OA size");
       return false;
@@ -439,8 +502,9 @@ void fill_leaf(Translation& t, const WalkParams& p, const Leaf& leaf, u64 ia) {
   t.block_size = u64{1} << p.geo.shift(leaf.level);
   t.output_address = leaf.oa | (ia & (t.block_size - 1));
   t.sw = static_cast<u8>(field(leaf.desc, kLeafSwHi, kLeafSwLo));
-  // D8.6.2: SH[1:0] at bits [9:8] of both stage-1 and stage-2 leaves.
-  t.sh = static_cast<arch::Shareability>(field(leaf.desc, kLeafShHi, kLeafShLo));
+  // D8.6.2: SH[1:0] at bits [9:8] of both stage-1 and stage-2 leaves; with DS = 1 those bits
+  // are OA[51:50] and the shareability is TCR/VTCR.SH0's (D8.6.2, "Shareability when ... DS").
+  t.sh = static_cast<arch::Shareability>(p.geo.ds ? p.sh0 : field(leaf.desc, kLeafShHi, kLeafShLo));
   t.contiguous = bit(leaf.desc, kLeafContig);  // bit 52 at both stages
 }
 
@@ -544,7 +608,8 @@ Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64
   t.input_address = va;
   WalkParams p;
   if (!decode_granule(regs.tcr, t, &p.geo)) return t;
-  if (!decode_txsz(regs.tcr, impl, t, &p.ia_bits)) return t;
+  decode_52bit(regs.tcr, impl, &p);
+  if (!decode_txsz(regs.tcr, impl, t, &p.ia_bits, p.geo.ds ? kMinTxsz52 : kMinTxsz)) return t;
 
   // The VA range (RVZZSZ; AArch64.VAIsOutOfRange): with one VA range, any 1 bit between the
   // top of the address and the configured size is a level 0 Translation fault. TCR_EL2.TBI
@@ -561,7 +626,7 @@ Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64
   // level whose table resolves the top bits (AArch64.S1StartLevel:
   // 4 - ceil((iasize - granulebits) / stride)).
   p.start_level = s1_start_level(p.geo, p.ia_bits);
-  p.oa_bits = decode_oa_bits(regs.tcr, impl, t);
+  p.oa_bits = decode_oa_bits(regs.tcr, p.geo, impl, t);
   p.ha = bit(regs.tcr, kTcrHa);
   if (!decode_root(regs.ttbr0, p, t, &p.root)) return t;
 
@@ -604,25 +669,28 @@ Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64
 // ---------------------------------------------------------------------------------------------
 namespace {
 
-// The initial lookup level from VTCR_EL2.SL0 (VTCR_EL2 in D24.2; AArch64.S2StartLevel) and
-// whether the architecture accepts it (AArch64.S2InvalidSL), without FEAT_LPA2/FEAT_TTST:
+// The initial lookup level from VTCR_EL2.SL0 and SL2 (VTCR_EL2 in D24.2;
+// AArch64.S2StartLevel) and whether the architecture accepts it (AArch64.S2InvalidSL), without
+// FEAT_TTST:
 //   4KB:  SL0 0b00 level 2, 0b01 level 1, 0b10 level 0 (reserved if PAMax < 44), 0b11 level 3
-//         only with FEAT_TTST (reserved here).
+//         only with FEAT_TTST (reserved here); with DS = 1, SL2 = 1 and SL0 = 0b00 level -1
+//         (SL2 = 1 with any other SL0 reserved; SL2 is RES0 with DS = 0).
 //   16KB: 0b00 level 3, 0b01 level 2, 0b10 level 1 (reserved if PAMax < 42), 0b11 level 0 only
-//         with VTCR_EL2.DS (FEAT_LPA2; reserved here).
+//         with DS = 1 (FEAT_LPA2), reserved otherwise.
 //   64KB: 0b00 level 3, 0b01 level 2, 0b10 level 1 (reserved if PAMax < 44), 0b11 reserved.
-// Returns -1 for a reserved value.
-int s2_start_level(const Geometry& geo, u64 sl0, unsigned pamax) {
-  if (sl0 == 0b11) return -1;
+// Returns kReservedLevel for a reserved value.
+int s2_start_level(const Geometry& geo, u64 sl0, bool sl2, unsigned pamax) {
   switch (geo.gbits) {
     case 12:
-      if (sl0 == 0b10 && pamax < 44) return -1;
+      if (geo.ds && sl2) return sl0 == 0b00 ? -1 : kReservedLevel;
+      if (sl0 == 0b11 || (sl0 == 0b10 && pamax < 44)) return kReservedLevel;
       return 2 - static_cast<int>(sl0);
     case 14:
-      if (sl0 == 0b10 && pamax < 42) return -1;
+      if (sl0 == 0b11) return geo.ds ? 0 : kReservedLevel;
+      if (sl0 == 0b10 && pamax < 42) return kReservedLevel;
       return 3 - static_cast<int>(sl0);
     default:  // 64KB
-      if (sl0 == 0b10 && pamax < 44) return -1;
+      if (sl0 == 0b11 || (sl0 == 0b10 && pamax < 44)) return kReservedLevel;
       return 3 - static_cast<int>(sl0);
   }
 }
@@ -647,13 +715,15 @@ Translation translate_stage2(const PhysMem& mem, const Stage2Regs& regs, u64 ipa
   t.input_address = ipa;
   WalkParams p;
   if (!decode_granule(regs.vtcr, t, &p.geo)) return t;
-  if (!decode_txsz(regs.vtcr, impl, t, &p.ia_bits)) return t;
+  decode_52bit(regs.vtcr, impl, &p);
+  if (!decode_txsz(regs.vtcr, impl, t, &p.ia_bits, p.geo.ds || p.geo.lpa64 ? kMinTxsz52 : kMinTxsz)) return t;
 
   // RXCHFJ item 2: an SL0 that is reserved, or inconsistent with T0SZ, is a stage 2 level 0
   // Translation fault (AArch64.S2Translate).
   const unsigned pamax = std::clamp(impl.pa_bits, 32u, kMaxOa);
-  p.start_level = s2_start_level(p.geo, field(regs.vtcr, kVtcrSl0Hi, kVtcrSl0Lo), pamax);
-  if (p.start_level < 0) {
+  p.start_level =
+      s2_start_level(p.geo, field(regs.vtcr, kVtcrSl0Hi, kVtcrSl0Lo), bit(regs.vtcr, kVtcrSl2), pamax);
+  if (p.start_level == kReservedLevel) {
     fault(t, FaultKind::translation, 0, "VTCR_EL2.SL0 is a reserved value");
     return t;
   }
@@ -668,7 +738,7 @@ Translation translate_stage2(const PhysMem& mem, const Stage2Regs& regs, u64 ipa
     return t;
   }
 
-  p.oa_bits = decode_oa_bits(regs.vtcr, impl, t);
+  p.oa_bits = decode_oa_bits(regs.vtcr, p.geo, impl, t);
   p.ha = bit(regs.vtcr, kTcrHa);
   if (!decode_root(regs.vttbr, p, t, &p.root)) return t;
 

@@ -124,10 +124,16 @@ struct Stage2Regs {
 /// The CPU's implementation choices the architecture leaves open. The defaults are documented
 /// in docs/reference-mmu.md; results that depend on one are marked `unpredictable`.
 struct ImplChoices {
-  /// AArch64.PAMax(): the implemented PA size (ID_AA64MMFR0_EL1.PARange), at most 48 here.
+  /// AArch64.PAMax(): the implemented PA size (ID_AA64MMFR0_EL1.PARange), at most 52. 52 with
+  /// the 64KB granule is FEAT_LPA: descriptor bits [15:12] are then OA[51:48].
   unsigned pa_bits = 48;
-  /// TxSZ below the minimum (16) or above the maximum (39) is IMPLEMENTATION DEFINED: a level 0
-  /// Translation fault (true), or treated as the nearest limit (false).
+  /// FEAT_LPA2 implemented: TCR_EL2.DS / VTCR_EL2.DS (bit 32) give the 4KB and 16KB granules
+  /// 52-bit addresses (OA[51:50] in descriptor bits [9:8], level -1 with 4KB). Without it DS
+  /// is RES0 and read as 0.
+  bool lpa2 = false;
+  /// TxSZ below the minimum (16, or 12 with 52-bit inputs) or above the maximum (39) is
+  /// IMPLEMENTATION DEFINED: a level 0 Translation fault (true), or treated as the nearest
+  /// limit (false).
   bool txsz_out_of_range_faults = true;
   /// An instruction fetch from Device memory that is not execute-never is CONSTRAINED
   /// UNPREDICTABLE (K1.2.11): a Permission fault (true), or a fetch treated as Normal
