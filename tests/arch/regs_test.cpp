@@ -113,6 +113,39 @@ TEST(Features, FromIdRegisters) {
   EXPECT_FALSE(old.fwb);
 }
 
+// FEAT_LPA2 and FEAT_LPA in ID_AA64MMFR0_EL1 (D24.2): TGran4 0b0001 and TGran16 0b0010 give
+// 4K and 16K 52-bit addresses at stage 1, the stage-2 fields 0b0011 (or 0b0000: as stage 1);
+// 64K has them with a 52-bit PARange (FEAT_LPA).
+TEST(Features, FiftyTwoBitAddressesFromIdRegisters) {
+  // Every 52-bit feature: PARange 52, TGran4 0b0001, TGran16 0b0010, TGran4_2/16_2 0b0011, TGran64 0.
+  const u64 max = Mmfr0PaRange::make(0b0110) | Mmfr0TGran4::make(0b0001) | Mmfr0TGran16::make(0b0010) |
+                  Mmfr0TGran4_2::make(0b0011) | Mmfr0TGran16_2::make(0b0011) | Mmfr0TGran64_2::make(0b0010);
+  const CpuFeatures f = CpuFeatures::from_id_regs(max, 0, 0, 0);
+  EXPECT_EQ(f.pa_bits, 52u);
+  for (Granule g : {Granule::k4K, Granule::k16K, Granule::k64K})
+    for (int stage : {1, 2}) {
+      EXPECT_TRUE(f.supports(g, stage)) << static_cast<int>(g) << " " << stage;
+      EXPECT_TRUE(f.supports_52bit(g, stage)) << static_cast<int>(g) << " " << stage;
+    }
+  // Stage-2 fields 0b0000 follow stage 1.
+  const CpuFeatures as_s1 = CpuFeatures::from_id_regs(
+      Mmfr0PaRange::make(0b0110) | Mmfr0TGran4::make(0b0001) | Mmfr0TGran16::make(0b0010), 0, 0, 0);
+  EXPECT_TRUE(as_s1.supports_52bit(Granule::k4K, 2));
+  EXPECT_TRUE(as_s1.supports_52bit(Granule::k16K, 2));
+  // Stage 2 supported without 52 bits (0b0010) while stage 1 has them.
+  const CpuFeatures s2_48 = CpuFeatures::from_id_regs(Mmfr0TGran4_2::put(max, 0b0010), 0, 0, 0);
+  EXPECT_TRUE(s2_48.supports(Granule::k4K, 2));
+  EXPECT_FALSE(s2_48.supports_52bit(Granule::k4K, 2));
+  EXPECT_TRUE(s2_48.supports_52bit(Granule::k4K, 1));
+  // A 48-bit CPU: 4K and 16K supported, no 52-bit addresses anywhere (64K needs PARange 52).
+  const CpuFeatures cpu48 = CpuFeatures::from_id_regs(Mmfr0PaRange::make(0b0101) | Mmfr0TGran16::make(0b0001), 0, 0, 0);
+  for (Granule g : {Granule::k4K, Granule::k16K, Granule::k64K})
+    for (int stage : {1, 2}) EXPECT_FALSE(cpu48.supports_52bit(g, stage));
+  // Defaults and modern(): none (the builders stop at 48 bits).
+  EXPECT_FALSE(CpuFeatures{}.supports_52bit(Granule::k4K, 2));
+  EXPECT_FALSE(CpuFeatures::modern().supports_52bit(Granule::k4K, 2));
+}
+
 RC_GTEST_PROP(Vttbr, HoldsRootAndVmid, (u64 root, u16 vmid)) {
   const u64 aligned = root & bit_range(47, 12);
   const u64 v = make_vttbr(aligned, vmid);

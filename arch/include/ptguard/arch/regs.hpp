@@ -18,10 +18,12 @@ namespace ptguard::arch {
 // CPU features.
 // ---------------------------------------------------------------------------------------------
 using Mmfr0PaRange = Field<3, 0>;    ///< ID_AA64MMFR0_EL1.PARange
-using Mmfr0TGran16 = Field<23, 20>;  ///< 0b0000 16K not supported (stage 1), 0b0001 supported
+using Mmfr0TGran16 = Field<23, 20>;  ///< 16K at stage 1: 0b0000 no, 0b0001 yes, 0b0010 with 52-bit addresses (FEAT_LPA2)
 using Mmfr0TGran64 = Field<27, 24>;  ///< 0b0000 supported, 0b1111 not
-using Mmfr0TGran4 = Field<31, 28>;   ///< 0b0000 supported, 0b1111 not
-using Mmfr0TGran16_2 = Field<35, 32>;  ///< stage 2: 0b0000 as TGran16, 0b0001 no, 0b0010 yes
+using Mmfr0TGran4 = Field<31, 28>;   ///< 4K at stage 1: 0b0000 yes, 0b0001 with 52-bit addresses (FEAT_LPA2), 0b1111 no
+/// Stage 2 (TGran16_2, TGran64_2, TGran4_2): 0b0000 as the stage-1 field, 0b0001 no, 0b0010
+/// yes, 0b0011 with 52-bit addresses (FEAT_LPA2; 4K and 16K only).
+using Mmfr0TGran16_2 = Field<35, 32>;
 using Mmfr0TGran64_2 = Field<39, 36>;
 using Mmfr0TGran4_2 = Field<43, 40>;
 using Mmfr1Hafdbs = Field<3, 0>;     ///< 0b0001 hardware AF, 0b0010 AF and dirty state
@@ -72,6 +74,11 @@ struct CpuFeatures {
   bool tlbi_range = false;      ///< FEAT_TLBIRANGE: TLBI RIPAS2E1IS, RVAE2IS, RVALE2IS
   bool granule_s1[3] = {true, true, true};  ///< stage-1 support, indexed by Granule
   bool granule_s2[3] = {true, true, true};  ///< stage-2 support, indexed by Granule
+  /// 52-bit addresses with the granule at stage 1 / stage 2, indexed by Granule: FEAT_LPA2 for
+  /// 4K and 16K (TCR_EL2.DS / VTCR_EL2.DS), FEAT_LPA for 64K (a 52-bit PARange). The table
+  /// builders do not use them yet (they stop at 48 bits); the reference MMU does.
+  bool lpa_s1[3] = {false, false, false};
+  bool lpa_s2[3] = {false, false, false};
 
   /// A recent CPU: 48-bit PA, 16-bit VMIDs, hardware access flag, FWB, range TLBIs, every
   /// granule.
@@ -87,6 +94,10 @@ struct CpuFeatures {
 
   [[nodiscard]] constexpr bool supports(Granule g, int stage) const {
     return (stage == 1 ? granule_s1 : granule_s2)[static_cast<unsigned>(g)];
+  }
+  /// Whether the granule can translate 52-bit addresses at that stage (lpa_s1, lpa_s2).
+  [[nodiscard]] constexpr bool supports_52bit(Granule g, int stage) const {
+    return (stage == 1 ? lpa_s1 : lpa_s2)[static_cast<unsigned>(g)];
   }
 
   /// Reads the features from raw ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1,
@@ -112,6 +123,16 @@ struct CpuFeatures {
     f.granule_s2[0] = s2(Mmfr0TGran4_2::get(mmfr0), s1_4k);
     f.granule_s2[1] = s2(Mmfr0TGran16_2::get(mmfr0), s1_16k);
     f.granule_s2[2] = s2(Mmfr0TGran64_2::get(mmfr0), s1_64k);
+    // 52-bit addresses. FEAT_LPA2: TGran4 = 0b0001, TGran16 = 0b0010 at stage 1; the stage-2
+    // fields 0b0011, or 0b0000 (as stage 1). FEAT_LPA (64K): PARange 0b0110, 52 bits.
+    const bool pa52 = f.pa_bits >= 52;
+    f.lpa_s1[0] = Mmfr0TGran4::get(mmfr0) == 0b0001;
+    f.lpa_s1[1] = Mmfr0TGran16::get(mmfr0) == 0b0010;
+    f.lpa_s1[2] = s1_64k && pa52;
+    auto s2_52 = [](u64 field, bool s1) { return field == 0 ? s1 : field == 0b0011; };
+    f.lpa_s2[0] = s2_52(Mmfr0TGran4_2::get(mmfr0), f.lpa_s1[0]);
+    f.lpa_s2[1] = s2_52(Mmfr0TGran16_2::get(mmfr0), f.lpa_s1[1]);
+    f.lpa_s2[2] = f.granule_s2[2] && pa52;
     return f;
   }
 };
