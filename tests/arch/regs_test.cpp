@@ -141,6 +141,13 @@ TEST(Features, FiftyTwoBitAddressesFromIdRegisters) {
   const CpuFeatures cpu48 = CpuFeatures::from_id_regs(Mmfr0PaRange::make(0b0101) | Mmfr0TGran16::make(0b0001), 0, 0, 0);
   for (Granule g : {Granule::k4K, Granule::k16K, Granule::k64K})
     for (int stage : {1, 2}) EXPECT_FALSE(cpu48.supports_52bit(g, stage));
+  // What Debian's QEMU 7.2 reports for -cpu max (the EL2 image prints it: "cpu mmfr0
+  // 0x32310201126"): PARange 52, TGran4 0b0001, TGran16 0b0010, TGran4_2 and TGran16_2 0b0011,
+  // TGran64_2 0b0010: FEAT_LPA2 and FEAT_LPA with every granule at both stages.
+  const CpuFeatures qemu = CpuFeatures::from_id_regs(0x32310201126ull, 0, 0, 0);
+  EXPECT_EQ(qemu.pa_bits, 52u);
+  for (Granule g : {Granule::k4K, Granule::k16K, Granule::k64K})
+    for (int stage : {1, 2}) EXPECT_TRUE(qemu.supports_52bit(g, stage));
   // Defaults and modern(): none (the builders stop at 48 bits).
   EXPECT_FALSE(CpuFeatures{}.supports_52bit(Granule::k4K, 2));
   EXPECT_FALSE(CpuFeatures::modern().supports_52bit(Granule::k4K, 2));
