@@ -188,3 +188,15 @@ TEST(MemAttr, MairBytesDecode) {
 }
 
 }  // namespace
+
+// 52-bit addresses take descriptor bits of valid entries: FEAT_LPA2 (DS = 1) bits [49:48] and
+// [9:8] (OA[51:50], in place of SH), FEAT_LPA with 64K bits [15:12] (OA[51:48]). ptguard's
+// software bits (58:55) must stay clear of them. Annotations live in invalid entries, whose
+// bits [63:1] the MMU ignores whatever the address size (D8.3.1), so their layout is not
+// affected; the owner field (47:16) is an id, not an address.
+TEST(Descriptor, FiftyTwoBitAddressBitsLeaveTheSoftwareBitsAlone) {
+  const u64 lpa2 = bit_range(49, 48) | bit_range(9, 8);
+  const u64 lpa = bit_range(15, 12);
+  EXPECT_EQ(DescSw::kMask & (lpa2 | lpa), 0u);
+  EXPECT_EQ(DescSw::kMask, bit_range(58, 55));
+}
