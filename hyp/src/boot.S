@@ -103,14 +103,7 @@ hyp_enter_host:
   isb
   eret
 
-// u64 hyp_smc(u64 x0, u64 x1, u64 x2, u64 x3): an SMC to the firmware (QEMU's PSCI), result
-// in x0. SMCCC lets the callee change x4-x17: they are caller-saved in the AAPCS64 already.
-  .global hyp_smc
-hyp_smc:
-  smc #0
-  ret
-
-// el2_mmu_switch, semihost_write0 and semihost_exit: el2_common.S.
+// hyp_smc, el2_mmu_switch, semihost_write0 and semihost_exit: el2_common.S.
 
 // A synchronous exception from the host (EL1 or EL0, AArch64): save x0..x30 on this CPU's EL2
 // stack, let hyp_host_trap (main.cpp) handle it (it may change the saved registers, ELR_EL2 and

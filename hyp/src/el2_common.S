@@ -1,7 +1,7 @@
 // EL2 routines that ptguard's hypervisor (hyp/src/boot.S) and the EL2 test image
-// (tests/el2/image/boot.S) both need: the MMU switch and semihosting. Arm ARM DDI 0487K.a, D24.2
-// (SCTLR_EL2, TCR_EL2, MAIR_EL2, TTBR0_EL2), C5.5 (TLBI ALLE2); the Arm semihosting
-// specification (HLT #0xF000 on AArch64; SYS_WRITE0 = 0x04, SYS_EXIT = 0x18).
+// (tests/el2/image/boot.S) both need: the MMU switch, the SMC to the firmware and semihosting.
+// Arm ARM DDI 0487K.a, D24.2 (SCTLR_EL2, TCR_EL2, MAIR_EL2, TTBR0_EL2), C5.5 (TLBI ALLE2); the
+// Arm semihosting specification (HLT #0xF000 on AArch64; SYS_WRITE0 = 0x04, SYS_EXIT = 0x18).
   .text
 
 // void el2_mmu_switch(u64 tcr, u64 mair, u64 ttbr0, u64 sctlr): from identity-mapped code, stage
@@ -22,6 +22,15 @@ el2_mmu_switch:
   isb
   msr sctlr_el2, x3
   isb
+  ret
+
+// u64 hyp_smc(u64 x0, u64 x1, u64 x2, u64 x3): an SMC to the firmware (QEMU's PSCI), result
+// in x0 (C6.2 SMC; SMC Calling Convention, Arm DEN 0028). SMCCC lets the callee change
+// x4-x17: they are caller-saved in the AAPCS64 already. The hypervisor relays the host's PSCI
+// calls with it; the test image starts its secondary CPUs with it (PSCI CPU_ON).
+  .global hyp_smc
+hyp_smc:
+  smc #0
   ret
 
 // void el2_clear_bss(void): zeroes [__bss_start, __bss_end) (both 8-byte aligned by the linker

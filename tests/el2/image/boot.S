@@ -26,8 +26,63 @@ not_el2:
   mov x0, #1
   bl semihost_exit
 
-// semihost_exit and el2_mmu_switch: hyp/src/el2_common.S, shared with ptguard's hypervisor.
+// semihost_exit, el2_mmu_switch and hyp_smc: hyp/src/el2_common.S, shared with ptguard's
+// hypervisor.
   .text
+
+// struct SmpBoot (main.cpp): what a secondary CPU reads with its MMU (and so its data cache)
+// off, cleaned to the point of coherency by CPU 0 before PSCI CPU_ON.
+#define SMP_TCR 0
+#define SMP_MAIR 8
+#define SMP_TTBR0 16
+#define SMP_SCTLR 24
+// Each secondary CPU's EL2 stack (main.cpp kSmpCpus slots; slot 0, CPU 0's, is unused: CPU 0
+// runs on __stack_top).
+#define SMP_STACK_SIZE 0x8000
+#define SMP_CPUS 4
+// SCTLR_EL2 with the MMU and caches off, little-endian, no alignment checks: the RES1 bits 29,
+// 28, 23, 22, 18, 16, 11, 5, 4 (D24.2 SCTLR_EL2, E2H == 0). EE resets to an IMPLEMENTATION
+// DEFINED value: set it before the first memory access, as hyp/src/boot.S does.
+#define SCTLR_EL2_MMU_OFF 0x30c50830
+
+// A secondary CPU, started by CPU 0 with PSCI CPU_ON (main.cpp smp_phase): at EL2 with the
+// MMU off, x0 = the context id, its index 1..3. It switches to CPU 0's stage-1 tables before
+// it touches memory through the cache (el2_mmu_switch is a leaf that needs no stack), then
+// takes its own stack and calls el2_secondary_main(index), which does not return.
+  .global el2_secondary_entry
+el2_secondary_entry:
+  ldr x1, =SCTLR_EL2_MMU_OFF
+  msr sctlr_el2, x1
+  isb
+  cmp x0, #SMP_CPUS
+  b.hs el2_park
+  cbz x0, el2_park
+  mov x19, x0
+  adr x1, el2_vectors
+  msr vbar_el2, x1
+  isb
+  adrp x9, el2_smp_boot
+  add x9, x9, :lo12:el2_smp_boot
+  ldr x0, [x9, #SMP_TCR]
+  ldr x1, [x9, #SMP_MAIR]
+  ldr x2, [x9, #SMP_TTBR0]
+  ldr x3, [x9, #SMP_SCTLR]
+  bl el2_mmu_switch
+  adrp x1, el2_cpu_stacks
+  add x1, x1, :lo12:el2_cpu_stacks
+  add x2, x19, #1
+  mov x3, #SMP_STACK_SIZE
+  madd x1, x2, x3, x1   // the top of slot x19
+  mov sp, x1
+  mov x0, x19
+  bl el2_secondary_main
+  // [[noreturn]] void el2_park(): a CPU with nothing more to do, forever (it never takes an
+  // interrupt: PSTATE.DAIF masks them all).
+  .global el2_park
+el2_park:
+  msr daifset, #0xf
+1:wfe
+  b 1b
 
 // u64 hyp_probe_read(u64 va, u64* out) / u64 hyp_probe_write(u64 va, u64 value): one access
 // at EL2 that may fault; 0 if it completed, 1 if it faulted (the vector records ESR_EL2 and
@@ -202,3 +257,5 @@ el2_vectors:
 el2_saved_sp: .skip 8
   .global probe_syndrome
 probe_syndrome: .skip 16
+  .balign 16
+el2_cpu_stacks: .skip SMP_STACK_SIZE * SMP_CPUS

@@ -12,10 +12,21 @@
 // hypervisor loads their registers, enters one with ERET, and the stub reports with HVC #1.
 // The host's stage-2 faults go to MemProtect::host_handle_fault, which maps host memory
 // lazily; a fault it refuses is a forbidden access, reported as such.
+//
+// Then the SMP phase (docs/concurrency.md, "Tests"), on the machine of the last run, after its
+// scenario: CPU 0 starts CPUs 1-3 with PSCI CPU_ON (however many the board has: with -smp 1
+// it runs alone), each switches to the same EL2 stage-1 tables, and all of them, released
+// together, run kSmpRounds host stubs that call the ownership layer directly on one shared,
+// overlapping range of pages (host faults, share/unshare with the hypervisor, pin + access +
+// unpin, donate to the hypervisor and back). Refusals the layer documents (EPERM, EBUSY,
+// EAGAIN, ENOENT) are counted; any other error, or a pinned page that the hypervisor cannot
+// write and read back, is a failure. CPU 0 then runs the invariant checker and prints one
+// `smp:` line per CPU and `smp: invariants hold`; any failure makes the exit status 1.
 #include <utility>
 
 #include "ptguard/arch/aarch64/insn.hpp"
 #include "ptguard/arch/regs.hpp"
+#include "ptguard/hyp/psci.hpp"
 #include "ptguard/ownership/mem_protect.hpp"
 #include "ptguard/pgtable/el2_platform.hpp"
 #include "../scenario.hpp"
@@ -38,6 +49,9 @@ void el2_mmu_switch(u64 tcr, u64 mair, u64 ttbr0, u64 sctlr);
 u64 hyp_probe_read(u64 va, u64* out);
 u64 hyp_probe_write(u64 va, u64 value);
 u64 el1_run(El1Frame* f);
+u64 hyp_smc(u64 x0, u64 x1, u64 x2, u64 x3);
+void el2_secondary_entry();
+[[noreturn]] void el2_park();
 extern u64 probe_syndrome[2];
 extern char __image_start[], __text_end[], __rodata_end[], __image_end[];
 }
@@ -111,7 +125,111 @@ Run g_run;
 El1Frame g_frame;
 unsigned g_checks = 0, g_failed = 0;
 
+// ---- the SMP phase ------------------------------------------------------------------------------
+// What is safe to call from several CPUs at once: every transition (MemProtect takes its own
+// locks) over an El2Platform whose page pool has a lock of its own. Its fixmap is one slot,
+// safe only under the hypervisor lock: the scrubbing transitions (reclaim_guest*,
+// host_force_reclaim) use it so, but cache_op() also borrows it for memory outside the linear
+// range, which a guest table without FEAT_S2FWB does under the guest lock alone. The stubs
+// here do host <-> hypervisor transitions only (the host's stage 2 does no cache maintenance,
+// the hypervisor's stage 1 none either), so the fixmap is never used by this phase.
+constexpr unsigned kSmpCpus = 4;        ///< boot.S SMP_CPUS: one stack slot each
+/// Host stubs per CPU. A contended lock hand-over costs milliseconds under TCG: 4 x 300 take
+/// about 12 s on a busy 2-core host, in either TCG mode.
+constexpr unsigned kSmpRounds = 300;
+constexpr u64 kSmpBase = 0x4300'0000;   ///< host memory no step of the scenario touches
+constexpr unsigned kSmpPages = 16;      ///< pages (of the run's granule) every CPU works on
+static_assert(kSmpBase >= host_page(64) && kSmpBase + kSmpPages * 0x1'0000 <= kMemory + kMemorySize);
+
+/// One CPU's outcomes, on a cache line of its own (only that CPU writes it, until it is done).
+struct alignas(64) SmpCounts {
+  u64 ops = 0, ok = 0, eperm = 0, ebusy = 0, eagain = 0, enoent = 0, accesses = 0, other = 0;
+  const char* first_other = nullptr;  ///< what went wrong first (a stub's name)
+  Error first_error = Error::einval;
+};
+
+/// The machine the phase runs on (the last run's): its stub and its checker.
+struct SmpMachine {
+  void (*stub)(unsigned cpu, u64 r, SmpCounts& c) = nullptr;
+  bool (*check)(Line& l) = nullptr;
+};
+SmpMachine g_smp;
+SmpCounts g_smp_counts[kSmpCpus];
+u32 g_smp_arrived = 0, g_smp_go = 0, g_smp_done = 0;  // __atomic only
+
+/// xorshift64 (Marsaglia): each CPU's own deterministic sequence.
+u64 xorshift(u64& x) {
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return x;
+}
+
+void smp_count(SmpCounts& c, const Status& st, const char* what) {
+  ++c.ops;
+  if (st) {
+    ++c.ok;
+    return;
+  }
+  switch (st.error()) {
+    case Error::eperm: ++c.eperm; return;
+    case Error::ebusy: ++c.ebusy; return;
+    case Error::eagain: ++c.eagain; return;
+    case Error::enoent: ++c.enoent; return;
+    default: break;
+  }
+  if (c.other++ == 0) {
+    c.first_other = what;
+    c.first_error = st.error();
+  }
+}
+
+/// The rounds of one CPU, released by g_smp_go.
+void smp_run(unsigned cpu) {
+  u64 x = 0x9e37'79b9'7f4a'7c15ull * (cpu + 1);
+  SmpCounts& c = g_smp_counts[cpu];
+  for (unsigned i = 0; i < kSmpRounds; ++i) g_smp.stub(cpu, xorshift(x), c);
+}
+
+/// The physical counter (CNTPCT_EL0, D12.1), for the phase's time limits.
+u64 now_ticks() {
+  a64::isb();
+  return PTGUARD_MRS("cntpct_el0");
+}
+/// Waits until *v reaches `want` or `seconds` pass; whether it did.
+bool wait_for(const u32* v, u32 want, u64 seconds) {
+  const u64 end = now_ticks() + seconds * PTGUARD_MRS("cntfrq_el0");
+  while (__atomic_load_n(v, __ATOMIC_ACQUIRE) < want) {
+    if (now_ticks() > end) return false;
+    pgtable::cpu_relax();
+  }
+  return true;
+}
+
 }  // namespace
+
+/// What a secondary CPU reads with its MMU off (boot.S SMP_*): one cache line, cleaned to the
+/// point of coherency by CPU 0 before CPU_ON (the secondary's reads bypass the cache).
+struct alignas(64) SmpBoot {
+  u64 tcr, mair, ttbr0, sctlr;  // el2_mmu_switch's arguments, CPU 0's values
+  u64 vtcr, vttbr;              // the host's stage 2 (TLBI IPAS2E1IS acts on VTTBR_EL2's VMID)
+};
+static_assert(sizeof(SmpBoot) == 64);
+extern "C" {
+SmpBoot el2_smp_boot;
+}
+
+/// A secondary CPU once its MMU is on and it has its stack (boot.S el2_secondary_entry).
+extern "C" [[noreturn]] void el2_secondary_main(u64 cpu) {
+  PTGUARD_MSR("vtcr_el2", el2_smp_boot.vtcr);
+  PTGUARD_MSR("vttbr_el2", el2_smp_boot.vttbr);
+  a64::isb();
+  __atomic_fetch_add(&g_smp_arrived, 1, __ATOMIC_ACQ_REL);
+  while (__atomic_load_n(&g_smp_go, __ATOMIC_ACQUIRE) == 0) pgtable::cpu_relax();
+  smp_run(static_cast<unsigned>(cpu));
+  __atomic_fetch_add(&g_smp_done, 1, __ATOMIC_RELEASE);
+  el2_park();
+}
 
 extern "C" [[noreturn]] void el2_panic(u64 esr, u64 elr, u64 far) {
   Line l;
@@ -246,6 +364,49 @@ struct Hyp {
     return o;
   }
 
+  // ---- the SMP phase's host stub and checker (g_smp) ----
+
+  /// One host stub: an ownership-layer call chosen by `r` on 1-4 pages of the shared range.
+  /// Several CPUs run these at once on the same pages; the layer's locks serialise them.
+  static void smp_stub(unsigned cpu, u64 r, SmpCounts& c) {
+    const u64 k = (r >> 8) % kSmpPages;
+    u64 n = 1 + (r >> 16) % 4;
+    if (k + n > kSmpPages) n = kSmpPages - k;
+    const u64 pa = kSmpBase + k * kPage;
+    switch (r % 7) {
+      case 0:
+      case 1: return smp_count(c, mp.host_handle_fault(pa + ((r >> 24) % kPage & ~u64{7})), "host_handle_fault");
+      case 2: return smp_count(c, mp.host_share_hyp(pa, n), "host_share_hyp");
+      case 3: return smp_count(c, mp.host_unshare_hyp(pa, n), "host_unshare_hyp");
+      case 4: {
+        const Status st = mp.hyp_pin_shared(pa, 1);
+        smp_count(c, st, "hyp_pin_shared");
+        if (!st) return;
+        // Pinned, the page stays shared and mapped at EL2 until this CPU unpins it (a stub
+        // unpins only the pin it took): the hypervisor's write and read through its mapping
+        // must work, on a word of this CPU's own. A fault would be el2_panic's (exit 1).
+        volatile u64* const w = reinterpret_cast<volatile u64*>(mp.hyp_va(pa) + cpu * 8);
+        *w = r;
+        ++c.accesses;
+        if (*w != r) smp_count(c, fail(Error::eexist), "pinned page read back");
+        return smp_count(c, mp.hyp_unpin_shared(pa, 1), "hyp_unpin_shared");
+      }
+      case 5: return smp_count(c, mp.host_donate_hyp(pa, n), "host_donate_hyp");
+      default: return smp_count(c, mp.hyp_donate_host(pa, n), "hyp_donate_host");
+    }
+  }
+
+  /// The invariant checker (it takes every lock) once the CPUs are done.
+  static bool smp_check(Line& l) {
+    typename MP::Violation v{};
+    if (mp.check_invariants(scratch, &v)) {
+      l.str("smp: invariants hold");
+      return true;
+    }
+    l.str("smp: invariants BROKEN: ").str(v.what).str(" at pa ").hex(v.pa);
+    return false;
+  }
+
   static void fail_setup(const char* what, const Status& st) {
     Line l;
     l.str("setup ").str(kRun.name).str(": ").str(what).str(": ").str(st ? "ok" : name(st.error()));
@@ -335,6 +496,12 @@ struct Hyp {
       ++g_failed;
     }
     println(inv);
+
+    // The SMP phase runs on this machine if no later run replaces it: its stubs, and the
+    // registers a secondary CPU needs to use the same tables.
+    g_smp = SmpMachine{&smp_stub, &smp_check};
+    const u64 ttbr0 = arch::make_ttbr0_el2(mp.hyp_table().root_pa());
+    el2_smp_boot = SmpBoot{s1.tcr, s1.mair, ttbr0, kSctlrEl2, s2.vtcr, host_vttbr};
   }
 };
 
@@ -354,6 +521,70 @@ void run_variants(const arch::CpuFeatures& cpu, bool have_ttl, std::integer_sequ
   (run_variant<V>(cpu, have_ttl), ...);
 }
 
+/// The SMP phase (see the top of the file); whether it passed. CPU 0, after the scenario.
+bool smp_phase() {
+  namespace psci = hyp::psci;
+  if (g_smp.stub == nullptr) {
+    puts("smp: FAILED: no run was set up\n");
+    return false;
+  }
+  // The secondaries read el2_smp_boot with their data cache off.
+  a64::dc_cvac_range(reinterpret_cast<u64>(&el2_smp_boot), sizeof el2_smp_boot);
+  // CPU_ON (PSCI, Arm DEN 0022, 5.1.4: x1 the target's MPIDR, x2 its entry point, x3 the
+  // context id it gets in x0) over SMC, QEMU's conduit with virtualization=on. QEMU's virt
+  // board gives CPU i the affinity Aff0 = i (up to 8 CPUs); INVALID_PARAMETERS means the
+  // board has no such CPU (-smp 1): the phase runs on the CPUs it has.
+  unsigned cpus = 1;
+  for (; cpus < kSmpCpus; ++cpus) {
+    const u64 entry = reinterpret_cast<u64>(&el2_secondary_entry);
+    const ptguard::i64 r = static_cast<ptguard::i64>(hyp_smc(psci::kCpuOn64, cpus, entry, cpus));
+    if (r == psci::kInvalidParams) break;
+    if (r != psci::kSuccess) {
+      Line l;
+      l.str("smp: FAILED: PSCI CPU_ON of cpu ").dec(cpus).str(" returned ").hex(static_cast<u64>(r));
+      println(l);
+      return false;
+    }
+  }
+  Line l;
+  l.str("smp: cpus ").dec(cpus).str(" rounds ").dec(kSmpRounds).str(" pages ").dec(kSmpPages);
+  println(l);
+  if (!wait_for(&g_smp_arrived, cpus - 1, 10)) {
+    Line f;
+    f.str("smp: FAILED: ").dec(__atomic_load_n(&g_smp_arrived, __ATOMIC_ACQUIRE)).str(" of ").dec(cpus - 1);
+    println(f.str(" secondary CPUs arrived in 10 s"));
+    return false;
+  }
+  const u64 t0 = now_ticks();
+  __atomic_store_n(&g_smp_go, 1, __ATOMIC_RELEASE);
+  smp_run(0);
+  if (!wait_for(&g_smp_done, cpus - 1, 60)) {
+    Line f;
+    f.str("smp: FAILED: ").dec(__atomic_load_n(&g_smp_done, __ATOMIC_ACQUIRE)).str(" of ").dec(cpus - 1);
+    println(f.str(" secondary CPUs finished in 60 s"));
+    return false;
+  }
+  const u64 ms = (now_ticks() - t0) * 1000 / PTGUARD_MRS("cntfrq_el0");
+  bool ok = true;
+  for (unsigned i = 0; i < cpus; ++i) {
+    const SmpCounts& c = g_smp_counts[i];
+    Line p;
+    p.str("smp: cpu ").dec(i).str(" ops ").dec(c.ops).str(" ok ").dec(c.ok).str(" eperm ").dec(c.eperm);
+    p.str(" ebusy ").dec(c.ebusy).str(" eagain ").dec(c.eagain).str(" enoent ").dec(c.enoent);
+    p.str(" accesses ").dec(c.accesses).str(" other ").dec(c.other);
+    if (c.other != 0) p.str(" (first: ").str(c.first_other).str(" ").str(name(c.first_error)).str(")");
+    println(p);
+    if (c.other != 0 || c.ops < kSmpRounds) ok = false;
+  }
+  Line inv;
+  if (!g_smp.check(inv)) ok = false;
+  println(inv);
+  Line t;
+  t.str("smp: ").str(ok ? "passed" : "FAILED").str(" in ").dec(ms).str(" ms");
+  println(t);
+  return ok;
+}
+
 }  // namespace
 
 extern "C" void el2_main() {
@@ -371,5 +602,6 @@ extern "C" void el2_main() {
   Line s;
   s.str("summary ").dec(g_checks).str(" checks, ").dec(g_failed).str(" failed");
   println(s);
-  semihost_exit(g_failed == 0 ? 0 : 1);
+  const bool smp_ok = smp_phase();
+  semihost_exit(g_failed == 0 && smp_ok ? 0 : 1);
 }
