@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "env.hpp"
 
 namespace ptguard::test {
@@ -423,6 +425,60 @@ TYPED_TEST(Ops, SetOwnerOverMappingsAndOverPartOfABlock) {
   // Owner 0 with no state is the empty entry: the same as unmap.
   ASSERT_TRUE(t.set_owner(ipa + pg, pg, 0, 0, e.mc));
   EXPECT_EQ(t.lookup(ipa + pg)->entry, 0u);
+}
+
+// map() of one page whose last-level table and Prot the call before left (the inline case:
+// no general path) must do exactly what the general path does: the same entries as one map()
+// of the whole range, one store, one DSB ISHST and no TLBI per page, every refusal the same,
+// cache maintenance where the table needs it, and the table's count of live entries kept.
+TYPED_TEST(Ops, OnePageMapsAfterTheFirstMatchTheGeneralPath) {
+  auto& e = this->env;
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  constexpr u64 kN = 24;
+  for (const bool fwb : {true, false}) {
+    SCOPED_TRACE(fwb ? "FWB" : "no FWB");
+    CpuFeatures cpu = CpuFeatures::modern();
+    cpu.fwb = fwb;
+    e.fill();
+    auto t = e.stage2(40, cpu);
+    auto ref = e.stage2(40, cpu, {}, 2);
+    // Pages [0, 8) read-write, [8, kN) read-only: the Prot changes once on the way.
+    ASSERT_TRUE(ref.map(ipa, 8 * pg, pa, kRW, e.mc));
+    ASSERT_TRUE(ref.map(ipa + 8 * pg, (kN - 8) * pg, pa + 8 * pg, kRO, e.mc));
+    for (u64 i = 0; i < kN; ++i) {
+      const auto mark = e.plat->log().mark();
+      ASSERT_TRUE(t.map(ipa + i * pg, pg, pa + i * pg, i < 8 ? kRW : kRO, e.mc)) << i;
+      if (i == 0) continue;  // the first builds the tables
+      const sim::EventView ev = e.plat->log().since(mark);
+      EXPECT_EQ(writes(ev), 1u) << i;
+      EXPECT_EQ(ev.count(sim::EventKind::barrier), 1u) << i;
+      EXPECT_EQ(ev.count(Barrier::dsb_ishst), 1u) << i;
+      EXPECT_EQ(ev.count(sim::EventKind::tlbi), 0u) << i;
+      // Without FWB, cacheable memory is cleaned to the point of coherency before it is mapped.
+      EXPECT_EQ(ev.count(CacheOp::dc_civac), fwb ? 0u : 1u) << i;
+    }
+    for (u64 i = 0; i < kN + 1; ++i) EXPECT_EQ(t.lookup(ipa + i * pg)->entry, ref.lookup(ipa + i * pg)->entry) << i;
+    // Refusals right after a page went in (table and Prot remembered), nothing written.
+    const auto before = e.snapshot(t);
+    const auto mark = e.plat->log().mark();
+    const u64 next = ipa + kN * pg;
+    EXPECT_TRUE(t.map(ipa + 3 * pg, pg, pa + 3 * pg, kRW, e.mc)) << "the same translation again";
+    EXPECT_EQ(t.map(ipa + 3 * pg, pg, pa + 9 * pg, kRW, e.mc).error(), Error::eexist);
+    EXPECT_EQ(t.map(next + 8, pg, pa, kRO, e.mc).error(), Error::einval);
+    EXPECT_EQ(t.map(next, pg, pa + 8, kRO, e.mc).error(), Error::einval);
+    EXPECT_EQ(t.map(next, pg, u64{1} << t.pa_bits(), kRO, e.mc).error(), Error::erange);
+    EXPECT_EQ(t.map(next, pg, ~u64{0} & ~(pg - 1), kRO, e.mc).error(), Error::einval) << "a wrapping output range";
+    EXPECT_EQ(t.map(u64{1} << t.ia_bits(), pg, pa, kRO, e.mc).error(), Error::erange);
+    EXPECT_EQ(t.map(next, pg, pa, Prot{kPermRWX, MemType::device_ngnre, 0}, e.mc).error(), Error::einval);
+    EXPECT_EQ(writes(e.plat->log().since(mark)), 0u);
+    EXPECT_EQ(e.snapshot(t), before);
+    // Every page counted in its table: unmapping them one by one frees every table below the
+    // root with the last one, and not before (a violation otherwise).
+    for (u64 i = 0; i < kN; ++i) ASSERT_TRUE(t.unmap(ipa + i * pg, pg, e.mc)) << i;
+    EXPECT_EQ(e.snapshot(t).size(), t.root_pages());
+    EXPECT_THAT(e.plat->violations(), IsEmpty());
+  }
 }
 
 // ---- relax_perms, wrprotect, young ---------------------------------------------------------
