@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "env.hpp"
 
@@ -484,6 +486,68 @@ TYPED_TEST(Ops, OnePageMapsAfterTheFirstMatchTheGeneralPath) {
     }
     EXPECT_EQ(e.snapshot(t).size(), t.root_pages());
     EXPECT_THAT(e.plat->violations(), IsEmpty());
+  }
+}
+
+// wrprotect over a last-level table whose entries are all writable pages (every entry changes:
+// stored without a test per entry) must match the entry-by-entry loop: the same entries and
+// the same invalidations, with and without FEAT_TLBIRANGE and with TlbPolicy::defer. The
+// reference table has one read-only page in the middle of the range, so every other entry is
+// the same, the invalidation covers the same run, and its loop is the general one.
+TYPED_TEST(Ops, WrprotectOfAWholeTableOfPagesMatchesTheEntryByEntryPath) {
+  auto& e = this->env;
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, l2 = this->kL2, pg = this->kPage;
+  const u64 per_table = l2 / pg;
+  // Maintenance events as comparable tuples: kind, operation, address, level, range fields.
+  auto maintenance = [](const sim::EventView& ev) {
+    std::vector<std::tuple<int, int, int, u64, int, int, int>> out;
+    for (const sim::Event& x : ev) {
+      if (x.kind == sim::EventKind::tlbi || x.kind == sim::EventKind::barrier)
+        out.emplace_back(static_cast<int>(x.kind), static_cast<int>(x.tlbi_op), static_cast<int>(x.barrier_op), x.addr,
+                         x.level, x.tlbi_scale, x.tlbi_num);
+    }
+    return out;
+  };
+  TableOptions pages;
+  pages.force_page = ForcePagePolicy{&force_pages_always, nullptr};
+  for (const bool range : {true, false}) {
+    for (const TlbPolicy policy : {TlbPolicy::invalidate, TlbPolicy::defer}) {
+      SCOPED_TRACE(std::string(range ? "TLBI range" : "no TLBI range") +
+                   (policy == TlbPolicy::defer ? ", deferred" : ""));
+      CpuFeatures cpu = CpuFeatures::modern();
+      cpu.tlbi_range = range;
+      e.fill();
+      auto t = e.stage2(40, cpu, pages);
+      auto ref = e.stage2(40, cpu, pages);
+      // Two last-level tables of pages, and the range from the first's middle (a run of more
+      // than 16) to the second's end.
+      ASSERT_TRUE(t.map(ipa, 2 * l2, pa, Prot{kPermRWX, MemType::normal_wb, 0b01}, e.mc));
+      ASSERT_TRUE(ref.map(ipa, 2 * l2, pa, Prot{kPermRWX, MemType::normal_wb, 0b01}, e.mc));
+      const u64 mid = ipa + l2 + (per_table / 2) * pg;
+      ASSERT_TRUE(ref.wrprotect(mid, pg, e.mc));
+      const u64 from = ipa + (per_table / 4) * pg;
+      auto mark = e.plat->log().mark();
+      ASSERT_TRUE(t.wrprotect(from, ipa + 2 * l2 - from, e.mc, policy));
+      const sim::EventView tv = e.plat->log().since(mark);
+      mark = e.plat->log().mark();
+      ASSERT_TRUE(ref.wrprotect(from, ipa + 2 * l2 - from, e.mc, policy));
+      const sim::EventView rv = e.plat->log().since(mark);
+      EXPECT_EQ(maintenance(tv), maintenance(rv));
+      EXPECT_EQ(writes(tv), writes(rv) + 1) << "the reference's middle page was read-only already";
+      EXPECT_EQ(writes(tv), (ipa + 2 * l2 - from) / pg);
+      for (u64 a = ipa; a < ipa + 2 * l2; a += pg) {
+        const Leaf l = *t.lookup(a);
+        ASSERT_EQ(l.entry, ref.lookup(a)->entry) << std::hex << a;
+        ASSERT_EQ(S2ApWrite::get(l.entry) != 0, a < from) << std::hex << a;
+      }
+      if (policy == TlbPolicy::defer) {
+        EXPECT_EQ(tv.count(sim::EventKind::tlbi), 0u);
+      } else {
+        EXPECT_GE(tv.count(sim::EventKind::tlbi), 1u);
+      }
+      EXPECT_THAT(e.plat->violations(), IsEmpty());
+    }
   }
 }
 

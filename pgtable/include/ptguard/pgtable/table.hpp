@@ -917,6 +917,29 @@ class Table {
             // clearing XN[0] turns 0b11 (EL1 may execute) into 0b10 (neither may; D8.4.2).
             const bool reduces = (m & Regime::kPermMask) != 0;
             constexpr u32 kKeep = kMaxTlbiOps;
+            // A run where every entry is a valid page (0b11 at the last level, Arm ARM D8.3.1)
+            // holding every bit to clear (a page-mapped range write-protected whole): every
+            // entry changes, so the loop below would store each one and queue one run from the
+            // first to the last. Found read-only first (the AND of all the entries has the
+            // bits), then stored without a test per entry. Only for runs longer than kKeep,
+            // whose invalidation does not depend on the addresses kept (one range, or with
+            // more than kKeep leaves and no FEAT_TLBIRANGE, the whole VMID), as below.
+            if (n > kKeep && (m & 0b11) == 0) {
+              u64 all = ~u64{0};
+              for (u64 j = 0; j < n; ++j) all &= e[j];
+              if ((all & (m | 0b11)) == (m | 0b11)) {
+                for (u64 j = 0; j < n; ++j) plat.write_desc(e + j, e[j] & ~m);
+                wrote = true;
+                if (reduces) {
+                  if (t->tlbi_range_) {
+                    t->queue_range(*s, addr, n * kPg, arch::kLastLevel, true);
+                  } else if (s->policy != TlbPolicy::defer) {
+                    s->tlbi_all = true;
+                  }
+                }
+                return {};
+              }
+            }
             u64 changed_at[kKeep];
             u32 changed = 0;
             u64 first = 0, last = 0;
