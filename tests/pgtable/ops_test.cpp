@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include "env.hpp"
 
 namespace ptguard::test {
@@ -423,6 +427,128 @@ TYPED_TEST(Ops, SetOwnerOverMappingsAndOverPartOfABlock) {
   // Owner 0 with no state is the empty entry: the same as unmap.
   ASSERT_TRUE(t.set_owner(ipa + pg, pg, 0, 0, e.mc));
   EXPECT_EQ(t.lookup(ipa + pg)->entry, 0u);
+}
+
+// map() of one page whose last-level table and Prot the call before left (the inline case:
+// no general path) must do exactly what the general path does: the same entries as one map()
+// of the whole range, one store, one DSB ISHST and no TLBI per page, every refusal the same,
+// cache maintenance where the table needs it, and the table's count of live entries kept.
+TYPED_TEST(Ops, OnePageMapsAfterTheFirstMatchTheGeneralPath) {
+  auto& e = this->env;
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  constexpr u64 kN = 24;
+  for (const bool fwb : {true, false}) {
+    SCOPED_TRACE(fwb ? "FWB" : "no FWB");
+    CpuFeatures cpu = CpuFeatures::modern();
+    cpu.fwb = fwb;
+    e.fill();
+    auto t = e.stage2(40, cpu);
+    auto ref = e.stage2(40, cpu, {}, 2);
+    // Pages [0, 8) read-write, [8, kN) read-only: the Prot changes once on the way.
+    ASSERT_TRUE(ref.map(ipa, 8 * pg, pa, kRW, e.mc));
+    ASSERT_TRUE(ref.map(ipa + 8 * pg, (kN - 8) * pg, pa + 8 * pg, kRO, e.mc));
+    for (u64 i = 0; i < kN; ++i) {
+      const auto mark = e.plat->log().mark();
+      ASSERT_TRUE(t.map(ipa + i * pg, pg, pa + i * pg, i < 8 ? kRW : kRO, e.mc)) << i;
+      if (i == 0) continue;  // the first builds the tables
+      const sim::EventView ev = e.plat->log().since(mark);
+      EXPECT_EQ(writes(ev), 1u) << i;
+      EXPECT_EQ(ev.count(sim::EventKind::barrier), 1u) << i;
+      EXPECT_EQ(ev.count(Barrier::dsb_ishst), 1u) << i;
+      EXPECT_EQ(ev.count(sim::EventKind::tlbi), 0u) << i;
+      // Without FWB, cacheable memory is cleaned to the point of coherency before it is mapped.
+      EXPECT_EQ(ev.count(CacheOp::dc_civac), fwb ? 0u : 1u) << i;
+    }
+    for (u64 i = 0; i < kN + 1; ++i) EXPECT_EQ(t.lookup(ipa + i * pg)->entry, ref.lookup(ipa + i * pg)->entry) << i;
+    // Refusals right after a page went in (table and Prot remembered), nothing written.
+    const auto before = e.snapshot(t);
+    const auto mark = e.plat->log().mark();
+    const u64 next = ipa + kN * pg;
+    EXPECT_TRUE(t.map(ipa + 3 * pg, pg, pa + 3 * pg, kRW, e.mc)) << "the same translation again";
+    EXPECT_EQ(t.map(ipa + 3 * pg, pg, pa + 9 * pg, kRW, e.mc).error(), Error::eexist);
+    EXPECT_EQ(t.map(next + 8, pg, pa, kRO, e.mc).error(), Error::einval);
+    EXPECT_EQ(t.map(next, pg, pa + 8, kRO, e.mc).error(), Error::einval);
+    EXPECT_EQ(t.map(next, pg, u64{1} << t.pa_bits(), kRO, e.mc).error(), Error::erange);
+    EXPECT_EQ(t.map(next, pg, ~u64{0} & ~(pg - 1), kRO, e.mc).error(), Error::einval) << "a wrapping output range";
+    EXPECT_EQ(t.map(u64{1} << t.ia_bits(), pg, pa, kRO, e.mc).error(), Error::erange);
+    EXPECT_EQ(t.map(next, pg, pa, Prot{kPermRWX, MemType::device_ngnre, 0}, e.mc).error(), Error::einval);
+    EXPECT_EQ(writes(e.plat->log().since(mark)), 0u);
+    EXPECT_EQ(e.snapshot(t), before);
+    // Every page counted in its table: unmapping them one by one frees every table below the
+    // root with the last one, and not before (a missing count frees the table while the pages
+    // after still need it).
+    for (u64 i = 0; i < kN; ++i) {
+      ASSERT_TRUE(t.unmap(ipa + i * pg, pg, e.mc)) << i;
+      if (i + 1 < kN) {
+        ASSERT_TRUE(e.at(t, ipa + (kN - 1) * pg).ok()) << "after unmapping page " << i;
+      }
+    }
+    EXPECT_EQ(e.snapshot(t).size(), t.root_pages());
+    EXPECT_THAT(e.plat->violations(), IsEmpty());
+  }
+}
+
+// wrprotect over a last-level table whose entries are all writable pages (every entry changes:
+// stored without a test per entry) must match the entry-by-entry loop: the same entries and
+// the same invalidations, with and without FEAT_TLBIRANGE and with TlbPolicy::defer. The
+// reference table has one read-only page in the middle of the range, so every other entry is
+// the same, the invalidation covers the same run, and its loop is the general one.
+TYPED_TEST(Ops, WrprotectOfAWholeTableOfPagesMatchesTheEntryByEntryPath) {
+  auto& e = this->env;
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, l2 = this->kL2, pg = this->kPage;
+  const u64 per_table = l2 / pg;
+  // Maintenance events as comparable tuples: kind, operation, address, level, range fields.
+  auto maintenance = [](const sim::EventView& ev) {
+    std::vector<std::tuple<int, int, int, u64, int, int, int>> out;
+    for (const sim::Event& x : ev) {
+      if (x.kind == sim::EventKind::tlbi || x.kind == sim::EventKind::barrier)
+        out.emplace_back(static_cast<int>(x.kind), static_cast<int>(x.tlbi_op), static_cast<int>(x.barrier_op), x.addr,
+                         x.level, x.tlbi_scale, x.tlbi_num);
+    }
+    return out;
+  };
+  TableOptions pages;
+  pages.force_page = ForcePagePolicy{&force_pages_always, nullptr};
+  for (const bool range : {true, false}) {
+    for (const TlbPolicy policy : {TlbPolicy::invalidate, TlbPolicy::defer}) {
+      SCOPED_TRACE(std::string(range ? "TLBI range" : "no TLBI range") +
+                   (policy == TlbPolicy::defer ? ", deferred" : ""));
+      CpuFeatures cpu = CpuFeatures::modern();
+      cpu.tlbi_range = range;
+      e.fill();
+      auto t = e.stage2(40, cpu, pages);
+      auto ref = e.stage2(40, cpu, pages);
+      // Two last-level tables of pages, and the range from the first's middle (a run of more
+      // than 16) to the second's end.
+      ASSERT_TRUE(t.map(ipa, 2 * l2, pa, Prot{kPermRWX, MemType::normal_wb, 0b01}, e.mc));
+      ASSERT_TRUE(ref.map(ipa, 2 * l2, pa, Prot{kPermRWX, MemType::normal_wb, 0b01}, e.mc));
+      const u64 mid = ipa + l2 + (per_table / 2) * pg;
+      ASSERT_TRUE(ref.wrprotect(mid, pg, e.mc));
+      const u64 from = ipa + (per_table / 4) * pg;
+      auto mark = e.plat->log().mark();
+      ASSERT_TRUE(t.wrprotect(from, ipa + 2 * l2 - from, e.mc, policy));
+      const sim::EventView tv = e.plat->log().since(mark);
+      mark = e.plat->log().mark();
+      ASSERT_TRUE(ref.wrprotect(from, ipa + 2 * l2 - from, e.mc, policy));
+      const sim::EventView rv = e.plat->log().since(mark);
+      EXPECT_EQ(maintenance(tv), maintenance(rv));
+      EXPECT_EQ(writes(tv), writes(rv) + 1) << "the reference's middle page was read-only already";
+      EXPECT_EQ(writes(tv), (ipa + 2 * l2 - from) / pg);
+      for (u64 a = ipa; a < ipa + 2 * l2; a += pg) {
+        const Leaf l = *t.lookup(a);
+        ASSERT_EQ(l.entry, ref.lookup(a)->entry) << std::hex << a;
+        ASSERT_EQ(S2ApWrite::get(l.entry) != 0, a < from) << std::hex << a;
+      }
+      if (policy == TlbPolicy::defer) {
+        EXPECT_EQ(tv.count(sim::EventKind::tlbi), 0u);
+      } else {
+        EXPECT_GE(tv.count(sim::EventKind::tlbi), 1u);
+      }
+      EXPECT_THAT(e.plat->violations(), IsEmpty());
+    }
+  }
 }
 
 // ---- relax_perms, wrprotect, young ---------------------------------------------------------

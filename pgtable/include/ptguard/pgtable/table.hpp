@@ -231,6 +231,35 @@ class Table {
   /// a block; ENOMEM if `mc` holds fewer pages than the change needs (pages_needed()).
   [[nodiscard]] Status map(u64 addr, u64 size, u64 pa, const Prot& prot, Memcache& mc,
                            const MapOptions& opts = {}) {
+    // A fault handler's page next to the one before (same last-level table, same Prot): done
+    // here, in the caller, without the general path's call. Stage 1 refuses replace first.
+    if (size == kPageSize && (kStage2 || !opts.replace) && map_page_cached(addr, pa, prot)) return {};
+    return map_general(addr, size, pa, prot, mc, opts);
+  }
+
+  /// A fault handler's one-page map: when tables already lead down to the last-level entry for
+  /// `addr` and that entry is empty (neither valid nor annotated), maps the page at `addr` to
+  /// `pa` with `prot` exactly as map(addr, kPageSize, pa, prot, mc) would, and returns true.
+  /// Otherwise (no last-level table yet, an entry already there, an unaligned or out-of-range
+  /// address, a prot the regime cannot encode) it changes nothing and returns false, and the
+  /// caller takes the general path (lookup(), map()), which also says why. It needs no memcache:
+  /// an empty last-level entry takes no new table.
+  [[nodiscard]] bool map_page_if_empty(u64 addr, u64 pa, const Prot& prot) {
+    if (map_page_cached(addr, pa, prot)) return true;
+    if (!check_range(addr, kPageSize) || !check_output(pa, kPageSize)) return false;
+    const PageSlot slot = last_level_slot(addr);
+    if (slot.ptep == nullptr || *slot.ptep != 0) return false;
+    const Result<u64> attrs = encode(prot);
+    if (!attrs) return false;
+    install_page(slot, addr, pa, prot, *attrs, make_leaf(arch::kLastLevel, pa, *attrs));
+    return true;
+  }
+
+ private:
+  // Everything map() does but its inline case: out of line, so the caller's loop around the
+  // inline case keeps its registers.
+  [[gnu::noinline]] [[nodiscard]] Status map_general(u64 addr, u64 size, u64 pa, const Prot& prot, Memcache& mc,
+                                                     const MapOptions& opts) {
     if (Status st = check_range(addr, size); !st) return st;
     if (Status st = check_output(pa, size); !st) return st;
     if (!kStage2 && opts.replace) return fail(Error::einval);
@@ -264,23 +293,28 @@ class Table {
     return apply(leaf_content(addr, pa, prot, *attrs, opts.replace), addr, size, &mc);
   }
 
-  /// A fault handler's one-page map: when tables already lead down to the last-level entry for
-  /// `addr` and that entry is empty (neither valid nor annotated), maps the page at `addr` to
-  /// `pa` with `prot` exactly as map(addr, kPageSize, pa, prot, mc) would, and returns true.
-  /// Otherwise (no last-level table yet, an entry already there, an unaligned or out-of-range
-  /// address, a prot the regime cannot encode) it changes nothing and returns false, and the
-  /// caller takes the general path (lookup(), map()), which also says why. It needs no memcache:
-  /// an empty last-level entry takes no new table.
-  [[nodiscard]] bool map_page_if_empty(u64 addr, u64 pa, const Prot& prot) {
-    if (!check_range(addr, kPageSize) || !check_output(pa, kPageSize)) return false;
-    const PageSlot slot = last_level_slot(addr);
-    if (slot.ptep == nullptr || *slot.ptep != 0) return false;
-    const Result<u64> attrs = encode(prot);
-    if (!attrs) return false;
-    install_page(slot, addr, pa, prot, *attrs, make_leaf(arch::kLastLevel, pa, *attrs));
+  // map()'s and map_page_if_empty()'s common case, from what the call before left: the page's
+  // last-level table is the one last_level_slot() remembered, `prot` is the one encode()
+  // remembered, the new leaf needs no cache maintenance and the entry is empty. Then nothing
+  // can be refused and no table is needed, and the entry is installed as install_page() does
+  // (one store, the table's count, DSB ISHST). The checks are check_range()'s and
+  // check_output()'s for one page: aligned, and below the input- and output-address sizes
+  // (an aligned page below 2^bits ends at or below it; 2^48 cannot wrap). Anything else:
+  // false, nothing done, and the general path decides (and says why it refuses).
+  [[gnu::always_inline]] bool map_page_cached(u64 addr, u64 pa, const Prot& prot) {
+    constexpr unsigned kSpan = arch::level_shift(G, arch::kLastLevel - 1);
+    if ((((addr | pa) & (kPageSize - 1)) | (addr >> ia_bits_) | (pa >> pa_bits_)) != 0) return false;
+    if ((addr >> kSpan) != cached_span_ || !enc_valid_ || !(prot == enc_prot_) || enc_cmo_) return false;
+    u64* const ptep = cached_ptes_ + arch::level_index(G, arch::kLastLevel, addr);
+    if (*ptep != 0) return false;
+    write(ptep, make_leaf(arch::kLastLevel, pa, enc_attrs_));
+    plat_->get_page(cached_table_);
+    plat_->barrier(arch::Barrier::dsb_ishst);
+    if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
     return true;
   }
 
+ public:
   /// Removes every mapping and annotation in [addr, addr+size): the range reads as empty
   /// entries afterwards; tables left empty are freed. Stage 2: a block partly in the range is
   /// split (break-before-make) and its rest kept, which may take pages from `mc`; without FWB,
@@ -561,6 +595,7 @@ class Table {
     if (attrs) {
       enc_prot_ = prot;
       enc_attrs_ = *attrs;
+      enc_cmo_ = new_leaf_needs_cmo(prot);
       enc_valid_ = true;
     }
     return attrs;
@@ -882,6 +917,29 @@ class Table {
             // clearing XN[0] turns 0b11 (EL1 may execute) into 0b10 (neither may; D8.4.2).
             const bool reduces = (m & Regime::kPermMask) != 0;
             constexpr u32 kKeep = kMaxTlbiOps;
+            // A run where every entry is a valid page (0b11 at the last level, Arm ARM D8.3.1)
+            // holding every bit to clear (a page-mapped range write-protected whole): every
+            // entry changes, so the loop below would store each one and queue one run from the
+            // first to the last. Found read-only first (the AND of all the entries has the
+            // bits), then stored without a test per entry. Only for runs longer than kKeep,
+            // whose invalidation does not depend on the addresses kept (one range, or with
+            // more than kKeep leaves and no FEAT_TLBIRANGE, the whole VMID), as below.
+            if (n > kKeep && (m & 0b11) == 0) {
+              u64 all = ~u64{0};
+              for (u64 j = 0; j < n; ++j) all &= e[j];
+              if ((all & (m | 0b11)) == (m | 0b11)) {
+                for (u64 j = 0; j < n; ++j) plat.write_desc(e + j, e[j] & ~m);
+                wrote = true;
+                if (reduces) {
+                  if (t->tlbi_range_) {
+                    t->queue_range(*s, addr, n * kPg, arch::kLastLevel, true);
+                  } else if (s->policy != TlbPolicy::defer) {
+                    s->tlbi_all = true;
+                  }
+                }
+                return {};
+              }
+            }
             u64 changed_at[kKeep];
             u32 changed = 0;
             u64 first = 0, last = 0;
@@ -1476,6 +1534,7 @@ class Table {
       if (level == arch::kLastLevel) {
         cached_span_ = addr >> kSpan;
         cached_table_ = table_pa;
+        cached_ptes_ = ptep - arch::level_index(G, level, addr);
         return PageSlot{ptep, table_pa};
       }
       const u64 e = *ptep;
@@ -1514,9 +1573,11 @@ class Table {
   // The last-level table last_level_slot() found, and the input range it covers (>> span).
   mutable u64 cached_span_ = ~u64{0};
   mutable u64 cached_table_ = 0;
+  mutable u64* cached_ptes_ = nullptr;  // its entries (phys_to_virt(cached_table_))
   // The last Prot encode() encoded and its attribute bits.
   mutable Prot enc_prot_{};
   mutable u64 enc_attrs_ = 0;
+  mutable bool enc_cmo_ = false;  // new_leaf_needs_cmo(enc_prot_)
   mutable bool enc_valid_ = false;
 };
 
