@@ -18,9 +18,12 @@
 // it runs alone), each switches to the same EL2 stage-1 tables, and all of them, released
 // together, run kSmpRounds host stubs that call the ownership layer directly on one shared,
 // overlapping range of pages (host faults, share/unshare with the hypervisor, pin + access +
-// unpin, donate to the hypervisor and back). Refusals the layer documents (EPERM, EBUSY,
-// EAGAIN, ENOENT) are counted; any other error, or a pinned page that the hypervisor cannot
-// write and read back, is a failure. CPU 0 then runs the invariant checker and prints one
+// unpin, donate to the hypervisor and back), and each also cycles a guest of its own and
+// uses the one fixmap slot of El2Platform directly and through cache_op (see "the SMP phase"
+// below). Refusals the layer documents (EPERM, EBUSY, EAGAIN, ENOENT) on the shared range are
+// counted; any other error, any error of a guest cycle, a pinned page that the hypervisor
+// cannot write and read back, a pattern not read back through the fixmap or a reclaimed page
+// not zero, is a failure; so is a CPU that completed no guest cycle or fixmap hold. CPU 0 then runs the invariant checker and prints one
 // `smp:` line per CPU and `smp: invariants hold`; any failure makes the exit status 1.
 #include <utility>
 
@@ -127,12 +130,19 @@ unsigned g_checks = 0, g_failed = 0;
 
 // ---- the SMP phase ------------------------------------------------------------------------------
 // What is safe to call from several CPUs at once: every transition (MemProtect takes its own
-// locks) over an El2Platform whose page pool has a lock of its own. Its fixmap is one slot,
-// safe only under the hypervisor lock: the scrubbing transitions (reclaim_guest*,
-// host_force_reclaim) use it so, but cache_op() also borrows it for memory outside the linear
-// range, which a guest table without FEAT_S2FWB does under the guest lock alone. The stubs
-// here do host <-> hypervisor transitions only (the host's stage 2 does no cache maintenance,
-// the hypervisor's stage 1 none either), so the fixmap is never used by this phase.
+// locks) over an El2Platform whose page pool and fixmap have locks of their own. The phase runs
+// on the last run's machine, 4K without FEAT_S2FWB, where the fixmap is busiest: the scrubbing
+// transitions (reclaim_guest*, host_force_reclaim) zero pages through it under the hypervisor
+// lock, and cache_op() borrows it for every page outside the platform's linear range (the
+// carve-out; all host and guest memory is outside it), which a guest's stage 2 without FWB
+// does when it maps or unmaps a page, under the guest lock alone. Besides the host <->
+// hypervisor stubs, each CPU cycles a guest of its own (create, donate two pages it filled
+// with a pattern, share one and relax it to executable, force-reclaim one donated page,
+// unshare, teardown and reclaim) and checks through the fixmap that both donated pages came
+// back zeroed; it also holds the fixmap itself over a page of its own, writes a pattern, has
+// cache_op swap another page in and out and invalidate the instruction cache, and reads the
+// pattern back; and it calls cache_op on the shared range with no lock, as a guest-fault path
+// would. A refused fixmap, a pattern not read back or a page not zeroed is a failure.
 constexpr unsigned kSmpCpus = 4;        ///< boot.S SMP_CPUS: one stack slot each
 /// Host stubs per CPU. A contended lock hand-over costs milliseconds under TCG: 4 x 300 take
 /// about 12 s on a busy 2-core host, in either TCG mode.
@@ -140,10 +150,23 @@ constexpr unsigned kSmpRounds = 300;
 constexpr u64 kSmpBase = 0x4300'0000;   ///< host memory no step of the scenario touches
 constexpr unsigned kSmpPages = 16;      ///< pages (of the run's granule) every CPU works on
 static_assert(kSmpBase >= host_page(64) && kSmpBase + kSmpPages * 0x1'0000 <= kMemory + kMemorySize);
+/// Each CPU's guest pages (kSmpGuestPages 64 KiB slots) and its own fixmap page (one slot).
+constexpr u64 kSmpGuestBase = 0x4320'0000;
+constexpr unsigned kSmpGuestPages = 3;
+constexpr u64 kSmpFixBase = 0x4340'0000;
+constexpr ComponentId kSmpGuestId = 10;  ///< CPU i's guest: id 10 + i, VMID 8 + i
+constexpr u16 kSmpGuestVmid = 8;
+static_assert(kSmpBase + kSmpPages * 0x1'0000 <= kSmpGuestBase);
+static_assert(kSmpGuestBase + kSmpCpus * kSmpGuestPages * 0x1'0000 <= kSmpFixBase);
+static_assert(kSmpFixBase + kSmpCpus * 0x1'0000 <= kMemory + kMemorySize);
 
 /// One CPU's outcomes, on a cache line of its own (only that CPU writes it, until it is done).
 struct alignas(64) SmpCounts {
   u64 ops = 0, ok = 0, eperm = 0, ebusy = 0, eagain = 0, enoent = 0, accesses = 0, other = 0;
+  u64 guest_cycles = 0;   ///< guests created, used and reclaimed whole
+  u64 fixmap_holds = 0;   ///< fixmap held, pattern written and read back
+  u64 cache_ops = 0;      ///< cache_op calls on the shared range, no lock held
+  unsigned guest_step = 0;
   const char* first_other = nullptr;  ///< what went wrong first (a stub's name)
   Error first_error = Error::einval;
 };
@@ -177,6 +200,19 @@ void smp_count(SmpCounts& c, const Status& st, const char* what) {
     case Error::eagain: ++c.eagain; return;
     case Error::enoent: ++c.enoent; return;
     default: break;
+  }
+  if (c.other++ == 0) {
+    c.first_other = what;
+    c.first_error = st.error();
+  }
+}
+
+/// A step that must succeed: any error is a failure, refusals included.
+void smp_must(SmpCounts& c, const Status& st, const char* what) {
+  ++c.ops;
+  if (st) {
+    ++c.ok;
+    return;
   }
   if (c.other++ == 0) {
     c.first_other = what;
@@ -373,7 +409,16 @@ struct Hyp {
     u64 n = 1 + (r >> 16) % 4;
     if (k + n > kSmpPages) n = kSmpPages - k;
     const u64 pa = kSmpBase + k * kPage;
-    switch (r % 7) {
+    switch (r % 10) {
+      case 7: return smp_guest_step(cpu, c);
+      case 8: return smp_fixmap_hold(cpu, r, c);
+      case 9: {
+        // As a guest-fault path would, under no lock of the fixmap's: the platform takes it.
+        plat.cache_op(arch::CacheOp::dc_civac, pa, n * kPage);
+        plat.cache_op(arch::CacheOp::ic_ivau, pa, kPage);
+        ++c.cache_ops;
+        return smp_count(c, {}, "cache_op");
+      }
       case 0:
       case 1: return smp_count(c, mp.host_handle_fault(pa + ((r >> 24) % kPage & ~u64{7})), "host_handle_fault");
       case 2: return smp_count(c, mp.host_share_hyp(pa, n), "host_share_hyp");
@@ -393,6 +438,97 @@ struct Hyp {
       }
       case 5: return smp_count(c, mp.host_donate_hyp(pa, n), "host_donate_hyp");
       default: return smp_count(c, mp.hyp_donate_host(pa, n), "hyp_donate_host");
+    }
+  }
+
+  /// Fills the page at `pa` with words from `seed` through the fixmap (the host does not map
+  /// it at EL2), with a clean of another page through the fixmap in between (cache_op swaps
+  /// it in and out while this CPU holds the slot), and reads the words back; whether all of
+  /// them came back. `seed` 0 checks that the page is zero instead of writing it.
+  static bool smp_fixmap_page(u64 pa, u64 seed, u64 other) {
+    auto* const w = static_cast<volatile u64*>(plat.fixmap_map(pa));
+    if (w == nullptr) return false;
+    // The whole page, written and read back twice: the longer this CPU uses the slot, the
+    // likelier another CPU's cache_op overlaps it (and would swap the page under it, were
+    // cache_op to borrow the slot without the lock).
+    constexpr u64 kWords = kPage / 8;
+    const auto want = [seed](u64 i) { return seed != 0 ? seed + i : 0; };
+    bool same = true;
+    for (unsigned pass = 0; pass < 2; ++pass) {
+      if (seed != 0)
+        for (u64 i = 0; i < kWords; ++i) w[i] = want(i);
+      if (pass == 0) {
+        plat.cache_op(arch::CacheOp::dc_civac, other, kPage);  // swapped in and out: ours
+        plat.cache_op(arch::CacheOp::ic_ivau, pa, 64);         // the page we hold: through the slot
+      }
+      for (u64 i = 0; i < kWords; ++i) same = same && w[i] == want(i);
+    }
+    if (plat.fixmap_map(other) != nullptr) same = false;  // nested use is refused
+    plat.fixmap_unmap();
+    return same;
+  }
+
+  /// The fixmap held by this CPU over a page of its own: the pattern must come back, whatever
+  /// the other CPUs do with the fixmap meanwhile.
+  static void smp_fixmap_hold(unsigned cpu, u64 r, SmpCounts& c) {
+    const u64 pa = kSmpFixBase + cpu * 0x1'0000;
+    const u64 other = kSmpBase + ((r >> 8) % kSmpPages) * kPage;
+    if (!smp_fixmap_page(pa, r | 1, other)) return smp_count(c, fail(Error::eexist), "fixmap page read back");
+    ++c.fixmap_holds;
+    return smp_count(c, {}, "fixmap");
+  }
+
+  /// One step of this CPU's guest cycle. Each step's transitions must succeed (the pages and
+  /// the guest are this CPU's alone); the scrubs must leave the donated pages zero.
+  static void smp_guest_step(unsigned cpu, SmpCounts& c) {
+    const ComponentId id = static_cast<ComponentId>(kSmpGuestId + cpu);
+    const u16 vmid = static_cast<u16>(kSmpGuestVmid + cpu);
+    const auto page = [cpu](unsigned i) { return kSmpGuestBase + (cpu * kSmpGuestPages + i) * 0x1'0000; };
+    const auto ipa = [](unsigned i) { return guest_page(1 + i); };
+    const u64 other = kSmpBase + cpu * kPage;
+    const unsigned step = c.guest_step;
+    c.guest_step = (step + 1) % 6;
+    switch (step) {
+      case 0: {
+        Status st = mp.create_guest(id, vmid);
+        if (st) {
+          const auto* g = mp.guest(id);
+          plat.set_vttbr(vmid, arch::make_vttbr(g->table.root_pa(), vmid));
+          st = mp.topup_guest_memcache(id, 16);
+        }
+        return smp_must(c, st, "create_guest");
+      }
+      case 1:
+        // Two pages the host filled (a pattern the scrubs must remove), donated: without FWB
+        // the guest table's map cleans each through the fixmap, under host and guest locks.
+        for (unsigned i = 0; i < 2; ++i) {
+          if (!smp_fixmap_page(page(i), (u64{cpu} << 56) | (i + 1), other))
+            return smp_count(c, fail(Error::eexist), "guest page fill");
+          if (Status st = mp.host_donate_guest(page(i), 1, id, ipa(i)); !st) return smp_must(c, st, "host_donate_guest");
+        }
+        return smp_count(c, {}, "host_donate_guest");
+      case 2: {
+        // Shared, then made executable by the guest lock alone: an IC IVAU of memory outside
+        // the linear range, while other CPUs hold the fixmap.
+        if (Status st = mp.host_share_guest(page(2), 1, id, ipa(2), pgtable::kPermRW); !st) return smp_must(c, st, "host_share_guest");
+        const Status st = mp.guest_relax_perms(id, ipa(2), pgtable::kPermRWX);
+        return smp_must(c, st, "guest_relax_perms");
+      }
+      case 3:
+        // Scrubbed through the fixmap (and cleaned: cache_op on the page this CPU holds).
+        if (Status st = mp.host_force_reclaim(page(0)); !st) return smp_must(c, st, "host_force_reclaim");
+        if (!smp_fixmap_page(page(0), 0, other)) return smp_count(c, fail(Error::eexist), "force-reclaimed page not zero");
+        return smp_count(c, {}, "host_force_reclaim");
+      case 4: {
+        const Status st = mp.host_unshare_guest(id, ipa(2), 1);
+        return smp_must(c, st, "host_unshare_guest");
+      }
+      default:
+        if (Status st = mp.teardown_guest(id); !st) return smp_must(c, st, "teardown_guest");
+        if (Status st = mp.reclaim_guest(id); !st) return smp_must(c, st, "reclaim_guest");
+        if (!smp_fixmap_page(page(1), 0, other)) return smp_count(c, fail(Error::eexist), "reclaimed page not zero");
+        ++c.guest_cycles;
+        return smp_count(c, {}, "reclaim_guest");
     }
   }
 
@@ -571,10 +707,11 @@ bool smp_phase() {
     Line p;
     p.str("smp: cpu ").dec(i).str(" ops ").dec(c.ops).str(" ok ").dec(c.ok).str(" eperm ").dec(c.eperm);
     p.str(" ebusy ").dec(c.ebusy).str(" eagain ").dec(c.eagain).str(" enoent ").dec(c.enoent);
-    p.str(" accesses ").dec(c.accesses).str(" other ").dec(c.other);
+    p.str(" accesses ").dec(c.accesses).str(" guests ").dec(c.guest_cycles).str(" fixmap ").dec(c.fixmap_holds);
+    p.str(" cache_ops ").dec(c.cache_ops).str(" other ").dec(c.other);
     if (c.other != 0) p.str(" (first: ").str(c.first_other).str(" ").str(name(c.first_error)).str(")");
     println(p);
-    if (c.other != 0 || c.ops < kSmpRounds) ok = false;
+    if (c.other != 0 || c.ops < kSmpRounds || c.guest_cycles == 0 || c.fixmap_holds == 0) ok = false;
   }
   Line inv;
   if (!g_smp.check(inv)) ok = false;

@@ -20,15 +20,27 @@
 //   caches     DC CIVAC / DC CVAC / IC IVAU by VA: memory in the linear range is reached at
 //              pa + va_offset; any other page through the fixmap (one page at a time, what
 //              the fixmap held mapped back afterwards). IC IVAU of memory outside the linear
-//              range is IC IALLUIS (no mapping needed).
+//              range is IC IALLUIS (no mapping needed) unless this CPU holds that page there.
 //   fixmap     one page of EL2 VA whose last-level entry the caller locates (set_fixmap(),
-//              after the stage-1 table maps a page there: see fixmap_slot()).
+//              after the stage-1 table maps a page there: see fixmap_slot()), shared by every
+//              CPU under a lock of its own (below).
 //   locks      the ownership layer's locks are TicketLocks (every waiter is a CPU); the
 //              lock-order hooks are empty (the order is checked in the simulator). The pool's
 //              free lists have a TicketLock of their own: tables of different locks (the
-//              host's, a guest's) allocate and free pages at the same time. The fixmap is
-//              used under the hypervisor's lock only; the counts are per table page, under
-//              the lock of the table that page belongs to.
+//              host's, a guest's) allocate and free pages at the same time. So has the fixmap:
+//              the scrubbing transitions use it under the hypervisor's lock, but cache_op()
+//              borrows it too, and a guest's stage 2 without FEAT_S2FWB calls cache_op under
+//              that guest's lock alone. fixmap_map() takes the fixmap lock (waiting for it)
+//              and records the holder, the calling CPU's MPIDR_EL1 affinity; fixmap_unmap()
+//              clears the holder and releases the lock. cache_op() compares the holder with
+//              its own affinity: equal only on the CPU that holds the lock (a CPU writes only
+//              its own affinity there, and clears it before releasing), which then swaps pages
+//              in the slot and puts its own back; any other CPU takes the lock for the
+//              operation. So the scrub path's cache_op(dc_civac) on the page it holds, or a
+//              table change it makes while holding the slot, does not wait for itself. A
+//              second fixmap_map on the CPU that holds the slot is refused (nullptr), as the
+//              Platform contract says, rather than deadlocking. The counts are per table
+//              page, under the lock of the table that page belongs to.
 //
 // Freestanding; AArch64 only (it issues the instructions). See docs/el2.md.
 #pragma once
@@ -76,15 +88,18 @@ class El2Platform {
     fixmap_va_ = 0;
     fixmap_pte_ = nullptr;
     fixmap_pa_ = kNone;
+    __atomic_store_n(&fixmap_owner_, kNoOwner, __ATOMIC_RELAXED);
   }
 
   /// The fixmap: its VA and a pointer (an EL2 VA) to its last-level entry. Whatever the entry
   /// holds (the page mapped there to make the table exist) is removed, with TLB invalidation.
+  /// Called before other CPUs use the platform (it takes no lock).
   void set_fixmap(u64 va, u64* pte) {
     fixmap_va_ = va;
     fixmap_pte_ = pte;
-    fixmap_pa_ = 0;  // as if mapped, so that fixmap_unmap clears it
-    fixmap_unmap();
+    fixmap_pa_ = 0;  // as if mapped, so that raw_unmap clears it
+    raw_unmap();
+    __atomic_store_n(&fixmap_owner_, kNoOwner, __ATOMIC_RELAXED);
   }
   /// Registers the VTTBR_EL2 value of VMID `vmid` (make_vttbr(root, vmid)), used to switch to
   /// that VMID for stage-2 TLB maintenance. Returns false if the VMID is beyond kMaxVmids.
@@ -208,63 +223,76 @@ class El2Platform {
       do_cmo(op, pa + cfg_.va_offset, size);
       return;
     }
-    // The instruction cache needs no mapping to be invalidated: unless the range is the page
-    // the fixmap holds, IC IALLUIS covers every line.
+    if (fixmap_pte_ == nullptr) {
+      // No fixmap: nothing to reach the data by (a platform without one must give the linear
+      // range all memory); the instruction cache needs no mapping.
+      if (op == arch::CacheOp::ic_ivau) a64::ic_ialluis();
+      return;
+    }
+    // Whether this CPU holds the fixmap (the scrub path cleaning the page it zeroed, or a
+    // table change it makes while it holds the slot): then the slot is ours to swap and we
+    // must not wait for the lock we hold. Race-free: only this CPU writes its own affinity
+    // to fixmap_owner_, so reading it there means we wrote it and have not cleared it.
+    const bool mine = __atomic_load_n(&fixmap_owner_, __ATOMIC_RELAXED) == cpu_id();
+    // The instruction cache needs no mapping to be invalidated: unless the range is in the
+    // page this CPU holds at the fixmap, IC IALLUIS covers every line. (A slot another CPU
+    // holds is not ours to use: it may unmap it under us.)
     if (op == arch::CacheOp::ic_ivau) {
-      if (fixmap_pa_ != kNone && (pa & ~(kPage - 1)) == fixmap_pa_ && pa + size <= fixmap_pa_ + kPage)
+      if (mine && fixmap_pa_ != kNone && (pa & ~(kPage - 1)) == fixmap_pa_ && pa + size <= fixmap_pa_ + kPage)
         do_cmo(op, fixmap_va_ + (pa - fixmap_pa_), size);
       else
         a64::ic_ialluis();
       return;
     }
-    // Data-cache operations page by page: the page the fixmap holds is reached there (the scrub
-    // path cleans the page it has just zeroed through the fixmap); any other page is mapped at
-    // the fixmap for the operation, and what the fixmap held is mapped back afterwards. (A
-    // platform without a fixmap must give the linear range all memory.)
-    if (fixmap_pte_ == nullptr) return;
+    // Data-cache operations page by page, each page mapped at the fixmap in turn (the page
+    // this CPU holds there is reached without a swap); what it held is mapped back at the end.
+    // Data and unified caches behave as physically indexed, physically tagged (Arm ARM DDI
+    // 0487, chapter D7, on caches), so maintenance through the fixmap VA reaches the lines of
+    // the physical page, whatever other VA maps it.
+    if (!mine) fixmap_lock_.lock();
+    const u64 held = fixmap_pa_;  // kNone unless mine: a holder unmaps before it releases
+    u64 cur = held;
     for (u64 p = pa & ~(kPage - 1); p < pa + size; p += kPage) {
       const u64 lo = p < pa ? pa : p;
       const u64 hi = p + kPage < pa + size ? p + kPage : pa + size;
-      if (fixmap_pa_ == p) {
-        do_cmo(op, fixmap_va_ + (lo - p), hi - lo);
-        continue;
+      if (cur != p) {
+        raw_unmap();
+        raw_map(p);
+        cur = p;
       }
-      const u64 held = fixmap_pa_;
-      if (held != kNone) fixmap_unmap();
-      fixmap_map(p);
       do_cmo(op, fixmap_va_ + (lo - p), hi - lo);
-      fixmap_unmap();
-      if (held != kNone) fixmap_map(held);
     }
+    if (cur != held) {
+      raw_unmap();
+      if (held != kNone) raw_map(held);
+    }
+    if (!mine) fixmap_lock_.unlock();
   }
 
   /// Whether alloc_pages may ever hand out the page at `pa` (it lies in the pool).
   [[nodiscard]] bool in_page_pool(u64 pa) const { return pa - cfg_.pool_pa < cfg_.pool_size; }
 
-  /// Maps the page at `pa` at the fixmap VA: read-write, Normal write-back, execute-never. The
-  /// entry was invalid (fixmap_unmap invalidated it), so no break-before-make is needed;
-  /// DSB ISHST makes the store visible to the walker and ISB to the instructions that follow.
+  /// Maps the page at `pa` at the fixmap VA for this CPU, waiting while another CPU holds
+  /// the fixmap; the slot stays this CPU's until its fixmap_unmap(). nullptr without a fixmap,
+  /// or if this CPU already holds it (the Platform contract refuses nested use; waiting for
+  /// ourselves would never end).
   void* fixmap_map(u64 pa) {
-    if (fixmap_pte_ == nullptr || fixmap_pa_ != kNone) return nullptr;
-    const u64 page = pa & ~(kPage - 1);
-    const u64 attrs = *Stage1El2::encode(Prot{kPermRW, arch::MemType::normal_wb, 0});
-    write_desc(fixmap_pte_, (page & arch::leaf_address_mask(G, arch::kLastLevel)) | attrs |
-                                arch::DescValid::kMask | arch::DescTypeBit::kMask);
-    arch::aarch64::dsb_ishst();
-    arch::aarch64::isb();
-    fixmap_pa_ = page;
-    return reinterpret_cast<void*>(fixmap_va_ + (pa - page));
+    if (fixmap_pte_ == nullptr) return nullptr;
+    const u64 me = cpu_id();
+    if (__atomic_load_n(&fixmap_owner_, __ATOMIC_RELAXED) == me) return nullptr;
+    fixmap_lock_.lock();
+    __atomic_store_n(&fixmap_owner_, me, __ATOMIC_RELAXED);
+    raw_map(pa);
+    return reinterpret_cast<void*>(fixmap_va_ + (pa - fixmap_pa_));
   }
-  /// Removes the fixmap entry: invalid entry, DSB ISHST, TLBI VALE2IS, DSB ISH, ISB.
+  /// Removes the fixmap entry (see raw_unmap) and releases the fixmap. Only on the CPU that
+  /// holds it (fixmap_map returned non-null there); anywhere else, nothing.
   void fixmap_unmap() {
-    if (fixmap_pte_ == nullptr || fixmap_pa_ == kNone) return;
-    write_desc(fixmap_pte_, 0);
-    arch::aarch64::dsb_ishst();
-    arch::aarch64::tlbi_vale2is(arch::aarch64::tlbi_va_operand(
-        fixmap_va_, arch::aarch64::tlbi_ttl(G, arch::kLastLevel, cfg_.have_ttl)));
-    arch::aarch64::dsb_ish();
-    arch::aarch64::isb();
-    fixmap_pa_ = kNone;
+    if (fixmap_pte_ == nullptr || __atomic_load_n(&fixmap_owner_, __ATOMIC_RELAXED) != cpu_id()) return;
+    raw_unmap();
+    // Cleared before the release: the next holder's store of its own affinity comes after.
+    __atomic_store_n(&fixmap_owner_, kNoOwner, __ATOMIC_RELAXED);
+    fixmap_lock_.unlock();
   }
 
   // ---- for the hypervisor -------------------------------------------------------------------
@@ -280,6 +308,39 @@ class El2Platform {
   void push_free(u64 pa, unsigned order) {
     *phys_to_virt(pa) = free_[order];
     free_[order] = pa;
+  }
+
+  /// "No CPU holds the fixmap": not an affinity (MPIDR_EL1 bits 63:40 and 31:24 are never
+  /// part of one).
+  static constexpr u64 kNoOwner = ~u64{0};
+
+  /// This CPU's affinity: MPIDR_EL1 Aff3 (39:32), Aff2 (23:16), Aff1 (15:8), Aff0 (7:0), the
+  /// fields that identify a PE (Arm ARM DDI 0487 D24.2 MPIDR_EL1; readable at EL2).
+  static u64 cpu_id() { return PTGUARD_MRS("mpidr_el1") & 0xff'00ff'ffffull; }
+
+  // The slot itself, for the CPU that holds the fixmap lock. raw_map writes a read-write,
+  // Normal write-back, execute-never page entry over an invalid one (raw_unmap left it so, and
+  // its TLBI ...IS removed every CPU's copy), so no break-before-make is needed; DSB ISHST
+  // makes the store visible to the walker and ISB to the instructions that follow. raw_unmap
+  // writes an invalid entry, DSB ISHST, TLBI VALE2IS, DSB ISH, ISB (nothing if empty).
+  void raw_map(u64 pa) {
+    const u64 page = pa & ~(kPage - 1);
+    const u64 attrs = *Stage1El2::encode(Prot{kPermRW, arch::MemType::normal_wb, 0});
+    write_desc(fixmap_pte_, (page & arch::leaf_address_mask(G, arch::kLastLevel)) | attrs |
+                                arch::DescValid::kMask | arch::DescTypeBit::kMask);
+    arch::aarch64::dsb_ishst();
+    arch::aarch64::isb();
+    fixmap_pa_ = page;
+  }
+  void raw_unmap() {
+    if (fixmap_pa_ == kNone) return;
+    write_desc(fixmap_pte_, 0);
+    arch::aarch64::dsb_ishst();
+    arch::aarch64::tlbi_vale2is(arch::aarch64::tlbi_va_operand(
+        fixmap_va_, arch::aarch64::tlbi_ttl(G, arch::kLastLevel, cfg_.have_ttl)));
+    arch::aarch64::dsb_ish();
+    arch::aarch64::isb();
+    fixmap_pa_ = kNone;
   }
 
   void do_cmo(arch::CacheOp op, u64 va, u64 size) {
@@ -313,9 +374,11 @@ class El2Platform {
   u64 free_[kMaxOrder + 1] = {};
   u64 fixmap_va_ = 0;
   u64* fixmap_pte_ = nullptr;
-  u64 fixmap_pa_ = kNone;
+  u64 fixmap_pa_ = kNone;   ///< the page in the slot; the fixmap lock's holder's only
+  u64 fixmap_owner_ = kNoOwner;  ///< the holder's affinity (__atomic): see "locks" above
   u64 vttbr_[kMaxVmids] = {};
-  TicketLock pool_lock_;  ///< next_ and free_ (alloc_pages, free_pages)
+  TicketLock pool_lock_;    ///< next_ and free_ (alloc_pages, free_pages)
+  TicketLock fixmap_lock_;  ///< the fixmap slot: its entry and fixmap_pa_
 };
 
 /// The last-level entry that maps `va` in a stage-1 table rooted at `root_pa` (a walk of
