@@ -198,7 +198,7 @@ class Table {
     // A last-level table found just before (by the fault handler's path) answers at once.
     constexpr unsigned kSpan = arch::level_shift(G, arch::kLastLevel - 1);
     if ((addr >> kSpan) == cached_span_) {
-      const u64 e = plat_->phys_to_virt(cached_table_)[arch::level_index(G, arch::kLastLevel, addr)];
+      const u64 e = cached_ptes_[arch::level_index(G, arch::kLastLevel, addr)];
       return Leaf{e, arch::kLastLevel, addr & ~(kPageSize - 1), kPageSize};
     }
     struct V {
@@ -307,10 +307,7 @@ class Table {
     if ((addr >> kSpan) != cached_span_ || !enc_valid_ || !(prot == enc_prot_) || enc_cmo_) return false;
     u64* const ptep = cached_ptes_ + arch::level_index(G, arch::kLastLevel, addr);
     if (*ptep != 0) return false;
-    write(ptep, make_leaf(arch::kLastLevel, pa, enc_attrs_));
-    plat_->get_page(cached_table_);
-    plat_->barrier(arch::Barrier::dsb_ishst);
-    if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+    publish_page(PageSlot{ptep, cached_table_}, make_leaf(arch::kLastLevel, pa, enc_attrs_));
     return true;
   }
 
@@ -917,32 +914,27 @@ class Table {
             // clearing XN[0] turns 0b11 (EL1 may execute) into 0b10 (neither may; D8.4.2).
             const bool reduces = (m & Regime::kPermMask) != 0;
             constexpr u32 kKeep = kMaxTlbiOps;
-            // A run where every entry is a valid page (0b11 at the last level, Arm ARM D8.3.1)
-            // holding every bit to clear (a page-mapped range write-protected whole): every
-            // entry changes, so the loop below would store each one and queue one run from the
-            // first to the last. Found read-only first (the AND of all the entries has the
-            // bits), then stored without a test per entry. Only for runs longer than kKeep,
-            // whose invalidation does not depend on the addresses kept (one range, or with
-            // more than kKeep leaves and no FEAT_TLBIRANGE, the whole VMID), as below.
-            if (n > kKeep && (m & 0b11) == 0) {
-              u64 all = ~u64{0};
-              for (u64 j = 0; j < n; ++j) all &= e[j];
-              if ((all & (m | 0b11)) == (m | 0b11)) {
-                for (u64 j = 0; j < n; ++j) plat.write_desc(e + j, e[j] & ~m);
-                wrote = true;
-                if (reduces) {
-                  if (t->tlbi_range_) {
-                    t->queue_range(*s, addr, n * kPg, arch::kLastLevel, true);
-                  } else if (s->policy != TlbPolicy::defer) {
-                    s->tlbi_all = true;
-                  }
-                }
-                return {};
-              }
-            }
             u64 changed_at[kKeep];
             u32 changed = 0;
             u64 first = 0, last = 0;
+            // A run where every entry is a valid page (0b11 at the last level, Arm ARM D8.3.1)
+            // holding every bit to clear (a page-mapped range write-protected whole): every
+            // entry changes. Found read-only first (the AND of all the entries has the bits),
+            // then stored without a test per entry, and invalidated below like any run whose
+            // pages all changed. Only for runs longer than kKeep, where the invalidation does
+            // not read changed_at (one range, or with no FEAT_TLBIRANGE, the whole VMID).
+            const auto every_entry_has = [&](u64 bits) {
+              u64 all = ~u64{0};
+              for (u64 j = i; j < n; ++j) all &= e[j];
+              return (all & bits) == bits;
+            };
+            if (n - i > kKeep && (m & 0b11) == 0 && every_entry_has(m | 0b11)) {
+              for (u64 j = i; j < n; ++j) plat.write_desc(e + j, e[j] & ~m);
+              changed = static_cast<u32>(n - i);
+              first = addr + i * kPg;
+              last = addr + (n - 1) * kPg;
+              i = n;
+            }
             for (; i < n; ++i) {
               const u64 old = e[i];
               const u64 nv = old & ~m;
@@ -1477,6 +1469,13 @@ class Table {
   // an isb too, for this CPU's own walks).
   void install_page(PageSlot slot, u64 addr, u64 pa, const Prot& prot, u64 attrs, u64 leaf) {
     if (new_leaf_needs_cmo(prot)) cmo_new(leaf_content(addr, pa, prot, attrs, false), leaf, arch::kLastLevel);
+    publish_page(slot, leaf);
+  }
+  // The last step of installing a page in an empty last-level entry (install_page(),
+  // map_page_cached()): the store, the table's count, and DSB ISHST so the walker sees it before
+  // the caller returns to the CPU that faulted (B2.3); at stage 1 an ISB as well, for this PE's
+  // own next accesses at EL2.
+  [[gnu::always_inline]] void publish_page(PageSlot slot, u64 leaf) {
     write(slot.ptep, leaf);
     plat_->get_page(slot.table_pa);
     plat_->barrier(arch::Barrier::dsb_ishst);
