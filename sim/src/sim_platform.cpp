@@ -182,31 +182,41 @@ void SimPlatform::cache_op(arch::CacheOp op, u64 pa, u64 size) {
 }
 
 void* SimPlatform::fixmap_map(u64 pa) {
-  const std::lock_guard guard(mu_.m);
-  if (fixmap_pa_) {
+  const std::thread::id self = std::this_thread::get_id();
+  if (fixmap_holder_.load() == self) {  // only this thread writes its own id there
+    const std::lock_guard guard(mu_.m);
     alloc_.report(ViolationKind::fixmap_busy, pa,
-                  "fixmap_map of " + hex(pa) + " while " + hex(*fixmap_pa_) +
-                      " is mapped (one slot; refused)");
+                  "fixmap_map of " + hex(pa) + " while " + hex(fixmap_pa_.value_or(0)) +
+                      " is mapped by this thread (one slot; refused)");
     return nullptr;
   }
+  fixmap_slot_.m.lock();  // another thread's use ends with its fixmap_unmap
+  const std::lock_guard guard(mu_.m);
   const u64 page = pa & ~(alloc_.page_size() - 1);
   if (!mem_->backed(page, alloc_.page_size())) {
     alloc_.report(ViolationKind::unbacked, pa, "fixmap_map of " + hex(pa) + ": page not backed");
+    fixmap_slot_.m.unlock();
     return nullptr;
   }
   fixmap_pa_ = pa;
+  fixmap_holder_.store(self);
   log_.record(Event::fixmap_map(pa));
   return mem_->ptr(pa);
 }
 
 void SimPlatform::fixmap_unmap() {
-  const std::lock_guard guard(mu_.m);
-  if (!fixmap_pa_) {
-    alloc_.report(ViolationKind::fixmap_not_mapped, 0, "fixmap_unmap with nothing mapped");
+  if (fixmap_holder_.load() != std::this_thread::get_id()) {
+    const std::lock_guard guard(mu_.m);
+    alloc_.report(ViolationKind::fixmap_not_mapped, 0, "fixmap_unmap with nothing mapped by this thread");
     return;
   }
-  fixmap_pa_.reset();
-  log_.record(Event::fixmap_unmap());
+  {
+    const std::lock_guard guard(mu_.m);
+    fixmap_pa_.reset();
+    fixmap_holder_.store(std::thread::id{});
+    log_.record(Event::fixmap_unmap());
+  }
+  fixmap_slot_.m.unlock();
 }
 
 namespace {

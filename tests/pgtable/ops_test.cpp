@@ -243,6 +243,36 @@ TYPED_TEST(Ops, MapPageIfEmptyMapsOnlyAnEmptyLastLevelEntry) {
   EXPECT_THAT(e.plat->violations(), IsEmpty());
 }
 
+// last_level_table() names the table that holds an address's last-level entry, from the
+// remembered slot or a walk, and nothing where no table leads there.
+TYPED_TEST(Ops, LastLevelTableNamesTheTableHoldingTheEntry) {
+  auto& e = this->env;
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, l2 = this->kL2, pg = this->kPage;
+  auto t = e.stage2();
+  u64 tp = 0;
+  EXPECT_FALSE(t.last_level_table(ipa, &tp));  // nothing below the root
+  ASSERT_TRUE(t.map(ipa, l2, pa, kRW, e.mc));  // a block
+  EXPECT_FALSE(t.last_level_table(ipa + pg, &tp));
+  ASSERT_TRUE(t.map(ipa + 2 * l2 + pg, pg, pa + pg, kRW, e.mc));
+  ASSERT_TRUE(t.map(ipa + 4 * l2 + 3 * pg, pg, pa + 3 * pg, kRW, e.mc));
+  EXPECT_FALSE(t.last_level_table(u64{1} << t.ia_bits(), &tp));
+  // Asked in turn, so the remembered table is the other one each time.
+  for (int round = 0; round < 2; ++round) {
+    for (const u64 addr : {ipa + 2 * l2 + pg, ipa + 4 * l2 + 3 * pg}) {
+      tp = 0;
+      ASSERT_TRUE(t.last_level_table(addr, &tp));
+      const u64 e3 = e.plat->phys_to_virt(tp)[arch::level_index(TypeParam::value, arch::kLastLevel, addr)];
+      EXPECT_EQ(e3, t.lookup(addr)->entry);
+      EXPECT_NE(e3, 0u);
+      EXPECT_EQ(t.lookup(addr)->level, arch::kLastLevel);
+    }
+  }
+  // Gone with its table: the unmap frees it, and the remembered slot with it.
+  ASSERT_TRUE(t.unmap(ipa + 2 * l2, l2, e.mc));
+  EXPECT_FALSE(t.last_level_table(ipa + 2 * l2 + pg, &tp));
+}
+
 // The engine remembers the last Prot it encoded; a table moved in with another FWB setting
 // must not reuse that encoding (MemAttr means different things with and without FWB).
 TYPED_TEST(Ops, AMovedInTableEncodesForItsOwnFwbSetting) {

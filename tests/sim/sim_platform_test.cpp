@@ -6,7 +6,11 @@
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <optional>
+#include <thread>
 #include <map>
 #include <stdexcept>
 #include <vector>
@@ -185,6 +189,31 @@ TEST_F(SimPlatformTest, FixmapHasOneSlot) {
             "fixmap unmap\n");
   EXPECT_THAT(kinds(p), ElementsAre(ViolationKind::fixmap_busy, ViolationKind::fixmap_not_mapped,
                                     ViolationKind::unbacked));
+}
+
+// The slot belongs to one thread from fixmap_map to fixmap_unmap: another thread's fixmap_map
+// waits for the unmap (no fixmap_busy, no second page in the slot while the first is in use),
+// and only the holder may unmap.
+TEST_F(SimPlatformTest, FixmapWaitsForAnotherThreadsUse) {
+  ASSERT_NE(p.fixmap_map(kRam + 0x2000), nullptr);
+  std::atomic<bool> mapped{false};
+  std::optional<u64> seen_by_other;
+  std::thread other([&] {
+    p.fixmap_unmap();  // not its slot: refused, reported
+    void* q = p.fixmap_map(kRam + 0x3000);
+    seen_by_other = p.fixmap_pa();
+    mapped = q != nullptr;
+    p.fixmap_unmap();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(mapped.load());  // still waiting: this thread holds the slot
+  EXPECT_EQ(p.fixmap_pa(), kRam + 0x2000);
+  p.fixmap_unmap();
+  other.join();
+  EXPECT_TRUE(mapped.load());
+  EXPECT_EQ(seen_by_other, kRam + 0x3000);
+  EXPECT_EQ(p.fixmap_pa(), std::nullopt);
+  EXPECT_THAT(kinds(p), ElementsAre(ViolationKind::fixmap_not_mapped));
 }
 
 TEST_F(SimPlatformTest, RefcountsAndTheFreeTheyCause) {

@@ -714,7 +714,6 @@ class MemProtect {
   /// the rest and the release (docs/ownership.md, "Reclaiming a guest page by page").
   [[nodiscard]] Status reclaim_guest(ComponentId id) {
     const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
     const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
@@ -822,7 +821,6 @@ class MemProtect {
   ///  - EOPNOTSUPP: the page needs a scrub and the platform's fixmap cannot map it.
   [[nodiscard]] Status reclaim_guest_page(ComponentId id, u64 ipa) {
     const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
     const Guard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
@@ -841,7 +839,6 @@ class MemProtect {
     u64 size = 0;
     if (Status st = check_memory(pa, 1, &size); !st) return st;
     const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
     PageMeta& m = meta(pa);
     Guest* g = find_guest(m.guest);
     const Guard guest_lock = lock_guest(g);
@@ -1641,6 +1638,12 @@ class MemProtect {
   // A table below, an annotation, a shared page or anything else: false. The walk stops at
   // the entry, and table_all_default() reads the table under it.
   [[nodiscard]] bool host_children_default(u64 base, int level, u64 hint) {
+    // A last-level table: the engine's remembered slot finds it without a walk (the transition
+    // that called this has just changed an entry of it).
+    if (level == arch::kLastLevel - 1) {
+      u64 t = 0;
+      return host_.last_level_table(base, &t) && table_all_default(t, arch::kLastLevel, base, hint);
+    }
     struct V {
       static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitTablePre; }
       MemProtect* self;

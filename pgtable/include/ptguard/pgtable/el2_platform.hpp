@@ -28,7 +28,7 @@
 //              lock-order hooks are empty (the order is checked in the simulator). The pool's
 //              free lists have a TicketLock of their own: tables of different locks (the
 //              host's, a guest's) allocate and free pages at the same time. So has the fixmap:
-//              the scrubbing transitions use it under the hypervisor's lock, but cache_op()
+//              the scrubbing transitions use it under the host's and a guest's lock, and cache_op()
 //              borrows it too, and a guest's stage 2 without FEAT_S2FWB calls cache_op under
 //              that guest's lock alone. fixmap_map() takes the fixmap lock (waiting for it)
 //              and records the holder, the calling CPU's MPIDR_EL1 affinity; fixmap_unmap()

@@ -30,6 +30,10 @@
 //               through its linear map or its fixmap.
 //   fixmap      fixmap_map(pa) gives a private writable mapping of one page, fixmap_unmap()
 //               removes it (the hypervisor scrubs or cleans a page it must not keep mapped).
+//               CPUs may call it at once (scrubs of different guests hold no common lock but
+//               the host's; cache_op may need the slot under a guest's lock alone): a platform
+//               with one slot serialises them, held from fixmap_map to fixmap_unmap; on the CPU
+//               that holds it, a second fixmap_map returns nullptr.
 //
 // Optional, for the ownership layer's locks (ownership/locking.hpp; not part of the concept,
 // each has a default):

@@ -215,6 +215,20 @@ class Table {
     return v.out;
   }
 
+  /// Whether tables lead down to a last-level table for `addr`; if so `*table_pa` is its
+  /// physical address. False where an entry above the last level is not a table (empty, a
+  /// block, an annotation), for no table, or for `addr` past the input-address size. The table found is remembered as map()'s fast path
+  /// remembers it, so a caller asking about the table an operation just changed pays one
+  /// compare, not a walk (the ownership layer's block rebuild asks after every page that comes
+  /// home). The table stays valid only while the caller's lock keeps others from freeing it.
+  [[nodiscard]] bool last_level_table(u64 addr, u64* table_pa) const {
+    if (root_pa_ == kNoRoot || (ia_bits_ < 64 && addr >> ia_bits_)) return false;
+    const PageSlot slot = last_level_slot(addr);
+    if (slot.ptep == nullptr) return false;
+    *table_pa = slot.table_pa;
+    return true;
+  }
+
   // ---- operations (stage 2 and stage 1) -----------------------------------------------------
 
   /// Maps [addr, addr+size) to [pa, pa+size) with `prot`, using the largest blocks the

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "ptguard/arch/error.hpp"
@@ -118,10 +119,13 @@ class SimPlatform {
   /// Logs the operation; an unbacked range is a violation (logged all the same).
   void cache_op(arch::CacheOp op, u64 pa, u64 size);
   /// The host pointer of `pa` through the single fixmap slot (the page containing `pa` must be
-  /// backed). Refused with nullptr while the slot is in use (fixmap_busy) or for an unbacked
-  /// page (unbacked).
+  /// backed). The slot is held by one thread from fixmap_map to its fixmap_unmap, as
+  /// El2Platform's is by one CPU: another thread's fixmap_map waits for it (the ownership layer
+  /// scrubs under the host and a guest lock, not a lock every scrub shares). Refused with
+  /// nullptr when the calling thread holds the slot already (fixmap_busy: nested use) or for an
+  /// unbacked page (unbacked).
   [[nodiscard]] void* fixmap_map(u64 pa);
-  /// Frees the slot; with nothing mapped, a fixmap_not_mapped violation.
+  /// Frees the slot; a fixmap_not_mapped violation if the calling thread does not hold it.
   void fixmap_unmap();
   /// Whether alloc_pages may ever hand out the page at `pa` (it lies in the allocator's pool).
   [[nodiscard]] bool in_page_pool(u64 pa) const {
@@ -201,6 +205,17 @@ class SimPlatform {
   std::uintptr_t pool_host_addr_;
   std::vector<HostRange> host_ranges_;  // every region of mem_, refreshed when a lookup misses
   std::optional<u64> fixmap_pa_;
+  Mutex fixmap_slot_;                          // held from fixmap_map to fixmap_unmap
+  // The thread holding fixmap_slot_, if any (not moved: a platform is moved only before use).
+  struct Holder {
+    std::atomic<std::thread::id> id{};
+    Holder() = default;
+    Holder(Holder&&) noexcept {}
+    Holder& operator=(Holder&&) noexcept { return *this; }
+    [[nodiscard]] std::thread::id load() const { return id.load(); }
+    void store(std::thread::id v) { id.store(v); }
+  };
+  Holder fixmap_holder_;
   bool log_refcounts_ = false;
 };
 
