@@ -103,6 +103,7 @@ TEST(Vtcr52, FourKAtLevelMinusOne) {
     EXPECT_EQ(TcrSh0::get(v), 0b11u);
     EXPECT_EQ(cfg->pa_bits, 52u);
     EXPECT_EQ(cfg->oa, kOa52Ds);
+    EXPECT_FALSE(cfg->tlbi_range) << "range TLBIs count in 64K units with DS = 1: not encoded";
   }
   // Pinned: 4K, 52-bit IPA, 52-bit PA, VS, HA, WBWA inner-shareable walks: T0SZ 12, SL0 0,
   // IRGN0/ORGN0 01, SH0 11, TG0 00, PS 110, VS, HA, RES1 bit 31, DS (32), SL2 (33).
@@ -135,6 +136,7 @@ TEST(Vtcr52, SixteenKAndSixtyFourK) {
     EXPECT_EQ((c->vtcr >> 32) & 3, 0u);
     EXPECT_EQ(TcrPs::get(c->vtcr), 0b110u);
     EXPECT_EQ(c->oa, kOa52Lpa64);
+    EXPECT_TRUE(c->tlbi_range) << "no DS: range TLBIs as usual";
   }
 }
 

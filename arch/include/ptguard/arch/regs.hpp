@@ -350,7 +350,10 @@ struct Stage2Config {
   v = VtcrVs::put(v, vs);
   v = TcrHa::put(v, ha);
   v = TcrDs::put(v, ds);
-  return Stage2Config{geo,      v,   pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt), cpu.tlbi_range,
+  // Range TLBIs are not used with DS = 1: their BaseADDR then counts in 64K units whatever the
+  // granule (TLBI RIPAS2E1IS with FEAT_LPA2), which tlbi_range_operand does not encode; the
+  // engine falls back to by-address TLBIs and the VMID-wide one.
+  return Stage2Config{geo,      v,   pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt), cpu.tlbi_range && !ds,
                       oa_format(g, pa52)};
 }
 
@@ -398,8 +401,9 @@ struct Stage1Config {
   t = TcrPs::put(t, pa_range_from_bits(pa_bits));
   t = TcrHa::put(t, ha);
   t = TcrDs::put(t, ds);
+  // No range TLBIs with DS = 1 (as make_stage2_config).
   return Stage1Config{g, va_bits, stage1_start_level(g, va_bits), t, kMairEl2, pa_bits, ha,
-                      !walk_needs_cmo(opt), cpu.tlbi_range, oa_format(g, pa52)};
+                      !walk_needs_cmo(opt), cpu.tlbi_range && !ds, oa_format(g, pa52)};
 }
 
 // ---------------------------------------------------------------------------------------------
