@@ -315,9 +315,10 @@ struct Stage2Config {
 /// Builds VTCR_EL2 for a stage-2 table of `ia_bits` over granule `g`.
 /// 52-bit addresses (ia_bits 49..52, or opt.pa_52bit): PS = 0b110 and the 52-bit descriptor
 /// format (cfg.oa); with 4K/16K also DS = 1 (FEAT_LPA2), which takes the leaves' shareability
-/// from SH0, so SH0 is Inner Shareable then whatever the walk cacheability (with non-cacheable
-/// walks SH0 does not matter to the walk: Non-cacheable memory is Outer Shareable, B2.7.2); with
-/// 4K and ia_bits > 48 the walk starts at level -1 (SL2 = 1, SL0 = 0b00).
+/// from SH0 (D8.3.1, "52-bit output addresses"), so SH0 is Inner Shareable then whatever the
+/// walk cacheability (with non-cacheable walks SH0 does not matter to the walk: Arm ARM B2,
+/// "Normal memory", treats Inner and Outer Non-cacheable memory as Outer Shareable); with 4K
+/// and ia_bits > 48 the walk starts at level -1 (SL2 = 1, SL0 = 0b00).
 /// Errors: EINVAL if ia_bits is outside 25..52; EOPNOTSUPP if the CPU lacks the granule at
 /// stage 2, or 52-bit addresses with it (CpuFeatures::supports_52bit); ERANGE if ia_bits
 /// exceeds the CPU's PA size (the IPA space cannot be larger than the PA space).
