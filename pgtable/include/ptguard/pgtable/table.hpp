@@ -168,6 +168,9 @@ class Table {
   /// the configuration's 52-bit format (FEAT_LPA2 DS = 1 with 4K/16K: no SH in leaves; FEAT_LPA
   /// with 64K).
   [[nodiscard]] const arch::OaFormat& oa_format() const { return oa_; }
+  /// The output address a valid leaf from lookup() or a walk maps its first byte to, decoded in
+  /// the table's address format (arch::leaf_address_mask() is the 48-bit format only).
+  [[nodiscard]] u64 output_address(const Leaf& l) const { return leaf_oa(l.entry, l.level); }
   /// Number of pages of the (possibly concatenated) root.
   [[nodiscard]] unsigned root_pages() const { return 1u << root_order_; }
 
