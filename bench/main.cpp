@@ -58,6 +58,8 @@ struct RowSpec {
 // The rows, in its order (and the arch/ check at the end).
 constexpr RowSpec kRows[] = {
     {"stage2_map_1g_pages", "page", 5, 30},
+    // The same on a 4K, 52-bit IPA table with a level -1 root (FEAT_LPA2): the same target.
+    {"stage2_map_1g_pages_lpa2", "page", 5, 0},
     {"stage2_map_1g_page_calls", "page", 25, 122},
     {"stage2_map_1g_block", "call", 0, 0},
     {"stage2_map_1g_2m_blocks", "block", 5, 28},

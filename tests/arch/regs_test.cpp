@@ -50,7 +50,7 @@ TEST(Vtcr, FeaturesDecidePsVsHa) {
   ASSERT_TRUE(cfg2);
   EXPECT_FALSE(TcrHa::get(cfg2->vtcr));
   EXPECT_FALSE(VtcrVs::get(cfg2->vtcr));
-  // 52-bit PA CPUs get a 48-bit PS: the library does not do FEAT_LPA.
+  // 52-bit PA CPUs get a 48-bit PS unless 52-bit addresses are asked for (lpa2_test.cpp).
   cpu = CpuFeatures{};
   cpu.pa_bits = 52;
   EXPECT_EQ(TcrPs::get(make_stage2_config(Granule::k64K, 48, cpu)->vtcr), 0b101u);
@@ -58,7 +58,7 @@ TEST(Vtcr, FeaturesDecidePsVsHa) {
 
 TEST(Vtcr, RefusesWhatCannotBeBuilt) {
   EXPECT_EQ(make_stage2_config(Granule::k4K, 24, CpuFeatures{}).error(), Error::einval);
-  EXPECT_EQ(make_stage2_config(Granule::k4K, 49, CpuFeatures{}).error(), Error::einval);
+  EXPECT_EQ(make_stage2_config(Granule::k4K, 53, CpuFeatures::modern_52bit()).error(), Error::einval);
   CpuFeatures small;
   small.pa_bits = 36;
   EXPECT_EQ(make_stage2_config(Granule::k4K, 40, small).error(), Error::erange);
@@ -80,7 +80,8 @@ TEST(Tcr, Stage1El2) {
       EXPECT_EQ(cfg->mair, kMairEl2);
     }
   }
-  EXPECT_EQ(make_stage1_config(Granule::k4K, 50, CpuFeatures{}).error(), Error::einval);
+  EXPECT_EQ(make_stage1_config(Granule::k4K, 53, CpuFeatures{}).error(), Error::einval);
+  EXPECT_EQ(make_stage1_config(Granule::k4K, 50, CpuFeatures{}).error(), Error::eopnotsupp);
 }
 
 TEST(Features, FromIdRegisters) {
@@ -148,7 +149,7 @@ TEST(Features, FiftyTwoBitAddressesFromIdRegisters) {
   EXPECT_EQ(qemu.pa_bits, 52u);
   for (Granule g : {Granule::k4K, Granule::k16K, Granule::k64K})
     for (int stage : {1, 2}) EXPECT_TRUE(qemu.supports_52bit(g, stage));
-  // Defaults and modern(): none (the builders stop at 48 bits).
+  // Defaults and modern(): none (modern_52bit() has them all).
   EXPECT_FALSE(CpuFeatures{}.supports_52bit(Granule::k4K, 2));
   EXPECT_FALSE(CpuFeatures::modern().supports_52bit(Granule::k4K, 2));
 }

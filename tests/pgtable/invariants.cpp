@@ -68,7 +68,7 @@ void reach_page(sim::SimPlatform& p, const Geometry& geo, u64 pa, int level, u64
       r.errors.push_back("reserved encoding " + hex(e) + " at " + hex(pa + 8 * i) + " level " +
                          std::to_string(level));
     } else if (k == DescKind::table) {
-      reach_page(p, geo, arch::TableDesc(e).next_table(geo.g), level + 1, ia, pa + 8 * i, seen, r);
+      reach_page(p, geo, arch::TableDesc(e).next_table(geo.g, geo.oa), level + 1, ia, pa + 8 * i, seen, r);
     }
   }
 }
@@ -318,17 +318,19 @@ State decode_entry(const Geometry& geo, u64 e, int level, std::vector<std::strin
     err("not a leaf");
     return State{};
   }
-  const u64 oa_mask = arch::leaf_address_mask(geo.g, level);
+  // The output address in the table's format; with DS = 1 bits [9:8] are OA[51:50], not SH.
+  const u64 oa_mask = geo.oa.descriptor_bits(arch::level_shift(geo.g, level));
+  const bool has_sh = geo.oa.leaf_has_sh();
   State s;
   s.kind = Kind::mapped;
-  s.pa = e & oa_mask;
+  s.pa = geo.oa.decode(e, arch::level_shift(geo.g, level));
   s.sw = static_cast<u8>(arch::DescSw::get(e));
   const u64 common = arch::DescValid::kMask | arch::DescTypeBit::kMask | arch::DescSw::kMask | oa_mask;
   if (geo.stage == 2) {
-    const u64 allowed = common | arch::S2MemAttr::kMask | arch::S2Ap::kMask | arch::S2Sh::kMask |
+    const u64 allowed = common | arch::S2MemAttr::kMask | arch::S2Ap::kMask | (has_sh ? arch::S2Sh::kMask : 0) |
                         arch::S2Af::kMask | arch::S2Xn::kMask;
     if ((e & ~allowed) != 0) err("stray bits " + hex(e & ~allowed));
-    if (arch::S2Sh::get(e) != static_cast<u64>(arch::Shareability::inner)) err("SH not inner-shareable");
+    if (has_sh && arch::S2Sh::get(e) != static_cast<u64>(arch::Shareability::inner)) err("SH not inner-shareable");
     if (!arch::S2Af::get(e)) err("AF clear");
     u8 perm = 0;
     if (arch::S2ApRead::get(e)) perm |= pgtable::kPermR;
@@ -351,10 +353,10 @@ State decode_entry(const Geometry& geo, u64 e, int level, std::vector<std::strin
     }
     if (!found) err("unknown MemAttr " + std::to_string(ma));
   } else {
-    const u64 allowed = common | arch::S1AttrIndx::kMask | arch::S1Ap::kMask | arch::S1Sh::kMask |
+    const u64 allowed = common | arch::S1AttrIndx::kMask | arch::S1Ap::kMask | (has_sh ? arch::S1Sh::kMask : 0) |
                         arch::S1Af::kMask | arch::S1Xn::kMask;
     if ((e & ~allowed) != 0) err("stray bits " + hex(e & ~allowed));
-    if (arch::S1Sh::get(e) != static_cast<u64>(arch::Shareability::inner)) err("SH not inner-shareable");
+    if (has_sh && arch::S1Sh::get(e) != static_cast<u64>(arch::Shareability::inner)) err("SH not inner-shareable");
     if (!arch::S1Af::get(e)) err("AF clear");
     u8 perm = pgtable::kPermR;
     const u64 ap = arch::S1Ap::get(e);
@@ -392,10 +394,8 @@ std::vector<std::string> check_translations(const sim::PhysMem& mem, const Geome
     for (sim::Access acc : {sim::Access::read, sim::Access::write, sim::Access::exec}) {
       const sim::Translation t =
           geo.stage == 2
-              ? sim::translate_stage2(mem, sim::Stage2Regs{geo.tcr, arch::make_vttbr(geo.root_pa, geo.vmid), geo.fwb},
-                                      addr, acc)
-              : sim::translate_stage1_el2(
-                    mem, sim::Stage1Regs{geo.tcr, geo.mair, arch::make_ttbr0_el2(geo.root_pa)}, addr, acc);
+              ? sim::translate_stage2(mem, sim::Stage2Regs{geo.tcr, geo.vttbr(), geo.fwb}, addr, acc, false, geo.impl())
+              : sim::translate_stage1_el2(mem, sim::Stage1Regs{geo.tcr, geo.mair, geo.ttbr0()}, addr, acc, geo.impl());
       auto where_s = [&] {
         return std::string(sim::name(acc)) + " at " + hex(addr) + " (model: " + to_string(s) +
                "): reference MMU says " + sim::to_string(t);
@@ -589,7 +589,7 @@ class Checker {
       pending_.push_back(Pending{Pending::Why::broken, e.pa, ia, lsize, level, was_table, o, i});
       active_.push_back(pending_.size() - 1);
       broken_[e.pa] = pending_.size() - 1;
-      if (was_table) mark_subtree(arch::TableDesc(o).next_table(geo_.g), static_cast<long>(pending_.size() - 1));
+      if (was_table) mark_subtree(arch::TableDesc(o).next_table(geo_.g, geo_.oa), static_cast<long>(pending_.size() - 1));
     } else if (!ov && nv) {
       auto b = broken_.find(e.pa);
       if (b != broken_.end()) {
@@ -602,7 +602,7 @@ class Checker {
         }
       }
       if (is_table(n, level)) {
-        const u64 child = arch::TableDesc(n).next_table(geo_.g);
+        const u64 child = arch::TableDesc(n).next_table(geo_.g, geo_.oa);
         auto c = pages_.find(child);
         if (c != pages_.end() && c->second.unlinked_by == -1) {
           out_.push_back("table page " + hex(child) + " linked twice, at " + where());
@@ -829,7 +829,8 @@ Space make_space(const Geometry& geo, int where, bool cheap) {
       break;
     default: sp.base = sp.big; break;
   }
-  sp.pa_off = ((u64{1} << 40) + 3 * sp.big) - sp.base;  // wraps: pa = addr + pa_off
+  sp.pa_off = ((geo.oa.hi_field != 0 ? kHighRam : u64{1} << 40) + 3 * sp.big) - sp.base;  // wraps: pa = addr + pa_off
+  sp.pa_top = u64{1} << geo.pa_bits;
   return sp;
 }
 
@@ -867,7 +868,7 @@ Op gen_op(Rng& r, const Space& sp) {
   if (page_aligned_only && size > 8 * sp.small) size = size % (8 * sp.small) + sp.page;
   op.size = size;
   op.addr = addr;
-  if (r.chance(1, 40)) op.pa = (u64{1} << 48) - sp.page;  // past the PA size (unless one page)
+  if (r.chance(1, 40)) op.pa = sp.pa_top - sp.page;  // past the PA size (unless one page)
   op.prot = gen_prot(r, sp.stage);
   op.replace = sp.stage == 2 && r.chance(1, 3);
   op.owner = static_cast<u32>(pick(r, {{4, 1}, {3, 2}, {1, 3}, {2, 0}, {1, arch::kMaxOwnerId}}));

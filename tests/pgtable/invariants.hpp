@@ -53,6 +53,21 @@ struct Geometry {
   bool fwb = false;
   u64 tcr = 0;  ///< VTCR_EL2 (stage 2) or TCR_EL2 (stage 1)
   u64 mair = arch::kMairEl2;
+  /// How descriptors hold addresses (a 52-bit format for FEAT_LPA2 / FEAT_LPA tables).
+  arch::OaFormat oa = arch::kOa48;
+
+  /// VTTBR_EL2 / TTBR0_EL2 for the root (the 52-bit BADDR layout with a 52-bit PA size).
+  [[nodiscard]] u64 vttbr() const { return arch::ttbr_baddr(root_pa, pa_bits == 52) | arch::VttbrVmid::make(vmid); }
+  [[nodiscard]] u64 ttbr0() const { return arch::ttbr_baddr(root_pa, pa_bits == 52); }
+  /// The reference MMU's CPU: the default, or with a 52-bit table FEAT_LPA2 and a 52-bit PA.
+  [[nodiscard]] sim::ImplChoices impl() const {
+    sim::ImplChoices c;
+    if (oa.hi_field != 0) {
+      c.pa_bits = 52;
+      c.lpa2 = true;
+    }
+    return c;
+  }
 
   [[nodiscard]] u64 page() const { return arch::page_size(g); }
   /// Input addresses one root page covers.
@@ -74,6 +89,7 @@ Geometry geometry_of(const T& t, u64 tcr) {
   geo.vmid = t.vmid();
   geo.fwb = t.fwb();
   geo.tcr = tcr;
+  geo.oa = t.oa_format();
   return geo;
 }
 
@@ -279,11 +295,13 @@ struct Space {
   u64 page = 0;
   u64 nbig = 1;    ///< window size in `big` units
   u64 pa_off = 0;  ///< usual output address minus input address (aligned to `big`)
+  u64 pa_top = u64{1} << 48;  ///< the output-address size (2^pa_bits), for the "past it" edge
   bool cheap = false;  ///< keep ranges small (fault injection: few pages per operation)
 };
 
 /// The window for a table: where = 0 near the bottom of the IA space, 1 at its very top (so
 /// ranges can run past it), 2 across the boundary between two pages of a concatenated root.
+/// With a 52-bit table the usual output addresses lie above 2^50 (kHighRam).
 Space make_space(const Geometry& geo, int where, bool cheap = false);
 
 /// Any source of randomness: below(n) in [0, n).
@@ -320,6 +338,9 @@ inline constexpr u64 kRam = 0x4000'0000;
 inline constexpr u64 kPool = 64ull << 20;
 inline constexpr u64 kMappedRam = u64{1} << 40;
 inline constexpr u64 kMappedRamSize = 16ull << 30;
+/// With a 52-bit table (World's pa52): the memory mapped above 2^50 (OA[51:50] = 0b10).
+inline constexpr u64 kHighRam = u64{0xb} << 48;
+inline constexpr u64 kHighRamSize = kMappedRamSize;
 
 template <typename T>
 class World {
@@ -328,24 +349,31 @@ class World {
   static constexpr bool kStage2 = T::kStage2;
 
   /// `arm` runs on the platform before the table is created (fault injection).
+  /// `pa52`: 52-bit addresses (a CPU with FEAT_LPA2 and FEAT_LPA, WalkOptions::pa_52bit).
   World(unsigned ia_bits, bool fwb, const pgtable::TableOptions& opt = {}, u16 vmid = 7,
-        const std::function<void(sim::SimPlatform&)>& arm = {}) {
+        const std::function<void(sim::SimPlatform&)>& arm = {}, bool pa52 = false) {
     if (!mem.add_region(kRam, kPool)) throw std::runtime_error("add_region");
     // The memory the tables map (cache maintenance without FWB reaches it); reserved, never
     // touched.
     if (!mem.add_region(kMappedRam, kMappedRamSize)) throw std::runtime_error("add_region");
     if (!mem.add_region((u64{1} << 48) - (1ull << 20), 1ull << 20)) throw std::runtime_error("add_region");
+    if (pa52) {
+      if (!mem.add_region(kHighRam, kHighRamSize)) throw std::runtime_error("add_region");
+      if (!mem.add_region((u64{1} << 52) - (1ull << 20), 1ull << 20)) throw std::runtime_error("add_region");
+    }
     plat.emplace(mem, kRam, kPool, arch::page_size(G));
     if (arm) arm(*plat);
-    arch::CpuFeatures cpu = arch::CpuFeatures::modern();
+    arch::CpuFeatures cpu = pa52 ? arch::CpuFeatures::modern_52bit() : arch::CpuFeatures::modern();
     cpu.fwb = fwb;
+    arch::WalkOptions wopt;
+    wopt.pa_52bit = pa52;
     if constexpr (kStage2) {
-      const auto cfg = arch::make_stage2_config(G, ia_bits, cpu);
+      const auto cfg = arch::make_stage2_config(G, ia_bits, cpu, wopt);
       if (!cfg) throw std::runtime_error("stage2 config");
       create_status = create(*cfg, vmid, opt);
       tcr = cfg->vtcr;
     } else {
-      const auto cfg = arch::make_stage1_config(G, ia_bits, cpu);
+      const auto cfg = arch::make_stage1_config(G, ia_bits, cpu, wopt);
       if (!cfg) throw std::runtime_error("stage1 config");
       create_status = create1(*cfg, opt);
       tcr = cfg->tcr;
@@ -418,8 +446,8 @@ class World {
       const sim::PhysMem& cmem = mem;
       const Geometry& g = geo;
       return apply_stage2(m, op, geo, [&cmem, &g](u64 addr) {
-        const sim::Translation tr = sim::translate_stage2(
-            cmem, sim::Stage2Regs{g.tcr, arch::make_vttbr(g.root_pa, g.vmid), g.fwb}, addr, sim::Access::read);
+        const sim::Translation tr = sim::translate_stage2(cmem, sim::Stage2Regs{g.tcr, g.vttbr(), g.fwb}, addr,
+                                                          sim::Access::read, false, g.impl());
         const u64 bs = tr.block_size != 0 ? tr.block_size : g.page();
         return std::pair<u64, u64>{addr & ~(bs - 1), bs};
       });

@@ -53,7 +53,18 @@ std::string tail(const std::vector<std::string>& trace) {
 }
 
 template <Granule G>
-std::vector<unsigned> ia_choices(int stage) {
+std::vector<unsigned> ia_choices(int stage, bool pa52 = false) {
+  if (pa52) {
+    // 52-bit tables (FEAT_LPA2 / FEAT_LPA): level -1 with 4K, concatenated and level-0 roots
+    // with 16K, and a 48-bit-or-less input with 52-bit output addresses. Stage 1 with 64K
+    // stays at 48 bits of VA (52 would be FEAT_LVA).
+    if (stage == 1) return G == Granule::k64K ? std::vector<unsigned>{48} : std::vector<unsigned>{40, 52};
+    switch (G) {
+      case Granule::k4K: return {40, 49, 52};
+      case Granule::k16K: return {49, 51, 52};
+      case Granule::k64K: return {44, 49, 52};
+    }
+  }
   if (stage == 1) return {39, 40, 48};
   switch (G) {
     case Granule::k4K: return {36, 40, 44, 48};
@@ -88,14 +99,15 @@ void teardown(W& w, Memcache& mc) {
 }
 
 template <Granule G>
-void stage2_property() {
+void stage2_property(bool pa52 = false) {
   using T = pgtable::Stage2Table<G, SimPlatform>;
-  const unsigned ia = *rc::gen::elementOf(ia_choices<G>(2));
+  const unsigned ia = *rc::gen::elementOf(ia_choices<G>(2, pa52));
   const bool fwb = *rc::gen::arbitrary<bool>();
   pgtable::TableOptions opt;
   if (G != Granule::k4K && *rc::gen::inRange(0, 4) == 0) opt.force_page = {pgtable::force_pages_always, nullptr};
-  World<T> w(ia, fwb, opt);
+  World<T> w(ia, fwb, opt, 7, {}, pa52);
   RC_ASSERT(w.t.has_value());
+  RC_ASSERT(w.t->oa_format().oa_bits() == (pa52 ? 52u : 48u));
   const Space sp = make_space(w.geo, *rc::gen::inRange(0, 3));
   const auto n = *rc::gen::resize(100, rc::gen::inRange<std::size_t>(1, 31));
   const auto ops = *rc::gen::container<std::vector<Op>>(n, op_gen(sp));
@@ -110,10 +122,10 @@ void stage2_property() {
 }
 
 template <Granule G>
-void stage1_property() {
+void stage1_property(bool pa52 = false) {
   using T = pgtable::Stage1Table<G, SimPlatform>;
-  const unsigned ia = *rc::gen::elementOf(ia_choices<G>(1));
-  World<T> w(ia, false);
+  const unsigned ia = *rc::gen::elementOf(ia_choices<G>(1, pa52));
+  World<T> w(ia, false, {}, 7, {}, pa52);
   RC_ASSERT(w.t.has_value());
   const Space sp = make_space(w.geo, *rc::gen::inRange(0, 2));
   const auto n = *rc::gen::resize(100, rc::gen::inRange<std::size_t>(1, 31));
@@ -134,6 +146,14 @@ RC_GTEST_PROP(PgtableModel, Stage2Granule64K, ()) { stage2_property<Granule::k64
 RC_GTEST_PROP(PgtableModel, Stage1Granule4K, ()) { stage1_property<Granule::k4K>(); }
 RC_GTEST_PROP(PgtableModel, Stage1Granule16K, ()) { stage1_property<Granule::k16K>(); }
 RC_GTEST_PROP(PgtableModel, Stage1Granule64K, ()) { stage1_property<Granule::k64K>(); }
+// The same with 52-bit addresses: output addresses above 2^50, and the input window at the top of
+// a 49..52-bit space (docs/pgtable.md, "52-bit addresses").
+RC_GTEST_PROP(PgtableModel, Stage2Granule4KPa52, ()) { stage2_property<Granule::k4K>(true); }
+RC_GTEST_PROP(PgtableModel, Stage2Granule16KPa52, ()) { stage2_property<Granule::k16K>(true); }
+RC_GTEST_PROP(PgtableModel, Stage2Granule64KPa52, ()) { stage2_property<Granule::k64K>(true); }
+RC_GTEST_PROP(PgtableModel, Stage1Granule4KPa52, ()) { stage1_property<Granule::k4K>(true); }
+RC_GTEST_PROP(PgtableModel, Stage1Granule16KPa52, ()) { stage1_property<Granule::k16K>(true); }
+RC_GTEST_PROP(PgtableModel, Stage1Granule64KPa52, ()) { stage1_property<Granule::k64K>(true); }
 
 }  // namespace
 }  // namespace ptguard::pgtest

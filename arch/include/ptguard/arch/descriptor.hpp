@@ -31,6 +31,11 @@
 //
 // No field overlaps another (checked below), so writing an owner never clobbers the software
 // bits; Linux had exactly that bug (commit 8a0282c68121 moved the owner from 63:56 to 9:2).
+//
+// 52-bit addresses (OaFormat below) take descriptor bits [49:48] and [9:8] (FEAT_LPA2) or
+// [15:12] (FEAT_LPA with 64K) of a valid descriptor. The MMU reads none of an invalid
+// descriptor's bits, so the annotation layout needs no change; the software bits 58:55 are
+// outside every address format in valid descriptors too (both checked below).
 #pragma once
 
 #include "ptguard/arch/bits.hpp"
@@ -83,6 +88,69 @@ enum class DescKind : u8 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Output-address formats (D8.3.1, "52-bit output addresses"; D8.3.1.1 and D8.3.1.2).
+// ---------------------------------------------------------------------------------------------
+
+/// Where a table, block or page descriptor keeps its address: the address bits of `in_place`
+/// sit at the same descriptor bits, and OA[top] bits are moved into `hi_field` (descriptor bit
+/// b holds address bit b + hi_shift). Three formats exist:
+///   kOa48       bits [47:x] in place, nothing moved (no FEAT_LPA/LPA2, or DS = 0)
+///   kOa52Ds     4K and 16K with TCR/VTCR.DS = 1 (FEAT_LPA2): bits [49:x] in place, OA[51:50]
+///               in bits [9:8]; a leaf then has no SH field (shareability is TCR/VTCR.SH0's)
+///   kOa52Lpa64  64K with a 52-bit PA (FEAT_LPA): bits [47:x] in place, OA[51:48] in [15:12]
+/// x is the level's shift for a leaf, the page shift for a table. encode() and decode() are
+/// branch-free, and kOa48's are the plain mask, so one code path serves every table.
+struct OaFormat {
+  u64 in_place;       ///< descriptor bits that hold the address bits of the same number
+  u64 hi_field;       ///< descriptor bits that hold the top address bits (0: none)
+  unsigned hi_shift;  ///< address bit = descriptor bit + hi_shift, within hi_field
+
+  /// The descriptor bits holding `pa`, aligned down to 2^lo_shift.
+  [[nodiscard]] constexpr u64 encode(u64 pa, unsigned lo_shift) const {
+    return (pa & in_place & ~((u64{1} << lo_shift) - 1)) | ((pa >> hi_shift) & hi_field);
+  }
+  /// The address held by descriptor `raw`, from bit lo_shift up.
+  [[nodiscard]] constexpr u64 decode(u64 raw, unsigned lo_shift) const {
+    return (raw & in_place & ~((u64{1} << lo_shift) - 1)) | ((raw & hi_field) << hi_shift);
+  }
+  /// Every descriptor bit that can hold an address bit at or above 2^lo_shift.
+  [[nodiscard]] constexpr u64 descriptor_bits(unsigned lo_shift) const {
+    return (in_place & ~((u64{1} << lo_shift) - 1)) | hi_field;
+  }
+  /// The largest output address + 1 the format can hold, as a bit count (48 or 52).
+  [[nodiscard]] constexpr unsigned oa_bits() const { return hi_field == 0 ? 48u : 52u; }
+  /// Whether bits [9:8] of a leaf are SH[1:0] (false with DS = 1: they are OA[51:50]).
+  [[nodiscard]] constexpr bool leaf_has_sh() const { return (hi_field & bit_range(9, 8)) == 0; }
+  friend constexpr bool operator==(const OaFormat&, const OaFormat&) = default;
+};
+
+inline constexpr OaFormat kOa48{bit_range(47, 0), 0, 0};
+inline constexpr OaFormat kOa52Ds{bit_range(49, 0), bit_range(9, 8), 42};
+inline constexpr OaFormat kOa52Lpa64{bit_range(47, 0), bit_range(15, 12), 36};
+
+/// The format of granule `g` with 52-bit output addresses (`pa52`: DS = 1 for 4K/16K, FEAT_LPA
+/// with 64K) or without.
+[[nodiscard]] constexpr OaFormat oa_format(Granule g, bool pa52) {
+  if (!pa52) return kOa48;
+  return g == Granule::k64K ? kOa52Lpa64 : kOa52Ds;
+}
+
+// Hand-computed encodings (D8.3.1): a 4K page at 0x000b_1234_5678_9000 with DS = 1 keeps
+// [49:12] in place and puts OA[51:50] = 0b10 in bits [9:8]; a 64K page at 0x000f_0000_1234_0000
+// with FEAT_LPA puts OA[51:48] = 0xf in bits [15:12].
+static_assert(kOa52Ds.encode(0x000b'1234'5678'9000ull, 12) == 0x0003'1234'5678'9200ull);
+static_assert(kOa52Ds.decode(0x0003'1234'5678'9200ull, 12) == 0x000b'1234'5678'9000ull);
+static_assert(kOa52Lpa64.encode(0x000f'0000'1234'0000ull, 16) == 0x0000'0000'1234'f000ull);
+static_assert(kOa52Lpa64.decode(0x0000'0000'1234'f000ull, 16) == 0x000f'0000'1234'0000ull);
+static_assert(kOa48.encode(0x0000'8000'0000'1000ull, 12) == 0x0000'8000'0000'1000ull);
+// Below 2^48 (4K/16K: 2^50) the 52-bit formats are the 48-bit one.
+static_assert(kOa52Ds.encode(0x0000'8000'0020'0000ull, 21) == kOa48.encode(0x0000'8000'0020'0000ull, 21));
+// The address bits never reach the type bits, the attributes a leaf keeps at [7:2] and [11:10],
+// or the software bits.
+static_assert((kOa52Ds.descriptor_bits(12) & (bit_range(7, 0) | bit_range(11, 10) | bit_range(63, 50))) == 0);
+static_assert((kOa52Lpa64.descriptor_bits(16) & (bit_range(11, 0) | bit_range(63, 48))) == 0);
+
+// ---------------------------------------------------------------------------------------------
 // Table descriptor (D8.3.1.1).
 // ---------------------------------------------------------------------------------------------
 
@@ -101,8 +169,16 @@ class TableDesc {
   [[nodiscard]] static constexpr TableDesc make(Granule g, u64 table_pa) {
     return TableDesc((table_pa & table_address_mask(g)) | DescValid::make(1) | DescTypeBit::make(1));
   }
+  /// The same in address format `f` (a 52-bit table address: D8.3.1.1 with DS = 1 or FEAT_LPA).
+  [[nodiscard]] static constexpr TableDesc make(Granule g, u64 table_pa, const OaFormat& f) {
+    return TableDesc(f.encode(table_pa, page_shift(g)) | DescValid::make(1) | DescTypeBit::make(1));
+  }
   [[nodiscard]] constexpr u64 raw() const { return raw_; }
   [[nodiscard]] constexpr u64 next_table(Granule g) const { return raw_ & table_address_mask(g); }
+  /// The next-level table's address in address format `f`.
+  [[nodiscard]] constexpr u64 next_table(Granule g, const OaFormat& f) const {
+    return f.decode(raw_, page_shift(g));
+  }
   [[nodiscard]] constexpr bool xn_table() const { return TableXn::get(raw_); }
   [[nodiscard]] constexpr bool pxn_table() const { return TablePxn::get(raw_); }
   /// APTable[1]: subsequent levels are read-only.
@@ -152,6 +228,13 @@ class S1Leaf {
     if (level == kLastLevel) raw |= DescTypeBit::make(1);
     return S1Leaf(raw);
   }
+  /// make() in address format `f`. With DS = 1 bits [9:8] are OA[51:50], not SH: do not call
+  /// with_sh() on such a leaf (shareability is TCR_EL2.SH0's).
+  [[nodiscard]] static constexpr S1Leaf make(Granule g, int level, u64 pa, const OaFormat& f) {
+    u64 raw = f.encode(pa, level_shift(g, level)) | DescValid::make(1) | S1Ap::make(static_cast<u64>(S1ApEl2::rw));
+    if (level == kLastLevel) raw |= DescTypeBit::make(1);
+    return S1Leaf(raw);
+  }
   /// A block at a level known at compile time; a level that cannot hold one does not compile.
   template <Granule G, int Level>
     requires(block_allowed(G, Level))
@@ -166,6 +249,10 @@ class S1Leaf {
   [[nodiscard]] constexpr u64 raw() const { return raw_; }
   [[nodiscard]] constexpr u64 output_address(Granule g, int level) const {
     return raw_ & leaf_address_mask(g, level);
+  }
+  /// The output address in address format `f` (52-bit: D8.3.1.2 with DS = 1 or FEAT_LPA).
+  [[nodiscard]] constexpr u64 output_address(Granule g, int level, const OaFormat& f) const {
+    return f.decode(raw_, level_shift(g, level));
   }
   [[nodiscard]] constexpr u8 attr_index() const { return static_cast<u8>(S1AttrIndx::get(raw_)); }
   [[nodiscard]] constexpr u8 ap() const { return static_cast<u8>(S1Ap::get(raw_)); }
@@ -237,6 +324,13 @@ class S2Leaf {
     if (level == kLastLevel) raw |= DescTypeBit::make(1);
     return S2Leaf(raw);
   }
+  /// make() in address format `f`. With DS = 1 bits [9:8] are OA[51:50], not SH: do not call
+  /// with_sh() on such a leaf (shareability is VTCR_EL2.SH0's).
+  [[nodiscard]] static constexpr S2Leaf make(Granule g, int level, u64 pa, const OaFormat& f) {
+    u64 raw = f.encode(pa, level_shift(g, level)) | DescValid::make(1);
+    if (level == kLastLevel) raw |= DescTypeBit::make(1);
+    return S2Leaf(raw);
+  }
   /// A block at a level known at compile time; a level that cannot hold one does not compile.
   template <Granule G, int Level>
     requires(block_allowed(G, Level))
@@ -251,6 +345,10 @@ class S2Leaf {
   [[nodiscard]] constexpr u64 raw() const { return raw_; }
   [[nodiscard]] constexpr u64 output_address(Granule g, int level) const {
     return raw_ & leaf_address_mask(g, level);
+  }
+  /// The output address in address format `f` (52-bit: D8.3.1.2 with DS = 1 or FEAT_LPA).
+  [[nodiscard]] constexpr u64 output_address(Granule g, int level, const OaFormat& f) const {
+    return f.decode(raw_, level_shift(g, level));
   }
   [[nodiscard]] constexpr u8 memattr() const { return static_cast<u8>(S2MemAttr::get(raw_)); }
   [[nodiscard]] constexpr bool readable() const { return S2ApRead::get(raw_); }
@@ -330,6 +428,9 @@ static_assert((InvOwner::kMask & (InvLocked::kMask | InvPoisoned::kMask)) == 0);
 static_assert((DescSw::kMask & (InvLocked::kMask | InvPoisoned::kMask)) == 0);
 static_assert((InvalidDesc::kDefinedMask & DescValid::kMask) == 0);
 static_assert(InvOwner::kWidth >= 16, "owner ids must be at least 16 bits wide");
+// The software bits keep clear of every address format, so a valid leaf's SW0..SW3 survive a
+// 52-bit output address (and an annotation's survive its becoming a leaf's).
+static_assert((DescSw::kMask & (kOa52Ds.descriptor_bits(12) | kOa52Lpa64.descriptor_bits(16))) == 0);
 static_assert(InvalidDesc::annotation(0xffff'ffff, 0xf).owner() == 0xffff'ffff);
 static_assert(InvalidDesc::annotation(0xffff'ffff, 0xf).sw() == 0xf);
 

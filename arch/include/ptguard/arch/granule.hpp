@@ -4,10 +4,13 @@
 // 2^G bytes, every table is one granule of 8-byte descriptors, so each lookup level resolves
 // G - 3 bits of the input address; the last level (3) resolves bits [G + G-3 - 1 : G].
 //
-// Scope: 48-bit input and output addresses at most. FEAT_LPA (52-bit PA with 64K) and
-// FEAT_LPA2 (level -1, 52-bit addresses with 4K/16K) are not supported; what they would add
-// (level -1, 4K level-0 blocks, 16K level-1 blocks, 64K level-1 blocks) is treated as the
-// architecture treats it without them: a block at such a level is a translation fault.
+// Scope: 48-bit input and output addresses, and 52-bit ones with FEAT_LPA2 (4K and 16K, TCR/
+// VTCR.DS = 1; with 4K a 52-bit input needs the level -1 lookup, which level_shift() and
+// level_index() compute like any other level) and FEAT_LPA (64K, a 52-bit PARange). The larger
+// blocks they would allow (4K level 0, 16K level 1, 64K level 1: D8.3.1 "Block descriptor",
+// with DS = 1 or FEAT_LPA) are not used: block_allowed() stays the 48-bit rule, so ptguard
+// never writes one and classify() reports one as the 48-bit architecture would, a translation
+// fault. The architecture never requires a table to use a block.
 #pragma once
 
 #include "ptguard/arch/bits.hpp"
@@ -26,8 +29,12 @@ inline constexpr int kLastLevel = 3;
 /// FEAT_TTST or FEAT_LVA).
 inline constexpr unsigned kMinIaBits = 25;
 inline constexpr unsigned kMaxIaBits = 48;
-/// Largest output-address size the library supports (no FEAT_LPA/LPA2).
+/// Largest output-address size of the 48-bit descriptor format (no FEAT_LPA/LPA2).
 inline constexpr unsigned kMaxOaBits = 48;
+/// Largest input- and output-address sizes with FEAT_LPA2 (4K, 16K: TxSZ down to 12, D24.2
+/// TCR_EL2.T0SZ / VTCR_EL2.T0SZ) or FEAT_LPA (64K, stage 2 and output addresses).
+inline constexpr unsigned kMaxIaBits52 = 52;
+inline constexpr unsigned kMaxOaBits52 = 52;
 
 /// log2 of the granule size: 12, 14 or 16.
 [[nodiscard]] constexpr unsigned page_shift(Granule g) {
@@ -140,5 +147,11 @@ static_assert(stage1_start_level(Granule::k16K, 25) == 3);
 static_assert(stage1_start_level(Granule::k64K, 48) == 1);
 static_assert(stage1_start_level(Granule::k64K, 42) == 2);
 static_assert(stage1_start_level(Granule::k64K, 29) == 3);
+// 52-bit inputs (FEAT_LPA2): 4K starts at level -1, whose table resolves IA[51:48] (D8.2,
+// "the level -1 lookup"); 16K at level 0, resolving IA[51:47].
+static_assert(stage1_start_level(Granule::k4K, 52) == -1 && level_shift(Granule::k4K, -1) == 48);
+static_assert(stage1_start_level(Granule::k4K, 49) == -1 && root_entries(Granule::k4K, -1, 49) == 2);
+static_assert(stage1_start_level(Granule::k16K, 52) == 0 && root_entries(Granule::k16K, 0, 52) == 32);
+static_assert(level_index(Granule::k4K, -1, u64{0xa} << 48) == 0xa);
 
 }  // namespace ptguard::arch

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "ptguard/arch/bits.hpp"
+#include "ptguard/arch/descriptor.hpp"
 #include "ptguard/arch/error.hpp"
 #include "ptguard/arch/granule.hpp"
 #include "ptguard/arch/memattr.hpp"
@@ -64,7 +65,8 @@ using CtrDic = Bit<29>;              ///< CTR_EL0.DIC: no I-cache invalidation f
 /// CPU without FEAT_S2FWB is a silently wrong memory type). modern() describes a recent CPU
 /// (and QEMU's `-cpu max`) for tests and the simulator.
 struct CpuFeatures {
-  unsigned pa_bits = 40;        ///< physical-address size (PARange), capped at 48 by the builders
+  unsigned pa_bits = 40;        ///< physical-address size (PARange); the builders cap it at 48
+                                ///< unless a configuration asks for 52-bit addresses
   unsigned vmid_bits = 8;       ///< 8 or 16
   bool hw_access_flag = false;  ///< FEAT_HAFDBS: the MMU can set AF itself (VTCR/TCR.HA)
   bool fwb = false;             ///< FEAT_S2FWB: stage 2 can force write-back (HCR_EL2.FWB)
@@ -75,8 +77,8 @@ struct CpuFeatures {
   bool granule_s1[3] = {true, true, true};  ///< stage-1 support, indexed by Granule
   bool granule_s2[3] = {true, true, true};  ///< stage-2 support, indexed by Granule
   /// 52-bit addresses with the granule at stage 1 / stage 2, indexed by Granule: FEAT_LPA2 for
-  /// 4K and 16K (TCR_EL2.DS / VTCR_EL2.DS), FEAT_LPA for 64K (a 52-bit PARange). The table
-  /// builders do not use them yet (they stop at 48 bits); the reference MMU does.
+  /// 4K and 16K (TCR_EL2.DS / VTCR_EL2.DS), FEAT_LPA for 64K (a 52-bit PARange). A 52-bit
+  /// configuration (make_stage2_config, make_stage1_config) is refused where they are false.
   bool lpa_s1[3] = {false, false, false};
   bool lpa_s2[3] = {false, false, false};
 
@@ -89,6 +91,15 @@ struct CpuFeatures {
     f.hw_access_flag = true;
     f.fwb = true;
     f.tlbi_range = true;
+    return f;
+  }
+
+  /// modern() with a 52-bit PA, FEAT_LPA2 (4K and 16K) and FEAT_LPA (64K) at both stages, as
+  /// QEMU's `-cpu max` reports them.
+  [[nodiscard]] static constexpr CpuFeatures modern_52bit() {
+    CpuFeatures f = modern();
+    f.pa_bits = 52;
+    for (unsigned g = 0; g < 3; ++g) f.lpa_s1[g] = f.lpa_s2[g] = true;
     return f;
   }
 
@@ -151,6 +162,13 @@ using VtcrVs = Bit<19>;          ///< VS (VTCR only): 16-bit VMID
 using TcrTbi = Bit<20>;          ///< TBI (TCR_EL2 only): top byte ignored
 using TcrHa = Bit<21>;           ///< HA: hardware access-flag update
 using TcrHd = Bit<22>;           ///< HD: hardware dirty-state update
+/// DS (TCR_EL2 with E2H = 0, and VTCR_EL2; FEAT_LPA2): 52-bit addresses with 4K and 16K: OA[51:50]
+/// in descriptor bits [9:8], no SH field in leaves (SH0 gives the shareability), TxSZ down to
+/// 12, the level -1 lookup with 4K and 16K's SL0 = 0b11 (level 0) at stage 2. RES0 without it.
+using TcrDs = Bit<32>;
+/// SL2 (VTCR_EL2 only, FEAT_LPA2 with DS = 1 and 4K): with SL0 = 0b00, the walk starts at level
+/// -1 (VTCR_EL2 in D24.2; AArch64.S2StartLevel). RES0 otherwise.
+using VtcrSl2 = Bit<33>;
 inline constexpr u64 kVtcrRes1 = Bit<31>::kMask;
 inline constexpr u64 kTcrEl2Res1 = Bit<31>::kMask | Bit<23>::kMask;
 
@@ -217,6 +235,11 @@ struct Stage2Geometry {
 };
 
 [[nodiscard]] constexpr Stage2Geometry stage2_geometry(Granule g, unsigned ia_bits) {
+  // 4K with an IPA above 48 bits (FEAT_LPA2): the level -1 lookup, one root table of
+  // 2^(ia_bits - 48) entries (VTCR_EL2.SL2 = 1, SL0 = 0b00). Level 0 with 2..16 concatenated
+  // tables would also be valid (Linux's choice: one lookup fewer); ptguard starts at level -1,
+  // so the root is one page and the walk the architecture's own five levels.
+  if (g == Granule::k4K && ia_bits > kMaxIaBits) return Stage2Geometry{g, ia_bits, -1, 1};
   // Up to 16 tables (4 more bits) are resolved at the first level by concatenation.
   int levels = levels_for(g, ia_bits > 4 ? ia_bits - 4 : 0);
   if (levels < 2) levels = 2;
@@ -242,6 +265,16 @@ static_assert(stage2_geometry(Granule::k64K, 48).start_level == 1);
 static_assert(stage2_geometry(Granule::k64K, 46).start_level == 2);
 static_assert(stage2_geometry(Granule::k64K, 46).root_tables == 16);
 static_assert(stage2_geometry(Granule::k64K, 29).start_level == 3);
+// 52-bit IPAs: 4K at level -1 (one table), 16K at level 1 with 16 concatenated tables up to 51
+// bits and level 0 (SL0 = 0b11, DS = 1) at 52, 64K at level 1 (one table of 1024 entries).
+static_assert(stage2_geometry(Granule::k4K, 52).start_level == -1);
+static_assert(stage2_geometry(Granule::k4K, 49).root_tables == 1);
+static_assert(stage2_geometry(Granule::k16K, 51).start_level == 1);
+static_assert(stage2_geometry(Granule::k16K, 51).root_tables == 16);
+static_assert(stage2_geometry(Granule::k16K, 52).start_level == 0);
+static_assert(stage2_geometry(Granule::k16K, 52).root_tables == 1);
+static_assert(stage2_geometry(Granule::k64K, 52).start_level == 1);
+static_assert(stage2_geometry(Granule::k64K, 52).root_tables == 1);
 
 // ---------------------------------------------------------------------------------------------
 // Builders.
@@ -255,6 +288,10 @@ struct WalkOptions {
   WalkCache cache = WalkCache::wb_wa;
   bool use_hw_access_flag = true;  ///< set HA when the CPU has it
   bool use_16bit_vmid = true;      ///< set VS when the CPU has it
+  /// 52-bit output addresses even for an input size of at most 48 bits (an input size above
+  /// 48 always implies them): PS = 0b110, and with 4K/16K DS = 1. Refused (EOPNOTSUPP) where
+  /// the CPU lacks FEAT_LPA2 / FEAT_LPA for the granule.
+  bool pa_52bit = false;
 };
 
 [[nodiscard]] constexpr bool walk_needs_cmo(const WalkOptions& o) {
@@ -271,27 +308,41 @@ struct Stage2Config {
   bool hw_access_flag;
   bool walk_cacheable;  ///< false: table writes must be cleaned to the point of coherency
   bool tlbi_range = false;  ///< the CPU has FEAT_TLBIRANGE: invalidate ranges by TLBI RIPAS2E1IS
+  /// How descriptors hold addresses: kOa48, or the 52-bit format (52-bit addresses asked for).
+  OaFormat oa = kOa48;
 };
 
 /// Builds VTCR_EL2 for a stage-2 table of `ia_bits` over granule `g`.
-/// Errors: EINVAL if ia_bits is outside 25..48; ERANGE if it exceeds the CPU's PA size (the
-/// IPA space cannot be larger than the PA space); EOPNOTSUPP if the CPU lacks the granule at
-/// stage 2.
+/// 52-bit addresses (ia_bits 49..52, or opt.pa_52bit): PS = 0b110 and the 52-bit descriptor
+/// format (cfg.oa); with 4K/16K also DS = 1 (FEAT_LPA2), which takes the leaves' shareability
+/// from SH0 (D8.3.1, "52-bit output addresses"), so SH0 is Inner Shareable then whatever the
+/// walk cacheability (with non-cacheable walks SH0 does not matter to the walk: Arm ARM B2,
+/// "Normal memory", treats Inner and Outer Non-cacheable memory as Outer Shareable); with 4K
+/// and ia_bits > 48 the walk starts at level -1 (SL2 = 1, SL0 = 0b00).
+/// Errors: EINVAL if ia_bits is outside 25..52; EOPNOTSUPP if the CPU lacks the granule at
+/// stage 2, or 52-bit addresses with it (CpuFeatures::supports_52bit); ERANGE if ia_bits
+/// exceeds the CPU's PA size (the IPA space cannot be larger than the PA space).
 [[nodiscard]] constexpr Result<Stage2Config> make_stage2_config(Granule g, unsigned ia_bits,
                                                                 const CpuFeatures& cpu,
                                                                 const WalkOptions& opt = {}) {
-  if (ia_bits < kMinIaBits || ia_bits > kMaxIaBits) return fail(Error::einval);
-  const unsigned pa_bits = cpu.pa_bits > kMaxOaBits ? kMaxOaBits : cpu.pa_bits;
+  if (ia_bits < kMinIaBits || ia_bits > kMaxIaBits52) return fail(Error::einval);
+  const bool pa52 = ia_bits > kMaxIaBits || opt.pa_52bit;
+  if (pa52 && cpu.supports(g, 2) && !cpu.supports_52bit(g, 2)) return fail(Error::eopnotsupp);
+  const unsigned pa_max = pa52 ? kMaxOaBits52 : kMaxOaBits;
+  const unsigned pa_bits = cpu.pa_bits > pa_max ? pa_max : cpu.pa_bits;
   if (pa_bits < 32) return fail(Error::einval);
   if (ia_bits > pa_bits) return fail(Error::erange);
   if (!cpu.supports(g, 2)) return fail(Error::eopnotsupp);
   const Stage2Geometry geo = stage2_geometry(g, ia_bits);
+  const bool ds = pa52 && g != Granule::k64K;
   const bool vs = opt.use_16bit_vmid && cpu.vmid_bits == 16;
   const bool ha = opt.use_hw_access_flag && cpu.hw_access_flag;
-  const u64 walk_sh = opt.cache == WalkCache::non_cacheable ? 0b00 : 0b11;  // inner shareable
+  const u64 walk_sh = opt.cache == WalkCache::non_cacheable && !ds ? 0b00 : 0b11;  // inner shareable
   u64 v = kVtcrRes1;
   v = TcrT0sz::put(v, 64 - ia_bits);
-  v = VtcrSl0::put(v, sl0_encoding(g, geo.start_level));
+  // Level -1 is SL2 = 1 with SL0 = 0b00; every other start level is SL0 alone.
+  v = VtcrSl0::put(v, geo.start_level < 0 ? 0 : sl0_encoding(g, geo.start_level));
+  v = VtcrSl2::put(v, geo.start_level < 0);
   v = TcrIrgn0::put(v, static_cast<u64>(opt.cache));
   v = TcrOrgn0::put(v, static_cast<u64>(opt.cache));
   v = TcrSh0::put(v, walk_sh);
@@ -299,7 +350,12 @@ struct Stage2Config {
   v = TcrPs::put(v, pa_range_from_bits(pa_bits));
   v = VtcrVs::put(v, vs);
   v = TcrHa::put(v, ha);
-  return Stage2Config{geo, v, pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt), cpu.tlbi_range};
+  v = TcrDs::put(v, ds);
+  // Range TLBIs are not used with DS = 1: their BaseADDR then counts in 64K units whatever the
+  // granule (TLBI RIPAS2E1IS with FEAT_LPA2), which tlbi_range_operand does not encode; the
+  // engine falls back to by-address TLBIs and the VMID-wide one.
+  return Stage2Config{geo,      v,   pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt), cpu.tlbi_range && !ds,
+                      oa_format(g, pa52)};
 }
 
 /// A stage-1 EL2 configuration (one TTBR, no VHE).
@@ -313,29 +369,42 @@ struct Stage1Config {
   bool hw_access_flag;
   bool walk_cacheable;  ///< false: table writes must be cleaned to the point of coherency
   bool tlbi_range = false;  ///< the CPU has FEAT_TLBIRANGE: invalidate ranges by TLBI RVA(L)E2IS
+  /// How descriptors hold addresses: kOa48, or the 52-bit format (52-bit addresses asked for).
+  OaFormat oa = kOa48;
 };
 
 /// Builds TCR_EL2 (E2H = 0) for a hypervisor VA space of `va_bits`, and MAIR_EL2 with the
-/// library's memory types at their attr_index() slots (memattr.hpp). Errors: EINVAL for
-/// va_bits outside 25..48, EOPNOTSUPP if the CPU lacks the granule.
+/// library's memory types at their attr_index() slots (memattr.hpp). 52-bit addresses (va_bits
+/// 49..52 with 4K/16K, or opt.pa_52bit): PS = 0b110, the 52-bit descriptor format, and with
+/// 4K/16K TCR_EL2.DS = 1 (FEAT_LPA2; SH0 then Inner Shareable, as in make_stage2_config); with
+/// 4K and va_bits > 48 the walk starts at level -1. Errors: EINVAL for va_bits outside 25..52;
+/// EOPNOTSUPP if the CPU lacks the granule, 52-bit addresses with it, or for a VA above 48
+/// bits with 64K (that is FEAT_LVA, which ptguard does not use).
 [[nodiscard]] constexpr Result<Stage1Config> make_stage1_config(Granule g, unsigned va_bits,
                                                                 const CpuFeatures& cpu,
                                                                 const WalkOptions& opt = {}) {
-  if (va_bits < kMinIaBits || va_bits > kMaxIaBits) return fail(Error::einval);
+  if (va_bits < kMinIaBits || va_bits > kMaxIaBits52) return fail(Error::einval);
   if (!cpu.supports(g, 1)) return fail(Error::eopnotsupp);
-  const unsigned pa_bits = cpu.pa_bits > kMaxOaBits ? kMaxOaBits : cpu.pa_bits;
+  const bool pa52 = va_bits > kMaxIaBits || opt.pa_52bit;
+  if (pa52 && !cpu.supports_52bit(g, 1)) return fail(Error::eopnotsupp);
+  if (va_bits > kMaxIaBits && g == Granule::k64K) return fail(Error::eopnotsupp);
+  const unsigned pa_max = pa52 ? kMaxOaBits52 : kMaxOaBits;
+  const unsigned pa_bits = cpu.pa_bits > pa_max ? pa_max : cpu.pa_bits;
   if (pa_bits < 32) return fail(Error::einval);
+  const bool ds = pa52 && g != Granule::k64K;
   const bool ha = opt.use_hw_access_flag && cpu.hw_access_flag;
   u64 t = kTcrEl2Res1;
   t = TcrT0sz::put(t, 64 - va_bits);
   t = TcrIrgn0::put(t, static_cast<u64>(opt.cache));
   t = TcrOrgn0::put(t, static_cast<u64>(opt.cache));
-  t = TcrSh0::put(t, opt.cache == WalkCache::non_cacheable ? 0b00 : 0b11);
+  t = TcrSh0::put(t, opt.cache == WalkCache::non_cacheable && !ds ? 0b00 : 0b11);
   t = TcrTg0::put(t, tg0_encoding(g));
   t = TcrPs::put(t, pa_range_from_bits(pa_bits));
   t = TcrHa::put(t, ha);
+  t = TcrDs::put(t, ds);
+  // No range TLBIs with DS = 1 (as make_stage2_config).
   return Stage1Config{g, va_bits, stage1_start_level(g, va_bits), t, kMairEl2, pa_bits, ha,
-                      !walk_needs_cmo(opt), cpu.tlbi_range};
+                      !walk_needs_cmo(opt), cpu.tlbi_range && !ds, oa_format(g, pa52)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -343,6 +412,18 @@ struct Stage1Config {
 // ---------------------------------------------------------------------------------------------
 using TtbrBaddr = Field<47, 1>;  ///< BADDR (bit 0 is CnP)
 using TtbrCnp = Bit<0>;
+/// With a 52-bit OA size (PS = 0b110 and DS = 1 or FEAT_LPA's 64K), BADDR[51:48] is held in
+/// bits [5:2] and BADDR[47:6] in place: the base is at least 64-byte aligned (VTTBR_EL2 and
+/// TTBR0_EL2 in D24.2, "BADDR" with FEAT_LPA / FEAT_LPA2).
+using TtbrBaddr52Lo = Field<47, 6>;
+using TtbrBaddr52Hi = Field<5, 2>;
+
+/// The BADDR bits of a TTBR for a root at `root_pa`: the 48-bit layout, or with `pa52` the
+/// 52-bit one.
+[[nodiscard]] constexpr u64 ttbr_baddr(u64 root_pa, bool pa52) {
+  if (!pa52) return root_pa & TtbrBaddr::kMask;
+  return (root_pa & TtbrBaddr52Lo::kMask) | TtbrBaddr52Hi::make((root_pa >> 48) & 0xf);
+}
 using VttbrVmid = Field<63, 48>; ///< VMID; with VS = 0 only [55:48] are used, [63:56] RES0
 
 /// VTTBR_EL2 for a root at `root_pa` (aligned to the root's size) and a VMID.
@@ -351,6 +432,14 @@ using VttbrVmid = Field<63, 48>; ///< VMID; with VS = 0 only [55:48] are used, [
 }
 /// TTBR0_EL2 for a root at `root_pa`.
 [[nodiscard]] constexpr u64 make_ttbr0_el2(u64 root_pa) { return root_pa & TtbrBaddr::kMask; }
+/// VTTBR_EL2 for a table of configuration `cfg`: the 52-bit BADDR layout where cfg.pa_bits is 52.
+[[nodiscard]] constexpr u64 make_vttbr(const Stage2Config& cfg, u64 root_pa, u16 vmid) {
+  return ttbr_baddr(root_pa, cfg.pa_bits == 52) | VttbrVmid::make(vmid);
+}
+/// TTBR0_EL2 for a table of configuration `cfg` (52-bit BADDR layout where cfg.pa_bits is 52).
+[[nodiscard]] constexpr u64 make_ttbr0_el2(const Stage1Config& cfg, u64 root_pa) {
+  return ttbr_baddr(root_pa, cfg.pa_bits == 52);
+}
 
 // ---------------------------------------------------------------------------------------------
 // HCR_EL2 bits the library cares about.
@@ -364,5 +453,8 @@ using HcrFwb = Bit<46>;  ///< FEAT_S2FWB: stage 2 forces write-back, MemAttr as 
 static_assert(make_stage2_config(Granule::k4K, 40, CpuFeatures::modern())->vtcr == 0x802d'3558ull);
 // TCR_EL2 for a 48-bit VA, 4K: T0SZ 16, WBWA inner-shareable walks, PS 48 bits, HA, RES1.
 static_assert(make_stage1_config(Granule::k4K, 48, CpuFeatures::modern())->tcr == 0x80a5'3510ull);
+// A 52-bit root above 2^48: BADDR[51:48] = 0xc in bits [5:2].
+static_assert(ttbr_baddr(0x000c'0000'4000'0000ull, true) == 0x4000'0030ull);
+static_assert(ttbr_baddr(0x0000'0000'4000'0000ull, true) == ttbr_baddr(0x4000'0000ull, false));
 
 }  // namespace ptguard::arch

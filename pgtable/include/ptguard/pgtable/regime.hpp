@@ -14,7 +14,8 @@
 namespace ptguard::pgtable {
 
 /// Descriptor bits that are neither the output address nor the type bits: everything an
-/// attribute encoding may set in a block or page descriptor.
+/// attribute encoding may set in a block or page descriptor. With FEAT_LPA2's DS = 1, bits [9:8]
+/// among them are OA[51:50] instead (Arm ARM D8.3.1): the table masks them out (arch::OaFormat).
 inline constexpr u64 kLeafAttrMask = arch::bit_range(11, 2) | arch::bit_range(63, 50);
 
 struct Stage2 {

@@ -112,6 +112,7 @@ class Table {
     fwb_ = o.fwb_;
     walk_cmo_ = o.walk_cmo_;
     tlbi_range_ = o.tlbi_range_;
+    oa_ = o.oa_;
     vmid_ = o.vmid_;
     opt_ = o.opt_;
     o.root_pa_ = kNoRoot;
@@ -136,7 +137,7 @@ class Table {
     if (!root) return fail(root.error());
     if (!cfg.walk_cacheable) clean_new_root(plat, *root, cfg.geometry.root_order());
     return Table(plat, *root, cfg.geometry.root_order(), cfg.geometry.ia_bits, cfg.pa_bits,
-                 cfg.geometry.start_level, cfg.fwb, !cfg.walk_cacheable, cfg.tlbi_range, vmid, opt);
+                 cfg.geometry.start_level, cfg.fwb, !cfg.walk_cacheable, cfg.tlbi_range, vmid, opt, cfg.oa);
   }
 
   /// A stage-1 EL2 table described by `cfg` (arch::make_stage1_config); its root cleaned as
@@ -150,7 +151,7 @@ class Table {
     if (!root) return fail(root.error());
     if (!cfg.walk_cacheable) clean_new_root(plat, *root, 0);
     return Table(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, !cfg.walk_cacheable,
-                 cfg.tlbi_range, 0, opt);
+                 cfg.tlbi_range, 0, opt, cfg.oa);
   }
 
   // ---- queries -----------------------------------------------------------------------------
@@ -163,6 +164,13 @@ class Table {
   [[nodiscard]] bool fwb() const { return fwb_; }
   /// Whether the table invalidates by range (its configuration's tlbi_range: FEAT_TLBIRANGE).
   [[nodiscard]] bool tlbi_range() const { return tlbi_range_; }
+  /// How descriptors hold output and table addresses: arch::kOa48, or with 52-bit addresses
+  /// the configuration's 52-bit format (FEAT_LPA2 DS = 1 with 4K/16K: no SH in leaves; FEAT_LPA
+  /// with 64K).
+  [[nodiscard]] const arch::OaFormat& oa_format() const { return oa_; }
+  /// The output address a valid leaf from lookup() or a walk maps its first byte to, decoded in
+  /// the table's address format (arch::leaf_address_mask() is the 48-bit format only).
+  [[nodiscard]] u64 output_address(const Leaf& l) const { return leaf_oa(l.entry, l.level); }
   /// Number of pages of the (possibly concatenated) root.
   [[nodiscard]] unsigned root_pages() const { return 1u << root_order_; }
 
@@ -384,7 +392,7 @@ class Table {
       const u64 page = root_pa_ + (i / per_page) * kPageSize;
       const u64 e = plat_->phys_to_virt(page)[i % per_page];
       if (start_level_ < arch::kLastLevel && arch::classify(e, G, start_level_) == arch::DescKind::table)
-        free_subtree(arch::TableDesc(e).next_table(G), start_level_ + 1);
+        free_subtree(next_table(e), start_level_ + 1);
     }
     plat_->free_pages(root_pa_, root_order_);
     root_pa_ = kNoRoot;
@@ -531,7 +539,7 @@ class Table {
                                                  const MapOptions& opts = {}) const {
     if (Status st = check_range(addr, size); !st) return fail(st.error());
     if (Status st = check_output(pa, size); !st) return fail(st.error());
-    const Result<u64> attrs = Regime::encode(prot, fwb_);
+    const Result<u64> attrs = regime_encode(prot);
     if (!attrs) return fail(attrs.error());
     return count_pages(leaf_content(addr, pa, prot, *attrs, opts.replace), addr, size);
   }
@@ -556,7 +564,7 @@ class Table {
   static constexpr u64 kNoRoot = ~u64{0};
 
   Table(P& plat, u64 root, unsigned order, unsigned ia, unsigned pa_bits, int start, bool fwb, bool walk_cmo,
-        bool tlbi_range, u16 vmid, const TableOptions& opt)
+        bool tlbi_range, u16 vmid, const TableOptions& opt, const arch::OaFormat& oa)
       : plat_(&plat),
         root_pa_(root),
         root_order_(static_cast<u8>(order)),
@@ -566,6 +574,7 @@ class Table {
         fwb_(fwb),
         walk_cmo_(walk_cmo),
         tlbi_range_(tlbi_range),
+        oa_(oa),
         vmid_(vmid),
         opt_(opt) {}
 
@@ -602,7 +611,7 @@ class Table {
   // on the Prot and FWB, which is fixed for the table.
   [[nodiscard]] Result<u64> encode(const Prot& prot) const {
     if (enc_valid_ && prot == enc_prot_) return enc_attrs_;
-    const Result<u64> attrs = Regime::encode(prot, fwb_);
+    const Result<u64> attrs = regime_encode(prot);
     if (attrs) {
       enc_prot_ = prot;
       enc_attrs_ = *attrs;
@@ -610,6 +619,16 @@ class Table {
       enc_valid_ = true;
     }
     return attrs;
+  }
+
+  // Regime::encode without the attribute bits the address format takes: with DS = 1 bits [9:8]
+  // are OA[51:50] and a leaf has no SH field (Arm ARM D8.3.1, "52-bit output addresses"; the
+  // shareability is VTCR_EL2.SH0's / TCR_EL2.SH0's, which make_stage2_config sets Inner
+  // Shareable). kOa48 and kOa52Lpa64 take no attribute bit: nothing changes for them.
+  [[nodiscard]] Result<u64> regime_encode(const Prot& prot) const {
+    const Result<u64> attrs = Regime::encode(prot, fwb_);
+    if (!attrs) return attrs;
+    return *attrs & ~oa_.hi_field;
   }
 
   // Whether a new leaf with `prot` needs cache maintenance (leaf_content's clean_d or inval_i),
@@ -701,19 +720,26 @@ class Table {
     const arch::DescKind k = arch::classify(e, G, level);
     return k == arch::DescKind::block || k == arch::DescKind::page;
   }
-  [[nodiscard]] static constexpr u64 make_leaf(int level, u64 pa, u64 attrs) {
-    u64 raw = (pa & arch::leaf_address_mask(G, level)) | arch::DescValid::make(1);
+  // Leaves and table descriptors in the table's address format (oa_, chosen once at creation:
+  // arch::OaFormat's encode and decode are branch-free, and with kOa48 the plain masks).
+  [[nodiscard]] static constexpr u64 leaf_in(const arch::OaFormat& oa, int level, u64 pa, u64 attrs) {
+    u64 raw = oa.encode(pa, arch::level_shift(G, level)) | arch::DescValid::make(1);
     if (level == arch::kLastLevel) raw |= arch::DescTypeBit::make(1);
     return raw | attrs;
   }
-  [[nodiscard]] static constexpr u64 leaf_oa(u64 e, int level) { return e & arch::leaf_address_mask(G, level); }
+  [[nodiscard]] constexpr u64 make_leaf(int level, u64 pa, u64 attrs) const { return leaf_in(oa_, level, pa, attrs); }
+  [[nodiscard]] constexpr u64 leaf_oa(u64 e, int level) const { return oa_.decode(e, arch::level_shift(G, level)); }
+  [[nodiscard]] constexpr u64 next_table(u64 e) const { return arch::TableDesc(e).next_table(G, oa_); }
+  // The attribute bits of a leaf: kLeafAttrMask less the bits the address format takes ([9:8]
+  // with DS = 1).
+  [[nodiscard]] constexpr u64 leaf_attr_mask() const { return kLeafAttrMask & ~oa_.hi_field; }
 
   // The value an entry at `level` covering `child_base` takes when its parent entry `parent`
   // (invalid, or a valid block at parent_level) is turned into a table.
-  [[nodiscard]] static constexpr u64 child_of(u64 parent, int parent_level, u64 parent_base, u64 child_base) {
+  [[nodiscard]] constexpr u64 child_of(u64 parent, int parent_level, u64 parent_base, u64 child_base) const {
     if (!arch::DescValid::get(parent)) return parent;
     return make_leaf(parent_level + 1, leaf_oa(parent, parent_level) + (child_base - parent_base),
-                     parent & kLeafAttrMask);
+                     parent & leaf_attr_mask());
   }
 
   // ---- the decision for one entry ---------------------------------------------------------
@@ -731,7 +757,7 @@ class Table {
         const bool leaf_ok = full && arch::leaf_allowed(G, level) && (pa & (lsize - 1)) == 0 &&
                              (level == arch::kLastLevel || !opt_.force_page(a, b, c.prot, false));
         if (table) {
-          if (leaf_ok && (c.replace || !subtree_has_valid(arch::TableDesc(old).next_table(G), level + 1)))
+          if (leaf_ok && (c.replace || !subtree_has_valid(next_table(old), level + 1)))
             return act(Act::zap, make_leaf(level, pa, c.value));
           return act(Act::descend);
         }
@@ -740,7 +766,7 @@ class Table {
           return act(Act::new_table);
         }
         const bool same_oa = leaf_oa(old, level) + (a - base) == pa;
-        const bool same_type = ((old ^ c.value) & kLeafAttrMask & ~Regime::kInPlaceMask) == 0;
+        const bool same_type = ((old ^ c.value) & leaf_attr_mask() & ~Regime::kInPlaceMask) == 0;
         if (same_oa && same_type) {
           if (((old ^ c.value) & Regime::kInPlaceMask) == 0) return act(Act::skip);
           if (leaf_ok) return act(Act::inplace, (old & ~Regime::kInPlaceMask) | (c.value & Regime::kInPlaceMask));
@@ -788,7 +814,7 @@ class Table {
     for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
       if (!arch::DescValid::get(t[i])) continue;
       if (!is_table(t[i], level)) return true;
-      if (subtree_has_valid(arch::TableDesc(t[i]).next_table(G), level + 1)) return true;
+      if (subtree_has_valid(next_table(t[i]), level + 1)) return true;
     }
     return false;
   }
@@ -848,7 +874,7 @@ class Table {
           const u64 old = table[idx + i];
           if (old == 0) continue;
           // The same translation (a state or permission change): nothing to refuse.
-          if ((old & 0b11) == 0b11 && ((old ^ make_leaf(arch::kLastLevel, pa, c->value)) & ~Regime::kInPlaceMask) == 0)
+          if ((old & 0b11) == 0b11 && ((old ^ t->make_leaf(arch::kLastLevel, pa, c->value)) & ~Regime::kInPlaceMask) == 0)
             continue;
           VisitCtx x{table + idx + i, old, addr, addr + kPg, addr, table_pa, arch::kLastLevel, true};
           if (Status st = visit(x); !st) return st;
@@ -898,9 +924,10 @@ class Table {
           P& plat = *t->plat_;
           if (cc.kind == Content::Kind::leaf) {
             const u64 attrs = cc.value;
+            const arch::OaFormat oa = t->oa_;  // in registers: the stores below may alias *t
             u64 pa = cc.pa + (addr - cc.ia);
             if (!cc.clean_d && !cc.inval_i) {  // new mappings that need no cache maintenance
-              for (; i < n && e[i] == 0; ++i, pa += kPg) plat.write_desc(e + i, make_leaf(arch::kLastLevel, pa, attrs));
+              for (; i < n && e[i] == 0; ++i, pa += kPg) plat.write_desc(e + i, leaf_in(oa, arch::kLastLevel, pa, attrs));
               counted = static_cast<u32>(i);
             }
             // Then valid pages keeping their translation (a state or permission change over a
@@ -908,7 +935,7 @@ class Table {
             if (i < n && (e[i] & 0b11) == 0b11) {
               for (; i < n; ++i, pa += kPg) {
                 const u64 old = e[i];
-                const u64 nv = make_leaf(arch::kLastLevel, pa, attrs);
+                const u64 nv = leaf_in(oa, arch::kLastLevel, pa, attrs);
                 if ((old & 0b11) != 0b11 || ((old ^ nv) & ~Regime::kInPlaceMask) != 0) break;
                 if (old == nv) continue;
                 if (kStage2 && Regime::gains_exec(old, nv)) break;  // gains execute: general path
@@ -979,7 +1006,7 @@ class Table {
           u64* ptep = table + idx + i;
           const u64 old = *ptep;
           if (cc.kind == Content::Kind::leaf && old == 0) {
-            const u64 leaf = make_leaf(arch::kLastLevel, cc.pa + (addr - cc.ia), cc.value);
+            const u64 leaf = t->make_leaf(arch::kLastLevel, cc.pa + (addr - cc.ia), cc.value);
             t->cmo_new(cc, leaf, arch::kLastLevel);
             t->write(ptep, leaf);
             ++counted;
@@ -1066,13 +1093,13 @@ class Table {
         if (direct) {
           // A split keeping the translation needs no cache maintenance; a new one does.
           const bool same = d.act == Act::split && leaf_oa(x.old, x.level) == c.pa + (x.base - c.ia) &&
-                            ((x.old ^ c.value) & kLeafAttrMask & ~Regime::kInPlaceMask) == 0;
+                            ((x.old ^ c.value) & leaf_attr_mask() & ~Regime::kInPlaceMask) == 0;
           fill_leaves(c, *page, x.level + 1, x.base, !same);
           x.descend = false;
         } else {
           fill_table(*page, x.old, x.level, x.base);
         }
-        const u64 desc = arch::TableDesc::make(G, *page).raw();
+        const u64 desc = arch::TableDesc::make(G, *page, oa_).raw();
         if (d.act == Act::split) {
           // Break-before-make's DSB ISHST, after the fill and before the link, orders the new
           // table's entries before it: no barrier of its own. With non-cacheable walks the page
@@ -1145,11 +1172,14 @@ class Table {
     constexpr u64 n = arch::entries_per_table(G);
     // The page is not linked yet: plain stores, no clean of each entry even with non-cacheable
     // walks (publish_table() or the split path cleans the whole page before the link).
-    if (cmo && (c.clean_d || c.inval_i)) {
+    // With a 52-bit format, a run whose addresses cross into the moved bits (2^50 with DS, 2^48
+    // with FEAT_LPA's 64K) cannot be built by adding to the first leaf: one leaf at a time.
+    const bool crosses = ((first ^ (first + (n - 1) * cs)) & ~oa_.in_place) != 0;
+    if ((cmo && (c.clean_d || c.inval_i)) || crosses) {
       u64 pa = first;
       for (u64 i = 0; i < n; ++i, pa += cs) {
         const u64 leaf = make_leaf(level, pa, c.value);
-        cmo_new(c, leaf, level);
+        if (cmo) cmo_new(c, leaf, level);
         plat_->write_desc(t + i, leaf);
       }
     } else {
@@ -1208,7 +1238,7 @@ class Table {
   // A table entry becomes `nv`: break it (invalidating the whole range it covered), clean
   // what was mapped under it if it is being unmapped without FWB, free its subtree, write nv.
   void zap(const Content& c, VisitCtx& x, u64 nv) {
-    const u64 child = arch::TableDesc(x.old).next_table(G);
+    const u64 child = next_table(x.old);
     break_entry(x, true);
     if (kStage2 && !fwb_ && opt_.cache_maintenance && !arch::DescValid::get(nv)) clean_subtree(child, x.level + 1);
     free_subtree(child, x.level + 1);
@@ -1221,7 +1251,7 @@ class Table {
     const u64* t = plat_->phys_to_virt(table_pa);
     for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
       if (is_table(t[i], level)) {
-        clean_subtree(arch::TableDesc(t[i]).next_table(G), level + 1);
+        clean_subtree(next_table(t[i]), level + 1);
       } else if (arch::DescValid::get(t[i]) && Regime::decode(t[i], fwb_).type == arch::MemType::normal_wb) {
         plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(t[i], level), arch::level_size(G, level));
       }
@@ -1232,7 +1262,7 @@ class Table {
     if (level < arch::kLastLevel) {
       const u64* t = plat_->phys_to_virt(table_pa);
       for (u64 i = 0; i < arch::entries_per_table(G); ++i)
-        if (is_table(t[i], level)) free_subtree(arch::TableDesc(t[i]).next_table(G), level + 1);
+        if (is_table(t[i], level)) free_subtree(next_table(t[i]), level + 1);
     }
     plat_->free_pages(table_pa, 0);
   }
@@ -1241,7 +1271,7 @@ class Table {
   // invalidation that covers it completes.
   void free_if_empty(OpState& s, VisitCtx& x) {
     if (!is_table(x.old, x.level)) return;
-    const u64 child = arch::TableDesc(x.old).next_table(G);
+    const u64 child = next_table(x.old);
     if (plat_->page_count(child) != 1) return;
     write(x.ptep, 0);
     (void)plat_->put_page(x.table_pa);
@@ -1529,7 +1559,7 @@ class Table {
   [[nodiscard]] Status walk_inner(u64 addr, u64 end, V& v) const {
     if (root_pa_ == kNoRoot) return fail(Error::einval);
     P* plat = plat_;
-    return walk_root<G>([plat](u64 pa) { return plat->phys_to_virt(pa); }, root_pa_, start_level_, addr, end, v);
+    return walk_root<G>([plat](u64 pa) { return plat->phys_to_virt(pa); }, root_pa_, start_level_, addr, end, v, oa_);
   }
   // The last-level entry for `addr` if tables lead all the way down to it, else nullptr. The
   // last table found is remembered (fault handlers map neighbouring pages one at a time);
@@ -1552,7 +1582,7 @@ class Table {
       }
       const u64 e = *ptep;
       if (!is_table(e, level)) return PageSlot{nullptr, 0};
-      table_pa = arch::TableDesc(e).next_table(G);
+      table_pa = next_table(e);
       ++level;
     }
   }
@@ -1581,6 +1611,7 @@ class Table {
   bool fwb_ = false;
   bool walk_cmo_ = false;
   bool tlbi_range_ = false;  // FEAT_TLBIRANGE: pending ranges go out as range TLBIs
+  arch::OaFormat oa_ = arch::kOa48;  // how descriptors hold addresses (48- or 52-bit)
   u16 vmid_ = 0;
   TableOptions opt_{};
   // The last-level table last_level_slot() found, and the input range it covers (>> span).

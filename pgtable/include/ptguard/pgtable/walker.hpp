@@ -49,10 +49,11 @@ struct VisitCtx {
 /// Walks [addr, end) of the table at `table_pa` (a level-`level` table, or the whole root when
 /// `root_entries` is given: a concatenated root is one array of entries). `to_virt` turns a
 /// table's physical address into a pointer to its entries. Preconditions (checked by the
-/// callers): addr < end, both within the table's input range and granule-aligned.
+/// callers): addr < end, both within the table's input range and granule-aligned. `oa` is how
+/// table descriptors hold the next table's address (arch::OaFormat: 48- or 52-bit).
 template <arch::Granule G, typename ToVirt, typename V>
 [[nodiscard]] inline Status walk_table(ToVirt&& to_virt, u64 table_pa, int level, u64 addr, u64 end,
-                                       V& v) {
+                                       V& v, const arch::OaFormat& oa = arch::kOa48) {
   constexpr unsigned kEntryMask = arch::entries_per_table(G) - 1;
   const unsigned shift = arch::level_shift(G, level);
   const u64 entry_size = u64{1} << shift;
@@ -96,7 +97,7 @@ template <arch::Granule G, typename ToVirt, typename V>
       }
     }
     if (is_table) {
-      Status st = walk_table<G>(to_virt, arch::TableDesc(ctx.old).next_table(G), level + 1, addr, stop, v);
+      Status st = walk_table<G>(to_virt, arch::TableDesc(ctx.old).next_table(G, oa), level + 1, addr, stop, v, oa);
       if (!st) return st;
       if constexpr ((V::visits() & kVisitTablePost) != 0) {
         ctx.old = *ptep;
@@ -112,10 +113,10 @@ template <arch::Granule G, typename ToVirt, typename V>
 
 /// Walks [addr, end) from a root at `start_level` that may be concatenated: the root is one
 /// array of 2^(ia_bits - level_shift(start_level)) entries, so the index at the root uses
-/// every input bit above the level's shift.
+/// every input bit above the level's shift. `start_level` may be -1 (FEAT_LPA2's 4K level -1).
 template <arch::Granule G, typename ToVirt, typename V>
 [[nodiscard]] inline Status walk_root(ToVirt&& to_virt, u64 root_pa, int start_level, u64 addr, u64 end,
-                                      V& v) {
+                                      V& v, const arch::OaFormat& oa = arch::kOa48) {
   const unsigned shift = arch::level_shift(G, start_level);
   const unsigned table_span = shift + arch::bits_per_level(G);
   // Split the walk at each root page of a concatenated root: each page is walked as one
@@ -124,7 +125,7 @@ template <arch::Granule G, typename ToVirt, typename V>
     const u64 page = addr >> table_span;
     const u64 page_end = (page + 1) << table_span;
     const u64 stop = page_end < end && page_end != 0 ? page_end : end;
-    Status st = walk_table<G>(to_virt, root_pa + page * arch::page_size(G), start_level, addr, stop, v);
+    Status st = walk_table<G>(to_virt, root_pa + page * arch::page_size(G), start_level, addr, stop, v, oa);
     if (!st) return st;
     addr = stop;
   }

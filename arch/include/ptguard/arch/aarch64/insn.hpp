@@ -55,9 +55,11 @@ inline void isb() { asm volatile("isb" ::: "memory"); }
   const u64 tg = g == Granule::k4K ? 0b01 : g == Granule::k16K ? 0b10 : 0b11;
   return (tg << 2 | static_cast<u64>(level)) << 44;
 }
-/// Xt for TLBI IPAS2E1IS: IPA[47:12] in Xt[35:0] (whatever the granule), TTL in Xt[47:44].
+/// Xt for TLBI IPAS2E1IS: IPA[47:12] in Xt[35:0] (whatever the granule), TTL in Xt[47:44];
+/// with a 52-bit IPA (FEAT_LPA/FEAT_LPA2) IPA[51:48] in Xt[39:36], RES0 otherwise (and zero for
+/// any IPA below 2^48, so one encoding serves both).
 [[nodiscard]] constexpr u64 tlbi_ipa_operand(u64 ipa, u64 ttl) {
-  return ((ipa >> 12) & bit_range(35, 0)) | ttl;
+  return ((ipa >> 12) & bit_range(39, 0)) | ttl;
 }
 /// Xt for TLBI VAE2IS / VALE2IS: VA[55:12] in Xt[43:0], TTL in Xt[47:44] (ASID unused at EL2).
 [[nodiscard]] constexpr u64 tlbi_va_operand(u64 va, u64 ttl) {
@@ -66,6 +68,7 @@ inline void isb() { asm volatile("isb" ::: "memory"); }
 static_assert(tlbi_ttl(Granule::k4K, 3, true) == u64{0b0111} << 44);
 static_assert(tlbi_ttl(Granule::k16K, 1, true) == 0);  // no 16K level-1 leaf without LPA2
 static_assert(tlbi_ipa_operand(0x4200'0000, 0) == 0x42000);
+static_assert(tlbi_ipa_operand(0x000a'0000'4200'0000ull, 0) == 0xa0'0004'2000ull);  // IPA[51:48] = 0xa in Xt[39:36]
 
 /// Stage-2 entries of the current VMID (VTTBR_EL2.VMID) for one IPA, Inner Shareable.
 inline void tlbi_ipas2e1is(u64 xt) { asm volatile("tlbi ipas2e1is, %0" ::"r"(xt) : "memory"); }
