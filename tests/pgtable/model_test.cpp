@@ -101,12 +101,26 @@ void stage2_property(bool contiguous = false) {
   const auto n = *rc::gen::resize(100, rc::gen::inRange<std::size_t>(1, 31));
   const auto ops = *rc::gen::container<std::vector<Op>>(n, op_gen(sp));
   Memcache mc;
+  bool hinted = false;  // some step left a contiguous run in the table
   for (const Op& op : ops) {
     RC_ASSERT(mc.topup(*w.plat, w.pages_for(op)));
     std::vector<std::string> errors;
     w.step(op, mc, errors);
     if (!errors.empty()) RC_FAIL(tail(w.trace) + join(errors));
+    if (contiguous && !hinted) {
+      struct V {
+        static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+        bool any = false;
+        Status leaf(pgtable::VisitCtx& x) {
+          any = any || (arch::DescValid::get(x.old) && arch::S2Contiguous::get(x.old));
+          return {};
+        }
+      } v;
+      RC_ASSERT(w.t->walk(0, u64{1} << w.geo.ia_bits, v).has_value());
+      hinted = v.any;
+    }
   }
+  if (contiguous) RC_CLASSIFY(hinted, "contiguous runs formed");
   teardown(w, mc);
 }
 

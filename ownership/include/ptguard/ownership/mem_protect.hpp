@@ -128,6 +128,10 @@ class MemProtect {
     // into its identity stage-2 needs no maintenance (as in pKVM). Pages that change hands are
     // scrubbed and cleaned by the transitions that move them.
     hopt.cache_maintenance = false;
+    // Runs of 16 pages (4K) that a transition maps back whole get the Contiguous bit, so the TLB
+    // may hold each as one entry (Arm ARM D8.6.1); the engine breaks a run before changing any
+    // of its entries (pgtable::TableOptions::contiguous).
+    hopt.contiguous = true;
     Result<S2> host = S2::create_stage2(plat, *hcfg, kHostVmid, hopt);
     if (!host) return fail(host.error());
     host_ = static_cast<S2&&>(*host);
@@ -1660,6 +1664,7 @@ class MemProtect {
 
   // Whether entry `e` of a table of `level` covering `addr` is default (host_children_default).
   [[nodiscard]] bool default_child(u64 e, int level, u64 addr) const {
+    e &= ~arch::S2Contiguous::kMask;  // a contiguous run's hint says nothing of the state
     if (e == 0) return true;
     const arch::DescKind k = arch::classify(e, G, level);
     if (k != (level == arch::kLastLevel ? arch::DescKind::page : arch::DescKind::block)) return false;
@@ -1699,7 +1704,8 @@ class MemProtect {
     u64 ref = 0;
     bool have_ref = false;
     for (u64 k = 0, i = h; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
-      const u64 e = t[i];
+      // The Contiguous bit is the engine's (a run's hint), not part of the page's state.
+      const u64 e = t[i] & ~arch::S2Contiguous::kMask;
       if (e == 0 || (have_ref && e == ref + i * step)) continue;
       if (have_ref || !default_child(e, level, base + i * step)) {
         hints = (hints & ~(u32{0xffff} << shift)) | static_cast<u32>(i << shift);
