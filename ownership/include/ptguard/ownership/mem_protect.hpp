@@ -263,6 +263,10 @@ class MemProtect {
     // there the answer is always the faulting page (a block would cover that table), and an
     // empty entry is the only case that maps. Everything else takes the general path below.
     const u64 page = addr & ~(kPage - 1);
+    if (!mmio && host_fault_run(region, page)) {
+      if (mapped_level != nullptr) *mapped_level = arch::kLastLevel;
+      return {};
+    }
     if (host_.map_page_if_empty(page, page, mmio ? kHostMmio : kHostMem)) {
       if (mapped_level != nullptr) *mapped_level = arch::kLastLevel;
       return {};
@@ -293,6 +297,36 @@ class MemProtect {
         if (arch::level_size(G, l) == size) *mapped_level = l;
     }
     return st;
+  }
+
+  // A fault on memory inside a last-level table (where the answer is pages: a block would
+  // cover the table): when the whole naturally aligned contiguous run around the page (16 pages
+  // with 4K, arch::contiguous_entries) lies inside the page's region and every entry of it is
+  // empty, all of it is mapped at once, which the engine writes with the Contiguous bit (the
+  // host's table has TableOptions::contiguous; Arm ARM D8.6.1). An empty host entry is the
+  // host's own page not faulted in yet (another owner's page is annotated), so this maps
+  // nothing that a fault on each page would not map the same way. False, nothing changed,
+  // otherwise (no last-level table, an entry in the run, the run crossing the region's edge):
+  // the caller maps the one page or the block as before. MMIO keeps its page-by-page faults.
+  [[nodiscard]] bool host_fault_run(const Region& region, u64 page) {
+    constexpr u64 kRun = arch::contiguous_size(G, arch::kLastLevel);
+    const u64 base = page & ~(kRun - 1);
+    if (!region.contains(base, kRun)) return false;
+    struct V {
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitLeafRun; }
+      bool empty = true;
+      Status leaf(pgtable::VisitCtx& x) {
+        empty = empty && x.level == arch::kLastLevel && x.old == 0;
+        return {};
+      }
+      Status leaf_run(u64* t, u64 idx, u64 n, u64, u64) {
+        for (u64 i = 0; i < n; ++i) empty = empty && t[idx + i] == 0;
+        return {};
+      }
+    } v;
+    if (!host_.walk(base, base + kRun, v).has_value() || !v.empty) return false;
+    // Empty last-level entries under an existing table: no page is needed, nothing refused.
+    return host_.map(base, kRun, base, kHostMem, host_mc_).has_value();
   }
 
   // ---- host <-> hypervisor ------------------------------------------------------------------
