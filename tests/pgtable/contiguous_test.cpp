@@ -159,6 +159,23 @@ struct Contig {
     no_misprogrammed(w, kBase, kL2, kRun / 2);
   }
 
+  // A block split by a change to part of it: the new table's runs outside the change are
+  // hinted (identical leaves, consecutive from the block's aligned address), the run the
+  // change reaches is not.
+  static void split_keeps_runs_outside_the_change() {
+    World<T> w(kIa, true, opts(true));
+    Memcache mc;
+    step(w, mc, map(kBase, kL2, kBase + kPaOff));  // one block
+    step(w, mc, other(OpKind::wrprotect, kBase + kRun + 5 * kPage, kPage));
+    EXPECT_EQ(hinted(w, kBase, kL2), arch::entries_per_table(G) - kN);
+    EXPECT_EQ(hinted(w, kBase + kRun, kRun), 0u);
+    no_misprogrammed(w, kBase, kL2, kPage);
+    // A pure split of a whole block: every entry lies in the operation's range, none hinted.
+    step(w, mc, map(kBase + kL2, kL2, kBase + kL2 + kPaOff));
+    step(w, mc, other(OpKind::split, kBase + kL2, kL2));
+    EXPECT_EQ(hinted(w, kBase + kL2, kL2), 0u);
+  }
+
   // Level 2: a whole aligned run of blocks.
   static void block_runs() {
     World<T> w(kIa, true, opts(true));
@@ -276,6 +293,7 @@ struct Contig {
   TEST(PgtableContiguous, RunsFormOnlyWhenWhole##name) { Contig<G>::runs_form_only_when_whole(); }   \
   TEST(PgtableContiguous, TableBuiltWholeHasAllItsRuns##name) { Contig<G>::table_built_whole(); }    \
   TEST(PgtableContiguous, BlockRunsAndSplit##name) { Contig<G>::block_runs(); }                      \
+  TEST(PgtableContiguous, SplitKeepsRunsOutsideTheChange##name) { Contig<G>::split_keeps_runs_outside_the_change(); } \
   TEST(PgtableContiguous, EveryChangeBreaksTheWholeRun##name) { Contig<G>::changes_break_the_run(); } \
   TEST(PgtableContiguous, CorruptedRunIsReported##name) { Contig<G>::corrupted_run_is_reported(); }
 CONTIG_TESTS(Granule::k4K, 4K)

@@ -1098,7 +1098,8 @@ class Table {
           fill_leaves(c, *page, x.level + 1, x.base, !same);
           x.descend = false;
         } else {
-          fill_table(*page, x.old, x.level, x.base);
+          // A split keeps the block's runs where the operation does not reach (contig_runs).
+          fill_table(*page, x.old, x.level, x.base, d.act == Act::split ? contig_runs(s) : ContigRuns{});
         }
         const u64 desc = arch::TableDesc::make(G, *page).raw();
         if (d.act == Act::split) {
@@ -1249,6 +1250,14 @@ class Table {
     return kContig;
   }
 
+  // Where fill_table() may hint a split block's runs: outside [lo, hi), the operation's range.
+  struct ContigRuns {
+    bool on = false;
+    u64 lo = 0;
+    u64 hi = 0;
+  };
+  [[nodiscard]] ContigRuns contig_runs(const OpState& s) const { return ContigRuns{contig_on(), s.op_lo, s.op_hi}; }
+
   // Clears the hint of the whole contiguous run that holds the entry `ptep` (a hinted leaf at
   // `level` covering `addr`), before any of the run's entries changes: D8.6.1 requires the
   // run's entries to agree, and changing the bit itself needs break-before-make (D8.16.1), so
@@ -1277,12 +1286,23 @@ class Table {
 
   // A fresh table below `parent` (an invalid entry, copied to every child, or a valid block,
   // whose leaves the children become), with its count.
-  void fill_table(u64 page, u64 parent, int level, u64 base) {
+  // With the contiguous option, a valid block split into a fresh table gives its leaves the
+  // hint run by run, for the runs that lie wholly outside `runs` (the operation's range, whose
+  // entries the walk changes next; a change there would break the run at once). The leaves of
+  // a block are identical and consecutive from an address aligned to the block, so every run
+  // of them is well formed (D8.6.1), and the table is not linked yet: nothing to break.
+  void fill_table(u64 page, u64 parent, int level, u64 base, ContigRuns runs = {}) {
     if (parent == 0) return;  // the page is zeroed already
     u64* t = plat_->phys_to_virt(page);
     const u64 cs = arch::level_size(G, level + 1);
+    const u64 rsize = arch::contiguous_size(G, level + 1);
+    const bool hint = runs.on && rsize != 0 && arch::DescValid::get(parent);
     for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
-      const u64 child = child_of(parent, level, base, base + i * cs);
+      u64 child = child_of(parent, level, base, base + i * cs);
+      if (hint) {
+        const u64 rb = (base + i * cs) & ~(rsize - 1);
+        if (rb + rsize <= runs.lo || rb >= runs.hi) child |= kContig;
+      }
       if (child == 0) continue;
       plat_->write_desc(t + i, child);  // not linked yet: cleaned whole before the link
       plat_->get_page(page);
