@@ -176,6 +176,38 @@ struct Contig {
     EXPECT_EQ(hinted(w, kBase + kL2, kL2), 0u);
   }
 
+  // Table::map_run_if_empty (the host fault handler's run): maps an empty aligned run whole,
+  // hinted, with a clean event log; declines (nothing written) without a last-level table,
+  // with an entry in the run, or unaligned; without the option it maps the run plain.
+  static void map_run_if_empty(bool contiguous) {
+    World<T> w(kIa, true, opts(contiguous));
+    Memcache mc;
+    EXPECT_FALSE(w.t->map_run_if_empty(kBase, kBase + kPaOff, prot())) << "no last-level table yet";
+    step(w, mc, map(kBase + kL2 - kPage, kPage, kBase + kL2 - kPage + kPaOff));
+    std::vector<TablePage> pages = reachable(*w.plat, w.geo).pages;
+    auto mark = w.plat->log().mark();
+    ASSERT_TRUE(w.t->map_run_if_empty(kBase, kBase + kPaOff, prot()));
+    EXPECT_TRUE(check_events(w.geo, pages, w.plat->log().since(mark)).empty());
+    EXPECT_EQ(w.plat->log().since(mark).count(sim::EventKind::write), kN);
+    EXPECT_EQ(hinted(w, kBase, kRun), contiguous ? kN : 0u);
+    no_misprogrammed(w, kBase, kRun, kPage);
+    for (u64 a = kBase; a < kBase + kRun; a += kPage) {
+      const sim::Translation t = sim::translate_stage2(
+          w.mem, sim::Stage2Regs{w.tcr, arch::make_vttbr(w.geo.root_pa, w.geo.vmid), w.geo.fwb}, a,
+          sim::Access::write);
+      ASSERT_TRUE(t.ok()) << std::hex << a;
+      EXPECT_EQ(t.output_address, a + kPaOff);
+    }
+    EXPECT_TRUE(w.plat->violations().empty());
+    // An entry in the run (mapped through World::step's twin path is not needed: a direct map).
+    ASSERT_TRUE(w.t->map(kBase + 2 * kRun + 3 * kPage, kPage, kBase + 2 * kRun + 3 * kPage + kPaOff, prot(), mc));
+    mark = w.plat->log().mark();
+    EXPECT_FALSE(w.t->map_run_if_empty(kBase + 2 * kRun, kBase + 2 * kRun + kPaOff, prot()));
+    EXPECT_FALSE(w.t->map_run_if_empty(kBase + 4 * kRun + kPage, kBase + 4 * kRun + kPage + kPaOff, prot()));
+    EXPECT_FALSE(w.t->map_run_if_empty(kBase + 4 * kRun, kBase + 4 * kRun + kPage + kPaOff, prot()));
+    EXPECT_EQ(w.plat->log().since(mark).size(), 0u) << "a declined run writes nothing";
+  }
+
   // Level 2: a whole aligned run of blocks.
   static void block_runs() {
     World<T> w(kIa, true, opts(true));
@@ -293,6 +325,10 @@ struct Contig {
   TEST(PgtableContiguous, RunsFormOnlyWhenWhole##name) { Contig<G>::runs_form_only_when_whole(); }   \
   TEST(PgtableContiguous, TableBuiltWholeHasAllItsRuns##name) { Contig<G>::table_built_whole(); }    \
   TEST(PgtableContiguous, BlockRunsAndSplit##name) { Contig<G>::block_runs(); }                      \
+  TEST(PgtableContiguous, MapRunIfEmpty##name) {                                                      \
+    Contig<G>::map_run_if_empty(true);                                                                \
+    Contig<G>::map_run_if_empty(false);                                                               \
+  }                                                                                                   \
   TEST(PgtableContiguous, SplitKeepsRunsOutsideTheChange##name) { Contig<G>::split_keeps_runs_outside_the_change(); } \
   TEST(PgtableContiguous, EveryChangeBreaksTheWholeRun##name) { Contig<G>::changes_break_the_run(); } \
   TEST(PgtableContiguous, CorruptedRunIsReported##name) { Contig<G>::corrupted_run_is_reported(); }

@@ -311,22 +311,9 @@ class MemProtect {
   [[nodiscard]] bool host_fault_run(const Region& region, u64 page) {
     constexpr u64 kRun = arch::contiguous_size(G, arch::kLastLevel);
     const u64 base = page & ~(kRun - 1);
-    if (!region.contains(base, kRun)) return false;
-    struct V {
-      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitLeafRun; }
-      bool empty = true;
-      Status leaf(pgtable::VisitCtx& x) {
-        empty = empty && x.level == arch::kLastLevel && x.old == 0;
-        return {};
-      }
-      Status leaf_run(u64* t, u64 idx, u64 n, u64, u64) {
-        for (u64 i = 0; i < n; ++i) empty = empty && t[idx + i] == 0;
-        return {};
-      }
-    } v;
-    if (!host_.walk(base, base + kRun, v).has_value() || !v.empty) return false;
-    // Empty last-level entries under an existing table: no page is needed, nothing refused.
-    return host_.map(base, kRun, base, kHostMem, host_mc_).has_value();
+    // The engine's run version of map_page_if_empty: through the last-level table remembered
+    // for the fault handler's path, no walk.
+    return region.contains(base, kRun) && host_.map_run_if_empty(base, base, kHostMem);
   }
 
   // ---- host <-> hypervisor ------------------------------------------------------------------

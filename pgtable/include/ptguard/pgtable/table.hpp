@@ -73,9 +73,11 @@ struct TableOptions {
   /// Stage 2: set the Contiguous bit (Arm ARM D8.6.1) on every entry of a run of
   /// arch::contiguous_entries() aligned leaves that one map() writes whole into invalid
   /// entries with one attribute set and consecutive, run-aligned output addresses (16 pages,
-  /// 64 KiB, with 4K). Whatever the option, any change to an entry of a hinted run first
+  /// 64 KiB, with 4K), and on the runs of a block split by a change to part of it that the
+  /// change does not reach. Whatever the option, any change to an entry of a hinted run first
   /// clears the hint of the whole run through break-before-make (D8.16.1). Stage 1 ignores it:
-  /// its live entries are never broken, so a run could never be changed.
+  /// its live entries are never broken, so a run could never be changed. docs/pgtable.md,
+  /// "The contiguous bit".
   bool contiguous = false;
 };
 
@@ -260,6 +262,38 @@ class Table {
     const Result<u64> attrs = encode(prot);
     if (!attrs) return false;
     install_page(slot, addr, pa, prot, *attrs, make_leaf(arch::kLastLevel, pa, *attrs));
+    return true;
+  }
+
+  /// map_page_if_empty() for a whole contiguous run: when `addr` and `pa` are aligned to
+  /// arch::contiguous_size(G, 3) (64 KiB with 4K), tables already lead down to the last-level
+  /// entries of [addr, +that size) and every one of them is empty, maps the run exactly as
+  /// map(addr, size, pa, prot, mc) would (with TableOptions::contiguous, each leaf with the
+  /// Contiguous bit: Arm ARM D8.6.1; cache maintenance first where the regime needs it; the
+  /// stores, the table's count, then DSB ISHST, and at stage 1 an ISB) and returns true.
+  /// Otherwise it changes nothing and returns false. Through the table remembered for the
+  /// fault handler's path: no walk, no memcache.
+  [[nodiscard]] bool map_run_if_empty(u64 addr, u64 pa, const Prot& prot) {
+    constexpr unsigned kN = arch::contiguous_entries(G, arch::kLastLevel);
+    constexpr u64 kRunSize = arch::contiguous_size(G, arch::kLastLevel);
+    if (((addr | pa) & (kRunSize - 1)) != 0) return false;
+    if (!check_range(addr, kRunSize) || !check_output(pa, kRunSize)) return false;
+    const PageSlot slot = last_level_slot(addr);
+    if (slot.ptep == nullptr) return false;
+    for (unsigned j = 0; j < kN; ++j)
+      if (slot.ptep[j] != 0) return false;
+    const Result<u64> attrs = encode(prot);
+    if (!attrs) return false;
+    const u64 hint = contig_on() ? kContig : 0;
+    const bool cmo = new_leaf_needs_cmo(prot);
+    for (unsigned j = 0; j < kN; ++j) {
+      const u64 leaf = make_leaf(arch::kLastLevel, pa + j * kPageSize, *attrs);
+      if (cmo) cmo_new(leaf_content(addr, pa, prot, *attrs, false), leaf, arch::kLastLevel);
+      write(slot.ptep + j, leaf | hint);
+      plat_->get_page(slot.table_pa);
+    }
+    plat_->barrier(arch::Barrier::dsb_ishst);
+    if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
     return true;
   }
 
