@@ -508,6 +508,71 @@ void fill_leaf(Translation& t, const WalkParams& p, const Leaf& leaf, u64 ia) {
   t.contiguous = bit(leaf.desc, kLeafContig);  // bit 52 at both stages
 }
 
+// The Contiguous bit (D8.6.1 "The Contiguous bit"), the oracle's own copy of the run lengths:
+// 4KB 16 entries at levels 1, 2 and 3; 16KB 32 at level 2 and 128 at level 3; 64KB 32 at
+// levels 2 and 3. 0 where no run is defined here (the FEAT_LPA/LPA2 block levels).
+unsigned contiguous_run(const Geometry& geo, int level) {
+  switch (geo.gbits) {
+    case 12: return level >= 1 && level <= kLastLevel ? 16 : 0;
+    case 14: return level == 2 ? 32 : level == kLastLevel ? 128 : 0;
+    default: return level == 2 || level == kLastLevel ? 32 : 0;
+  }
+}
+
+// A leaf with the Contiguous bit: the naturally aligned run of entries around it (in the same
+// table) must all be valid leaves of this level with the bit set, map consecutive output
+// addresses from a start aligned to the run's size, and agree in every other bit that the
+// translation uses (attributes, shareability, permissions, access flag). The software bits
+// (58:55) are ignored by the hardware (D8.3.1) and may differ. Where the rules break, D8.6.1
+// makes the outcome CONSTRAINED UNPREDICTABLE (the TLB may use any entry of the run, or raise
+// a TLB conflict abort): the result is marked so, never silently given as if the run were
+// well formed. Entries memory does not back count as broken too.
+void check_contiguous(const PhysMem& mem, const WalkParams& p, const Leaf& leaf, Translation& t) {
+  if (!bit(leaf.desc, kLeafContig) || t.walk.empty()) return;
+  const unsigned n = contiguous_run(p.geo, leaf.level);
+  if (n == 0) return;
+  const unsigned shift = p.geo.shift(leaf.level);
+  const u64 size = u64{1} << shift;
+  const u64 first_pa = t.walk.back().desc_pa & ~(u64{n} * 8 - 1);
+  // The bits that hold the output address (D8.3.1.2; with DS, bits [9:8] too; with FEAT_LPA
+  // and 64KB, bits [15:12]) and the software bits are not compared across the run.
+  u64 oa_bits = mask(p.geo.ds ? kAddrTopDs : kAddrTop, shift);
+  if (p.geo.ds) oa_bits |= mask(kDsOaHi, kDsOaLo);
+  if (p.geo.lpa64) oa_bits |= mask(kLpaOaHi, kLpaOaLo);
+  const u64 ignore = oa_bits | mask(kLeafSwHi, kLeafSwLo);
+  std::string_view why;
+  u64 first_oa = 0;
+  for (unsigned j = 0; j < n && why.empty(); ++j) {
+    u64 d = 0;
+    if (!mem.read64(first_pa + u64{j} * 8, &d)) {
+      why = "contiguous run misprogrammed: an entry is in memory nothing backs";
+      break;
+    }
+    const DescKind k = p.geo.classify(d, leaf.level);
+    if (k == DescKind::invalid) {
+      why = "contiguous run misprogrammed: an entry of the run is invalid";
+    } else if (k != DescKind::block && k != DescKind::page) {
+      why = "contiguous run misprogrammed: an entry of the run is not a leaf of this level";
+    } else if (!bit(d, kLeafContig)) {
+      why = "contiguous run misprogrammed: an entry of the run lacks the Contiguous bit";
+    } else if (((d ^ leaf.desc) & ~ignore) != 0) {
+      why = "contiguous run misprogrammed: entries differ in attributes or permissions";
+    } else {
+      const u64 oa = p.geo.address(d, shift);
+      if (j == 0) {
+        first_oa = oa;
+        if ((oa & (u64{n} * size - 1)) != 0)
+          why = "contiguous run misprogrammed: the run's output address is not aligned to its size";
+      } else if (oa != first_oa + u64{j} * size) {
+        why = "contiguous run misprogrammed: output addresses are not consecutive";
+      }
+    }
+  }
+  if (why.empty()) return;
+  t.contiguous_misprogrammed = true;
+  choice(t, why);
+}
+
 // Access flag (D8.5, D8.15.1.4): AF = 0 with hardware AF management off is an Access flag
 // fault at the leaf's level (D8.15.4 step 9). With TCR/VTCR.HA = 1 (FEAT_HAFDBS) the hardware
 // sets AF instead (step 10) and there is no fault. Returns false on a fault.
@@ -636,6 +701,7 @@ Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64
   Leaf leaf;
   if (!walk(mem, p, va, hierarchical, t, &leaf)) return t;
   fill_leaf(t, p, leaf, va);
+  check_contiguous(mem, p, leaf, t);
 
   // Stage 1 Direct permissions for a regime with one Exception level (D8.4.1.2.1 RCBNKR, Table
   // D8-62; RMGGZM: AP[1] is RES1 and plays no part; AArch64.S1DirectBasePermissions):
@@ -746,6 +812,7 @@ Translation translate_stage2(const PhysMem& mem, const Stage2Regs& regs, u64 ipa
   Leaf leaf;
   if (!walk(mem, p, ipa, false, t, &leaf)) return t;
   fill_leaf(t, p, leaf, ipa);
+  check_contiguous(mem, p, leaf, t);
 
   // Stage 2 Direct permissions (D8.4.2.1; AArch64.S2DirectBasePermissions).
   // Data (Table D8-76): S2AP[0] (bit 6) read, S2AP[1] (bit 7) write, the same for EL1 and EL0.

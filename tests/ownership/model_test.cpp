@@ -448,6 +448,16 @@ struct Model {
     for (u64 i = first; i < first + kPagesPerBlock; ++i) all_empty = all_empty && pages[i].empty_entry();
     if (all_empty) {
       for (u64 i = first; i < first + kPagesPerBlock; ++i) pages[i].mapped = true;
+      return {};
+    }
+    // Inside a last-level table: the aligned contiguous run around the page when all of it is
+    // empty (mapped whole, with the Contiguous bit), else the page.
+    const u64 run = arch::contiguous_entries(arch::Granule::k4K, arch::kLastLevel);
+    const u64 r0 = idx(page) / run * run;
+    bool run_empty = true;
+    for (u64 i = r0; i < r0 + run; ++i) run_empty = run_empty && pages[i].empty_entry();
+    if (run_empty) {
+      for (u64 i = r0; i < r0 + run; ++i) pages[i].mapped = true;
     } else {
       p.mapped = true;
     }

@@ -94,6 +94,18 @@ TEST_F(CheckerSelfTest, ValidToValidMemoryTypeAndShareabilityChange) {
               ElementsAre(HasSubstr("BBM valid->valid")));
 }
 
+// The Contiguous bit (bit 52) is part of the translation for the checker: setting or clearing
+// it on a live entry needs break-before-make (Arm ARM D8.16.1), and a break that rewrites the
+// entry without it is clean.
+TEST_F(CheckerSelfTest, ContiguousBitChangeNeedsBreakBeforeMake) {
+  const u64 hinted = kPageDesc | (u64{1} << 52);
+  EXPECT_THAT(check({w(kL3 + 5 * 8, hinted, kPageDesc)}), ElementsAre(HasSubstr("BBM valid->valid")));
+  EXPECT_THAT(check({w(kL3 + 5 * 8, kPageDesc, hinted)}), ElementsAre(HasSubstr("BBM valid->valid")));
+  std::vector<Event> ev = bbm_page(kPageDesc);
+  ev.front() = w(kL3 + 5 * 8, hinted, 0);
+  EXPECT_THAT(check(ev), IsEmpty());
+}
+
 TEST_F(CheckerSelfTest, PermissionsAndSoftwareBitsMayChangeInPlace) {
   const u64 more = kPageDesc | (u64{0xf} << 55);
   EXPECT_THAT(check({w(kL3 + 5 * 8, kPageDesc & ~(u64{1} << 54), more & ~(u64{1} << 54))}), IsEmpty());

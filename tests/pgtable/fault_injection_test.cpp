@@ -165,12 +165,14 @@ struct RcRng final : Rng {
 };
 
 template <Granule G>
-void underfilled_property() {
+void underfilled_property(bool contiguous = false) {
   using T = pgtable::Stage2Table<G, SimPlatform>;
   const unsigned ia = ia_for<G>();
   const bool fwb = *rc::gen::arbitrary<bool>();
-  World<T> a(ia, fwb);
-  World<T> b(ia, fwb);
+  pgtable::TableOptions opt;
+  opt.contiguous = contiguous;
+  World<T> a(ia, fwb, opt);
+  World<T> b(ia, fwb, opt);
   RC_ASSERT(a.t.has_value() && b.t.has_value());
   const Space sp = make_space(a.geo, *rc::gen::inRange(0, 3));
   const auto n = *rc::gen::resize(100, rc::gen::inRange<std::size_t>(1, 21));
@@ -211,6 +213,11 @@ void underfilled_property() {
 RC_GTEST_PROP(PgtableFaultInjection, Underfilled4K, ()) { underfilled_property<Granule::k4K>(); }
 RC_GTEST_PROP(PgtableFaultInjection, Underfilled16K, ()) { underfilled_property<Granule::k16K>(); }
 RC_GTEST_PROP(PgtableFaultInjection, Underfilled64K, ()) { underfilled_property<Granule::k64K>(); }
+// With contiguous runs: an ENOMEM still leaves the table as it was (no run broken before the
+// refusal), and the page counts are the same.
+RC_GTEST_PROP(PgtableFaultInjection, UnderfilledContiguous4K, ()) { underfilled_property<Granule::k4K>(true); }
+RC_GTEST_PROP(PgtableFaultInjection, UnderfilledContiguous16K, ()) { underfilled_property<Granule::k16K>(true); }
+RC_GTEST_PROP(PgtableFaultInjection, UnderfilledContiguous64K, ()) { underfilled_property<Granule::k64K>(true); }
 
 }  // namespace
 }  // namespace ptguard::pgtest

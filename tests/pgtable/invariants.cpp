@@ -327,8 +327,10 @@ State decode_entry(const Geometry& geo, u64 e, int level, std::vector<std::strin
   s.sw = static_cast<u8>(arch::DescSw::get(e));
   const u64 common = arch::DescValid::kMask | arch::DescTypeBit::kMask | arch::DescSw::kMask | oa_mask;
   if (geo.stage == 2) {
+    // The Contiguous bit (TableOptions::contiguous): whether its run is well formed is the
+    // reference MMU's to say (check_translations).
     const u64 allowed = common | arch::S2MemAttr::kMask | arch::S2Ap::kMask | (has_sh ? arch::S2Sh::kMask : 0) |
-                        arch::S2Af::kMask | arch::S2Xn::kMask;
+                        arch::S2Af::kMask | arch::S2Xn::kMask | arch::S2Contiguous::kMask;
     if ((e & ~allowed) != 0) err("stray bits " + hex(e & ~allowed));
     if (has_sh && arch::S2Sh::get(e) != static_cast<u64>(arch::Shareability::inner)) err("SH not inner-shareable");
     if (!arch::S2Af::get(e)) err("AF clear");
@@ -400,6 +402,9 @@ std::vector<std::string> check_translations(const sim::PhysMem& mem, const Geome
         return std::string(sim::name(acc)) + " at " + hex(addr) + " (model: " + to_string(s) +
                "): reference MMU says " + sim::to_string(t);
       };
+      // A leaf with the Contiguous bit whose run breaks the rules (Arm ARM D8.6.1) is never a
+      // correct table, whatever it translates to.
+      if (t.contiguous_misprogrammed) out.push_back("misprogrammed contiguous run, " + where_s());
       if (s.kind != Kind::mapped) {
         if (t.fault != sim::FaultKind::translation) {
           out.push_back("expected a translation fault, " + where_s());

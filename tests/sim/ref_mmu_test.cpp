@@ -1119,6 +1119,8 @@ TEST_P(RefMmuS2, SoftwareBitsContiguousAndDeviceFetch) {
   ASSERT_TRUE(t.ok());
   EXPECT_EQ(t.sw, 0b0110);
   EXPECT_TRUE(t.contiguous);
+  // A lone entry with the hint is a run whose other entries are invalid: misprogrammed.
+  EXPECT_TRUE(t.contiguous_misprogrammed);
   EXPECT_EQ(t.sh, arch::Shareability::inner);
   EXPECT_TRUE(t.attrs.device);
   // A fetch from Device memory that XN allows: CONSTRAINED UNPREDICTABLE.
@@ -1129,6 +1131,100 @@ TEST_P(RefMmuS2, SoftwareBitsContiguousAndDeviceFetch) {
   faults.device_fetch_faults = true;
   EXPECT_EQ(translate_stage2(tt.mem(), regs, ipa, Access::exec, false, faults).fault,
             FaultKind::permission);
+}
+
+// The Contiguous bit (Arm ARM D8.6.1): the run length per granule and level, written here
+// from the architecture's table: 4K 16 at levels 1-3; 16K 32 at level 2, 128 at level 3; 64K 32
+// at levels 2 and 3.
+unsigned contig_run(const Geo& g, int level) {
+  if (g.shift == 12) return 16;
+  if (g.shift == 14) return level == 2 ? 32 : 128;
+  return 32;
+}
+
+// A well-formed run translates normally; each way of breaking one of the run's rules (an
+// entry invalid, a table, without the hint, with other permissions or attributes, output
+// addresses out of order, the run's output not aligned) is reported, read through an entry
+// other than the broken one; software bits may differ.
+TEST_P(RefMmuS2, ContiguousRunsAreCheckedWholeAtEveryLevel) {
+  const Geo g = GetParam();
+  const S2Shape s = s2_shapes(g).front();
+  enum class Break { none, invalid, table, no_hint, perms, memattr, order, misaligned, sw };
+  for (int level : leaf_levels(g)) {
+    const unsigned n = contig_run(g, level);
+    const u64 size = lsize(g, level);
+    const u64 run = size * n;
+    const u64 ipa = run * 3;
+    const u64 oa = run * 5;
+    for (Break b : {Break::none, Break::invalid, Break::table, Break::no_hint, Break::perms, Break::memattr,
+                    Break::order, Break::misaligned, Break::sw}) {
+      if (b == Break::table && level == 3) continue;  // no table descriptor at level 3
+      SCOPED_TRACE(::testing::Message() << "level " << level << " break " << static_cast<int>(b));
+      Tables tt(g);
+      const u64 root = tt.alloc(page(g) * s.tables);
+      const u64 attrs = leaf_type(level) | kAf | kS2R | memattr(0b1111) | kShInner | kContig;
+      const u64 first = tt.chain(root, s.ia_bits, s.start, level, ipa, oa | attrs);
+      const u64 idx0 = tt.index(s.ia_bits, s.start, level, ipa);
+      ASSERT_EQ(idx0 % n, 0u);
+      const u64 shift_oa = b == Break::misaligned ? size : 0;
+      for (unsigned j = 0; j < n; ++j) tt.put(first, idx0 + j, (oa + shift_oa + j * size) | attrs);
+      const unsigned k = n - 1;  // the entry broken; entry 0 is read
+      const u64 good = (oa + shift_oa + k * size) | attrs;
+      switch (b) {
+        case Break::none:
+        case Break::misaligned: break;
+        case Break::invalid: tt.put(first, idx0 + k, 0); break;
+        case Break::table: tt.put(first, idx0 + k, tt.alloc() | kTable); break;
+        case Break::no_hint: tt.put(first, idx0 + k, good & ~kContig); break;
+        case Break::perms: tt.put(first, idx0 + k, good | kS2W); break;
+        case Break::memattr: tt.put(first, idx0 + k, (good & ~memattr(0b1111)) | memattr(0b0101)); break;
+        case Break::order: tt.put(first, idx0 + k, good + size); break;
+        case Break::sw: tt.put(first, idx0 + k, good | sw_bits(0b1001)); break;
+      }
+      const Translation t =
+          translate_stage2(tt.mem(), {vtcr(g, s.ia_bits, s.sl0), root, false}, ipa + 0x18, Access::read);
+      ASSERT_TRUE(t.ok()) << to_string(t);
+      EXPECT_TRUE(t.contiguous);
+      EXPECT_EQ(t.output_address, oa + shift_oa + 0x18);
+      const bool bad = b != Break::none && b != Break::sw;
+      EXPECT_EQ(t.contiguous_misprogrammed, bad) << to_string(t);
+      EXPECT_EQ(t.unpredictable, bad) << to_string(t);
+      if (bad) {
+        EXPECT_NE(to_string(t).find("contiguous run misprogrammed"), std::string::npos);
+      }
+      // The same entries without the hint anywhere: nothing to check, nothing reported.
+      if (b == Break::none) {
+        for (unsigned j = 0; j < n; ++j) tt.put(first, idx0 + j, ((oa + j * size) | attrs) & ~kContig);
+        tt.put(first, idx0 + k, 0);
+        const Translation u =
+            translate_stage2(tt.mem(), {vtcr(g, s.ia_bits, s.sl0), root, false}, ipa, Access::read);
+        EXPECT_FALSE(u.contiguous_misprogrammed);
+        EXPECT_FALSE(u.unpredictable);
+      }
+    }
+  }
+}
+
+// Stage 1 reads the hint the same way (one case: a run at the last level with one entry
+// lacking it).
+TEST_P(RefMmuS1, ContiguousRunIsCheckedAtStage1) {
+  const Geo g = GetParam();
+  const S1Shape s = s1_shapes(g).front();
+  const unsigned n = contig_run(g, 3);
+  Tables tt(g);
+  const u64 root = tt.alloc();
+  const u64 va = page(g) * n * 7;
+  const u64 oa = page(g) * n * 9;
+  const u64 attrs = kPage | kAf | kS1Ap1 | attr_index(0) | kShInner | kContig;
+  const u64 table = tt.chain(root, s.ia_bits, s.start, 3, va, oa | attrs);
+  const u64 idx0 = tt.index(s.ia_bits, s.start, 3, va);
+  for (unsigned j = 0; j < n; ++j) tt.put(table, idx0 + j, (oa + j * page(g)) | attrs);
+  Translation t = translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, root}, va, Access::read);
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t.contiguous_misprogrammed) << to_string(t);
+  tt.put(table, idx0 + 1, ((oa + page(g)) | attrs) & ~kContig);
+  t = translate_stage1_el2(tt.mem(), {tcr(g, s.ia_bits), kMair, root}, va, Access::read);
+  EXPECT_TRUE(t.contiguous_misprogrammed) << to_string(t);
 }
 
 // Access flag, permission and address size faults on a stage-2 leaf at every level that can

@@ -128,6 +128,10 @@ class MemProtect {
     // into its identity stage-2 needs no maintenance (as in pKVM). Pages that change hands are
     // scrubbed and cleaned by the transitions that move them.
     hopt.cache_maintenance = false;
+    // Runs of 16 pages (4K) that a transition maps back whole get the Contiguous bit, so the TLB
+    // may hold each as one entry (Arm ARM D8.6.1); the engine breaks a run before changing any
+    // of its entries (pgtable::TableOptions::contiguous).
+    hopt.contiguous = true;
     Result<S2> host = S2::create_stage2(plat, *hcfg, kHostVmid, hopt);
     if (!host) return fail(host.error());
     host_ = static_cast<S2&&>(*host);
@@ -259,6 +263,10 @@ class MemProtect {
     // there the answer is always the faulting page (a block would cover that table), and an
     // empty entry is the only case that maps. Everything else takes the general path below.
     const u64 page = addr & ~(kPage - 1);
+    if (!mmio && host_fault_run(region, page)) {
+      if (mapped_level != nullptr) *mapped_level = arch::kLastLevel;
+      return {};
+    }
     if (host_.map_page_if_empty(page, page, mmio ? kHostMmio : kHostMem)) {
       if (mapped_level != nullptr) *mapped_level = arch::kLastLevel;
       return {};
@@ -289,6 +297,23 @@ class MemProtect {
         if (arch::level_size(G, l) == size) *mapped_level = l;
     }
     return st;
+  }
+
+  // A fault on memory inside a last-level table (where the answer is pages: a block would
+  // cover the table): when the whole naturally aligned contiguous run around the page (16 pages
+  // with 4K, arch::contiguous_entries) lies inside the page's region and every entry of it is
+  // empty, all of it is mapped at once, which the engine writes with the Contiguous bit (the
+  // host's table has TableOptions::contiguous; Arm ARM D8.6.1). An empty host entry is the
+  // host's own page not faulted in yet (another owner's page is annotated), so this maps
+  // nothing that a fault on each page would not map the same way. False, nothing changed,
+  // otherwise (no last-level table, an entry in the run, the run crossing the region's edge):
+  // the caller maps the one page or the block as before. MMIO keeps its page-by-page faults.
+  [[nodiscard]] bool host_fault_run(const Region& region, u64 page) {
+    constexpr u64 kRun = arch::contiguous_size(G, arch::kLastLevel);
+    const u64 base = page & ~(kRun - 1);
+    // The engine's run version of map_page_if_empty: through the last-level table remembered
+    // for the fault handler's path, no walk.
+    return region.contains(base, kRun) && host_.map_run_if_empty(base, base, kHostMem);
   }
 
   // ---- host <-> hypervisor ------------------------------------------------------------------
@@ -1663,6 +1688,7 @@ class MemProtect {
 
   // Whether entry `e` of a table of `level` covering `addr` is default (host_children_default).
   [[nodiscard]] bool default_child(u64 e, int level, u64 addr) const {
+    e &= ~arch::S2Contiguous::kMask;  // a contiguous run's hint says nothing of the state
     if (e == 0) return true;
     const arch::DescKind k = arch::classify(e, G, level);
     if (k != (level == arch::kLastLevel ? arch::DescKind::page : arch::DescKind::block)) return false;
@@ -1702,7 +1728,8 @@ class MemProtect {
     u64 ref = 0;
     bool have_ref = false;
     for (u64 k = 0, i = h; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
-      const u64 e = t[i];
+      // The Contiguous bit is the engine's (a run's hint), not part of the page's state.
+      const u64 e = t[i] & ~arch::S2Contiguous::kMask;
       if (e == 0 || (have_ref && e == ref + i * step)) continue;
       if (have_ref || !default_child(e, level, base + i * step)) {
         hints = (hints & ~(u32{0xffff} << shift)) | static_cast<u32>(i << shift);

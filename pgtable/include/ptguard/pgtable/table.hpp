@@ -32,6 +32,7 @@
 // DSB ISHST does the same there).
 #pragma once
 
+#include "ptguard/arch/contiguous.hpp"
 #include "ptguard/arch/descriptor.hpp"
 #include "ptguard/arch/error.hpp"
 #include "ptguard/arch/granule.hpp"
@@ -69,6 +70,15 @@ struct TableOptions {
   /// component keeps its own caches coherent for memory it already owns (the host's identity
   /// stage-2: pKVM gives the host's table no cache-maintenance callbacks) turns it off.
   bool cache_maintenance = true;
+  /// Stage 2: set the Contiguous bit (Arm ARM D8.6.1) on every entry of a run of
+  /// arch::contiguous_entries() aligned leaves that one map() writes whole into invalid
+  /// entries with one attribute set and consecutive, run-aligned output addresses (16 pages,
+  /// 64 KiB, with 4K), and on the runs of a block split by a change to part of it that the
+  /// change does not reach. Whatever the option, any change to an entry of a hinted run first
+  /// clears the hint of the whole run through break-before-make (D8.16.1). Stage 1 ignores it:
+  /// its live entries are never broken, so a run could never be changed. docs/pgtable.md,
+  /// "The contiguous bit".
+  bool contiguous = false;
 };
 
 struct MapOptions {
@@ -277,6 +287,38 @@ class Table {
     return true;
   }
 
+  /// map_page_if_empty() for a whole contiguous run: when `addr` and `pa` are aligned to
+  /// arch::contiguous_size(G, 3) (64 KiB with 4K), tables already lead down to the last-level
+  /// entries of [addr, +that size) and every one of them is empty, maps the run exactly as
+  /// map(addr, size, pa, prot, mc) would (with TableOptions::contiguous, each leaf with the
+  /// Contiguous bit: Arm ARM D8.6.1; cache maintenance first where the regime needs it; the
+  /// stores, the table's count, then DSB ISHST, and at stage 1 an ISB) and returns true.
+  /// Otherwise it changes nothing and returns false. Through the table remembered for the
+  /// fault handler's path: no walk, no memcache.
+  [[nodiscard]] bool map_run_if_empty(u64 addr, u64 pa, const Prot& prot) {
+    constexpr unsigned kN = arch::contiguous_entries(G, arch::kLastLevel);
+    constexpr u64 kRunSize = arch::contiguous_size(G, arch::kLastLevel);
+    if (((addr | pa) & (kRunSize - 1)) != 0) return false;
+    if (!check_range(addr, kRunSize) || !check_output(pa, kRunSize)) return false;
+    const PageSlot slot = last_level_slot(addr);
+    if (slot.ptep == nullptr) return false;
+    for (unsigned j = 0; j < kN; ++j)
+      if (slot.ptep[j] != 0) return false;
+    const Result<u64> attrs = encode(prot);
+    if (!attrs) return false;
+    const u64 hint = contig_on() ? kContig : 0;
+    const bool cmo = new_leaf_needs_cmo(prot);
+    for (unsigned j = 0; j < kN; ++j) {
+      const u64 leaf = make_leaf(arch::kLastLevel, pa + j * kPageSize, *attrs);
+      if (cmo) cmo_new(leaf_content(addr, pa, prot, *attrs, false), leaf, arch::kLastLevel);
+      write(slot.ptep + j, leaf | hint);
+      plat_->get_page(slot.table_pa);
+    }
+    plat_->barrier(arch::Barrier::dsb_ishst);
+    if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+    return true;
+  }
+
  private:
   // Everything map() does but its inline case: out of line, so the caller's loop around the
   // inline case keeps its registers.
@@ -463,6 +505,10 @@ class Table {
     if (prot.perm & kPermX) nv = arch::S2Xn::put(nv, static_cast<u64>(arch::S2XnKind::exec));
     if (nv == leaf->entry) return {};
     u64* ptep = entry_ptr(addr, leaf->level);
+    if (hinted(leaf->entry, leaf->level)) {  // a run changes whole or not at all
+      break_run(ptep, leaf->level, leaf->base);
+      nv &= ~kContig;
+    }
     if (Regime::gains_exec(leaf->entry, nv)) icache_for(nv, leaf->level);
     write(ptep, nv);
     OpState s;
@@ -481,7 +527,10 @@ class Table {
     if (!leaf) return fail(leaf.error());
     if (!arch::DescValid::get(leaf->entry)) return fail(Error::enoent);
     if (arch::S2Af::get(leaf->entry)) return {};
-    write(entry_ptr(addr, leaf->level), arch::S2Af::put(leaf->entry, 1));
+    u64* const ptep = entry_ptr(addr, leaf->level);
+    // The access flag is one of the bits a contiguous run's entries share: break it first.
+    if (hinted(leaf->entry, leaf->level)) break_run(ptep, leaf->level, leaf->base);
+    write(ptep, arch::S2Af::put(*ptep, 1));
     plat_->barrier(arch::Barrier::dsb_ishst);
     return {};
   }
@@ -505,6 +554,10 @@ class Table {
         if (!arch::DescValid::get(x.old) || !arch::S2Af::get(x.old)) return {};
         young = true;
         if (clear) {
+          if (t->hinted(x.old, x.level)) {  // the run shares its access flag: break it first
+            t->break_run(x.ptep, x.level, x.base);
+            x.old = *x.ptep;
+          }
           t->write(x.ptep, arch::S2Af::put(x.old, 0));
           t->queue_tlbi(*s, x.base, x.level, true);
         }
@@ -684,6 +737,10 @@ class Table {
     u64 free_pa[kMaxFree];
     u32 nfree = 0;
     TlbPolicy policy = TlbPolicy::invalidate;
+    // The contiguous run (TableOptions::contiguous) whose leaves this map writes hinted:
+    // [hint_end - its size, hint_end) at hint_level, decided at its first entry.
+    u64 hint_end = 0;
+    int hint_level = -1;
   };
 
   // With non-cacheable table walks the MMU reads the root from memory, where the allocator's
@@ -751,6 +808,10 @@ class Table {
     // takes it for: an entry that faults. The engine never writes one; one found is replaced
     // like any other invalid entry.
     const bool valid = !table && is_valid_leaf(old, level);
+    // The Contiguous bit is no part of what an entry maps: a hinted run is broken (its hint
+    // cleared) before any of its entries changes (break_run()), and a new leaf gets it only as
+    // it is written (contig_for()). So the decision is the one for the entry without it.
+    if (valid) old &= ~kContig;
     switch (c.kind) {
       case Content::Kind::leaf: {
         const u64 pa = c.pa + (a - c.ia);
@@ -919,7 +980,8 @@ class Table {
         // The hot cases with everything in locals and no out-of-line call in the loop (cacheable
         // walks; new mappings only without cache maintenance); the first entry they do not
         // cover ends them, and the general loop below goes on from there.
-        if (!t->walk_cmo_) {
+        // (Not with the contiguous option: its runs are formed and broken entry by entry below.)
+        if (!t->walk_cmo_ && !t->contig_on()) {
           u64* const e = table + idx;
           P& plat = *t->plat_;
           if (cc.kind == Content::Kind::leaf) {
@@ -1008,7 +1070,7 @@ class Table {
           if (cc.kind == Content::Kind::leaf && old == 0) {
             const u64 leaf = t->make_leaf(arch::kLastLevel, cc.pa + (addr - cc.ia), cc.value);
             t->cmo_new(cc, leaf, arch::kLastLevel);
-            t->write(ptep, leaf);
+            t->write(ptep, leaf | t->contig_for(*s, cc, ptep, arch::kLastLevel, addr));
             ++counted;
             continue;
           }
@@ -1018,8 +1080,12 @@ class Table {
             continue;
           }
           if (cc.kind == Content::Kind::clear_bits && arch::DescValid::get(old)) {
-            const u64 nv = old & ~cc.value;
+            u64 nv = old & ~cc.value;
             if (nv != old) {
+              if (t->hinted(old, arch::kLastLevel)) {
+                t->break_run(ptep, arch::kLastLevel, addr);
+                nv = *ptep & ~cc.value;
+              }
               t->write(ptep, nv);
               if (Regime::reduces_perms(old, nv)) t->queue_tlbi(*s, addr, arch::kLastLevel, true);
               wrote = true;
@@ -1048,14 +1114,24 @@ class Table {
                      int& fresh_level) {
     if (c.kind == Content::Kind::split && !c.to_pages && x.level == fresh_level && x.addr < fresh_end)
       return {};
-    const Decision d = decide(c, x.old, x.level, x.addr, x.end, x.base);
+    Decision d = decide(c, x.old, x.level, x.addr, x.end, x.base);
     if (d.failed) return fail(d.err);  // cannot happen: the counting pass saw the same entries
+    if (d.act != Act::skip && d.act != Act::descend && hinted(x.old, x.level)) {
+      // Any change to an entry of a contiguous run: the whole run loses its hint first
+      // (break-before-make over the run), then the entry changes as decided without it.
+      break_run(x.ptep, x.level, x.base);
+      x.old = *x.ptep;
+      d = decide(c, x.old, x.level, x.addr, x.end, x.base);
+    }
     switch (d.act) {
       case Act::skip:
       case Act::descend:
         return {};
       case Act::write:
-        if (arch::DescValid::get(d.value)) cmo_new(c, d.value, x.level);
+        if (arch::DescValid::get(d.value)) {
+          cmo_new(c, d.value, x.level);
+          d.value |= contig_for(s, c, x.ptep, x.level, x.base);
+        }
         set(x, d.value);
         break;
       case Act::inplace:
@@ -1097,7 +1173,8 @@ class Table {
           fill_leaves(c, *page, x.level + 1, x.base, !same);
           x.descend = false;
         } else {
-          fill_table(*page, x.old, x.level, x.base);
+          // A split keeps the block's runs where the operation does not reach (contig_runs).
+          fill_table(*page, x.old, x.level, x.base, d.act == Act::split ? contig_runs(s) : ContigRuns{});
         }
         const u64 desc = arch::TableDesc::make(G, *page, oa_).raw();
         if (d.act == Act::split) {
@@ -1175,18 +1252,25 @@ class Table {
     // With a 52-bit format, a run whose addresses cross into the moved bits (2^50 with DS, 2^48
     // with FEAT_LPA's 64K) cannot be built by adding to the first leaf: one leaf at a time.
     const bool crosses = ((first ^ (first + (n - 1) * cs)) & ~oa_.in_place) != 0;
+    // A table built whole is made of whole runs: with the contiguous option, each is hinted
+    // when the output address is aligned to the run (the entries are not live yet: nothing to
+    // break).
+    const u64 hint = contig_on() && arch::contiguous_entries(G, level) != 0 &&
+                             (first & (arch::contiguous_size(G, level) - 1)) == 0
+                         ? kContig
+                         : 0;
     if ((cmo && (c.clean_d || c.inval_i)) || crosses) {
       u64 pa = first;
       for (u64 i = 0; i < n; ++i, pa += cs) {
         const u64 leaf = make_leaf(level, pa, c.value);
         if (cmo) cmo_new(c, leaf, level);
-        plat_->write_desc(t + i, leaf);
+        plat_->write_desc(t + i, leaf | hint);
       }
     } else {
       // The common case, nothing but stores: the leaf of entry i is the first one plus i
       // blocks, since the output address is the only field that differs.
       P& plat = *plat_;
-      const u64 leaf0 = make_leaf(level, first, c.value);
+      const u64 leaf0 = make_leaf(level, first, c.value) | hint;
       for (u64 i = 0; i < n; ++i) plat.write_desc(t + i, leaf0 + i * cs);
     }
     for (u64 i = 0; i < n; ++i) plat_->get_page(page);
@@ -1202,14 +1286,101 @@ class Table {
     }
   }
 
+  // ---- the Contiguous bit (Arm ARM D8.6.1) -------------------------------------------------
+  // Bit 52 of a block or page descriptor at both stages.
+  static constexpr u64 kContig = arch::S2Contiguous::kMask;
+  static_assert(arch::S1Contiguous::kMask == arch::S2Contiguous::kMask);
+  // break_run() keeps a run's entries on the stack: the last level's runs are the longest.
+  static_assert(arch::contiguous_entries(G, 1) <= arch::contiguous_entries(G, arch::kLastLevel) &&
+                arch::contiguous_entries(G, 2) <= arch::contiguous_entries(G, arch::kLastLevel));
+
+  // Whether this table forms contiguous runs (TableOptions::contiguous, stage 2 only).
+  [[nodiscard]] bool contig_on() const { return kStage2 && opt_.contiguous; }
+
+  // A valid leaf with the hint: one entry of a contiguous run.
+  [[nodiscard]] static constexpr bool hinted(u64 e, int level) {
+    return (e & kContig) != 0 && !is_table(e, level) && is_valid_leaf(e, level);
+  }
+
+  // The hint for the new leaf `c` writes at `addr` (level `level`, entry `ptep`): kContig when
+  // the leaf belongs to a run this operation writes whole. Decided at the run's first entry:
+  // the run lies inside the operation's range, its first output address is aligned to the
+  // run's size (so all of them are consecutive from an aligned start: c maps linearly), and
+  // every entry of it is invalid now (each becomes one of c's leaves, with c's attributes; none
+  // is live, so no break-before-make) and may be a leaf (the force-page policy allows each
+  // block). The later entries of that run then get the hint as the walk reaches them.
+  [[nodiscard]] u64 contig_for(OpState& s, const Content& c, const u64* ptep, int level, u64 addr) const {
+    if (!contig_on() || c.kind != Content::Kind::leaf) return 0;
+    const unsigned n = arch::contiguous_entries(G, level);
+    if (n == 0) return 0;
+    const u64 lsize = arch::level_size(G, level);
+    const u64 rsize = arch::contiguous_size(G, level);
+    if (level == s.hint_level && addr < s.hint_end && addr >= s.hint_end - rsize) return kContig;
+    if ((addr & (rsize - 1)) != 0 || addr < s.op_lo || addr + rsize > s.op_hi || addr + rsize < addr) return 0;
+    if (((c.pa + (addr - c.ia)) & (rsize - 1)) != 0) return 0;
+    for (unsigned j = 0; j < n; ++j) {
+      if (arch::DescValid::get(ptep[j])) return 0;  // a live entry (or a table): not formed
+      if (level != arch::kLastLevel && opt_.force_page(addr + j * lsize, addr + (j + 1) * lsize, c.prot, false))
+        return 0;
+    }
+    s.hint_end = addr + rsize;
+    s.hint_level = level;
+    return kContig;
+  }
+
+  // Where fill_table() may hint a split block's runs: outside [lo, hi), the operation's range.
+  struct ContigRuns {
+    bool on = false;
+    u64 lo = 0;
+    u64 hi = 0;
+  };
+  [[nodiscard]] ContigRuns contig_runs(const OpState& s) const { return ContigRuns{contig_on(), s.op_lo, s.op_hi}; }
+
+  // Clears the hint of the whole contiguous run that holds the entry `ptep` (a hinted leaf at
+  // `level` covering `addr`), before any of the run's entries changes: D8.6.1 requires the
+  // run's entries to agree, and changing the bit itself needs break-before-make (D8.16.1), so
+  // the run is broken as one: every entry written invalid; DSB ISHST; the TLB invalidated over
+  // the run's whole input range with the level hint (flush(): by range with FEAT_TLBIRANGE,
+  // else one TLBI per entry, or the whole VMID past kMaxTlbiOps); DSB ISH; then each entry
+  // rewritten as it was, without the hint. The table's counts do not change (every entry is
+  // non-empty before and after). The caller then applies its change to the one entry.
+  void break_run(u64* ptep, int level, u64 addr) {
+    const unsigned n = arch::contiguous_entries(G, level) != 0 ? arch::contiguous_entries(G, level) : 1;
+    const u64 lsize = arch::level_size(G, level);
+    u64* const first = ptep - (arch::level_index(G, level, addr) & (n - 1));
+    const u64 base = addr & ~(u64{n} * lsize - 1);
+    u64 saved[arch::contiguous_entries(G, arch::kLastLevel)];
+    for (unsigned j = 0; j < n; ++j) {
+      saved[j] = first[j];
+      write(first + j, 0);
+    }
+    OpState s;
+    s.op_lo = base;
+    s.op_hi = base + u64{n} * lsize;
+    queue_range(s, base, u64{n} * lsize, level, false);
+    flush(s);
+    for (unsigned j = 0; j < n; ++j) write(first + j, saved[j] & ~kContig);
+  }
+
   // A fresh table below `parent` (an invalid entry, copied to every child, or a valid block,
   // whose leaves the children become), with its count.
-  void fill_table(u64 page, u64 parent, int level, u64 base) {
+  // With the contiguous option, a valid block split into a fresh table gives its leaves the
+  // hint run by run, for the runs that lie wholly outside `runs` (the operation's range, whose
+  // entries the walk changes next; a change there would break the run at once). The leaves of
+  // a block are identical and consecutive from an address aligned to the block, so every run
+  // of them is well formed (D8.6.1), and the table is not linked yet: nothing to break.
+  void fill_table(u64 page, u64 parent, int level, u64 base, ContigRuns runs = {}) {
     if (parent == 0) return;  // the page is zeroed already
     u64* t = plat_->phys_to_virt(page);
     const u64 cs = arch::level_size(G, level + 1);
+    const u64 rsize = arch::contiguous_size(G, level + 1);
+    const bool hint = runs.on && rsize != 0 && arch::DescValid::get(parent);
     for (u64 i = 0; i < arch::entries_per_table(G); ++i) {
-      const u64 child = child_of(parent, level, base, base + i * cs);
+      u64 child = child_of(parent, level, base, base + i * cs);
+      if (hint) {
+        const u64 rb = (base + i * cs) & ~(rsize - 1);
+        if (rb + rsize <= runs.lo || rb >= runs.hi) child |= kContig;
+      }
       if (child == 0) continue;
       plat_->write_desc(t + i, child);  // not linked yet: cleaned whole before the link
       plat_->get_page(page);
@@ -1540,6 +1711,7 @@ class Table {
     if (old == 0) return true;
     const bool page = (old & 0b11) == 0b11;
     if (!page && arch::DescValid::get(old)) return false;  // 0b01 at the last level: reserved
+    if (page && (old & kContig) != 0) return false;  // a contiguous run: the general path breaks it
     if (plat_->page_count(slot.table_pa) <= 2) return false;  // the table would empty: freed
     write(slot.ptep, 0);
     (void)plat_->put_page(slot.table_pa);

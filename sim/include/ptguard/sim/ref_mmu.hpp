@@ -80,7 +80,14 @@ struct Translation {
   arch::MemAttrs attrs{};
   arch::Shareability sh = arch::Shareability::non;
   u8 sw = 0;                ///< software bits 58:55 of the leaf
-  bool contiguous = false;  ///< contiguous hint (bit 52): reported only
+  bool contiguous = false;  ///< contiguous hint (bit 52)
+  /// The leaf has the contiguous hint and its aligned run breaks the rules of Arm ARM D8.6.1
+  /// "The Contiguous bit" (an entry invalid, a table, without the hint, with other attributes
+  /// or permissions, or output addresses not consecutive from an aligned start): a
+  /// misprogrammed run. The translation is then CONSTRAINED UNPREDICTABLE (any entry of the run
+  /// may be used, or a TLB conflict abort), so `unpredictable` is set and `note` says which
+  /// rule broke; the fields above are the leaf's own reading.
+  bool contiguous_misprogrammed = false;
   /// TCR/VTCR.HA set and the leaf's AF is 0: the hardware would set AF in memory (the
   /// reference MMU does not write it). Only on success: with a permission fault the update is
   /// CONSTRAINED UNPREDICTABLE (Unpredictable_AFUPDATE) and this stays false.
