@@ -229,10 +229,16 @@ void host_fault_contended_2t(benchmark::State& state) {
 // barrier, a TLBI) is counted per thread. BenchPlatform's one set of counters would be a data
 // race there, and its cache line, moving between the CPUs on every barrier, would be measured
 // instead of the faults (on hardware a DSB or a TLBI is an instruction of the CPU that issues
-// it). The guest lock is BenchPlatform's default, pgtable::RwLock (the EL2 one).
+// it). The guest lock is the default one (the EL2 one: a reader slot per CPU), with each thread
+// as a CPU: cpu_id() is the thread's number, as MPIDR_EL1's affinity is the CPU's at EL2.
 struct BenchPlatformMt : BenchPlatform {
   using BenchPlatform::BenchPlatform;
   static inline thread_local MaintenanceCounts t_counts;
+  static u64 cpu_id() {
+    static std::atomic<u64> next{0};
+    static thread_local const u64 id = next.fetch_add(1, std::memory_order_relaxed);
+    return id;
+  }
   void tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) { count_tlbi(t_counts, op, vmid, addr, level); }
   void tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r) { count_tlbi_range(t_counts, op, vmid, r); }
   void barrier(arch::Barrier b) { count_barrier(t_counts, b); }

@@ -1,6 +1,7 @@
-// RwLock (pgtable/rw_lock.hpp), the EL2 guest lock, under real threads: writers exclude
-// everyone, readers run together, a waiting writer keeps new readers out, and what a writer
-// wrote is seen by the next reader. Run under ThreadSanitizer too (make test-tsan), which
+// The reader-writer locks of pgtable/rw_lock.hpp (RwLock, one word; BasicPerCpuRwLock, the
+// default guest lock, a reader slot per CPU) under real threads: writers exclude everyone,
+// readers run together, a waiting writer keeps new readers out, and what a writer wrote is
+// seen by the next reader. Run under ThreadSanitizer too (make test-tsan), which
 // reports any access to the guarded data that the lock's acquire/release does not order.
 #include <gtest/gtest.h>
 
@@ -18,13 +19,26 @@ namespace {
 struct YieldRelax {
   void operator()() const { std::this_thread::yield(); }
 };
-using TestRwLock = BasicRwLock<YieldRelax>;
+// Each thread its own reader slot, as each CPU at EL2 (4 slots for up to 5 threads: two share
+// one, which must work too).
+struct ThreadSlot {
+  unsigned operator()() const {
+    static std::atomic<unsigned> next{0};
+    static thread_local const unsigned id = next.fetch_add(1);
+    return id;
+  }
+};
+
+template <typename L>
+class RwLockTest : public ::testing::Test {};
+using Locks = ::testing::Types<BasicRwLock<YieldRelax>, BasicPerCpuRwLock<YieldRelax, ThreadSlot, 4>>;
+TYPED_TEST_SUITE(RwLockTest, Locks);
 
 // Writers do two separate read-modify-writes of plain data; readers check the pair is never
 // seen half-written. With a lock whose writer does not wait for the readers inside, or whose
 // reader does not back off from a writer, readers see a != b (and TSan reports the race).
-TEST(RwLock, WritersExcludeReadersAndEachOther) {
-  TestRwLock lock;
+TYPED_TEST(RwLockTest, WritersExcludeReadersAndEachOther) {
+  TypeParam lock;
   u64 a = 0, b = 0;
   std::atomic<u64> torn{0}, reads{0};
   constexpr int kWriters = 2, kReaders = 3, kIters = 3'000;
@@ -43,8 +57,10 @@ TEST(RwLock, WritersExcludeReadersAndEachOther) {
   for (int t = 0; t < kReaders; ++t) {
     ts.emplace_back([&] {
       for (int i = 0; i < kIters; ++i) {
-        SharedLockGuard guard(lock);
-        if (a != b) torn.fetch_add(1, std::memory_order_relaxed);
+        SharedLockGuard<TypeParam> guard(lock);
+        const u64 ra = a;
+        std::this_thread::yield();  // a writer let in now would change a and b apart
+        if (ra != b) torn.fetch_add(1, std::memory_order_relaxed);
         reads.fetch_add(1, std::memory_order_relaxed);
       }
     });
@@ -60,12 +76,12 @@ TEST(RwLock, WritersExcludeReadersAndEachOther) {
 
 // Two readers are inside at the same time: each waits, holding the shared side, until it has
 // seen the other inside. A lock whose shared side excludes (a plain mutex) never gets there.
-TEST(RwLock, ReadersHoldItTogether) {
-  TestRwLock lock;
+TYPED_TEST(RwLockTest, ReadersHoldItTogether) {
+  TypeParam lock;
   std::atomic<int> inside{0};
   std::atomic<bool> both{true};
   auto reader = [&] {
-    SharedLockGuard guard(lock);
+    SharedLockGuard<TypeParam> guard(lock);
     inside.fetch_add(1);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (inside.load() < 2) {
@@ -85,8 +101,8 @@ TEST(RwLock, ReadersHoldItTogether) {
 
 // A writer waiting for a reader inside keeps new readers out (writers are preferred: a
 // stream of guest faults cannot starve a transition), and gets in once the reader leaves.
-TEST(RwLock, AWaitingWriterKeepsNewReadersOut) {
-  TestRwLock lock;
+TYPED_TEST(RwLockTest, AWaitingWriterKeepsNewReadersOut) {
+  TypeParam lock;
   lock.lock_shared();
   std::atomic<bool> writer_in{false};
   std::thread writer([&] {
@@ -94,7 +110,11 @@ TEST(RwLock, AWaitingWriterKeepsNewReadersOut) {
     writer_in = true;
     lock.unlock();
   });
-  while (!lock.is_locked()) std::this_thread::yield();  // the writer has set its bit
+  // Until the writer has set its bit (bounded: a writer that does not wait for us would be
+  // through already, and the test fails below instead of hanging here).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!lock.is_locked() && !writer_in.load() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
   EXPECT_FALSE(lock.try_lock_shared());
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_FALSE(writer_in.load());  // still waiting for us

@@ -15,7 +15,8 @@
 // The platform chooses (both optional; pgtable/platform.hpp lists them with the rest):
 //   Lock                  the lock type (lock()/unlock()); pgtable::TicketLock if it names none.
 //   GuestLock             a guest slot's lock type: a reader-writer lock (lock()/unlock() and
-//                         lock_shared()/unlock_shared()); pgtable::RwLock if it names none. The
+//                         lock_shared()/unlock_shared()); if it names none,
+//                         pgtable::BasicPerCpuRwLock, a reader slot per P::cpu_id(). The
 //                         guest's own stage-2 fault operations take its shared side, every
 //                         transition the exclusive side (docs/concurrency.md).
 //   lock_order_acquire(r) called with the rank before a lock is taken, and
@@ -76,9 +77,22 @@ concept SharedOwnershipLock = OwnershipLock<L> && requires(L& l) {
 };
 
 namespace detail {
+// The reader slot of the default guest lock: the platform's CPU (P::cpu_id(), at EL2 the
+// MPIDR_EL1 affinity; folded so that Aff0, Aff1 and Aff2 all spread), or slot 0.
+template <typename P>
+struct CpuSlot {
+  [[nodiscard]] unsigned operator()() const {
+    if constexpr (requires { P::cpu_id(); }) {
+      const u64 id = P::cpu_id();
+      return static_cast<unsigned>(id ^ (id >> 8) ^ (id >> 16) ^ (id >> 32));
+    } else {
+      return 0;
+    }
+  }
+};
 template <typename P>
 struct GuestLockOf {
-  using type = pgtable::RwLock;
+  using type = pgtable::BasicPerCpuRwLock<pgtable::CpuRelax, CpuSlot<P>>;
 };
 template <typename P>
   requires requires { typename P::GuestLock; }
@@ -87,7 +101,9 @@ struct GuestLockOf<P> {
 };
 }  // namespace detail
 
-/// The platform's guest lock type: P::GuestLock, or pgtable::RwLock if the platform names none.
+/// The platform's guest lock type: P::GuestLock, or else pgtable::BasicPerCpuRwLock with a
+/// reader slot per CPU (P::cpu_id() if the platform has it: readers on different CPUs then
+/// write no common cache line; else every reader on one slot).
 template <typename P>
 using PlatformGuestLock = typename detail::GuestLockOf<P>::type;
 
