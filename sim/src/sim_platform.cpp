@@ -140,6 +140,34 @@ void SimPlatform::write_desc(u64* ptep, u64 value) {
   log_.record(Event::write(pa, old, value));
 }
 
+bool SimPlatform::cmpxchg_desc(u64* ptep, u64 expected, u64 value) {
+  const std::lock_guard guard(mu_.m);
+  if (reinterpret_cast<std::uintptr_t>(ptep) % 8 != 0) {
+    alloc_.report(ViolationKind::misaligned, 0,
+                  "cmpxchg_desc to " + hex_ptr(ptep) + ": not 8-byte aligned (nothing written)");
+    return false;
+  }
+  const auto p = reinterpret_cast<std::uintptr_t>(ptep);
+  u64 pa;
+  if (p - pool_host_addr_ < pool_bytes_) {
+    pa = pool_base_ + (p - pool_host_addr_);
+  } else {
+    pa = virt_to_phys_slow(ptep);  // reports bad_pointer itself
+    if (pa == kBadPa) return false;
+  }
+  if (alloc_.in_pool(pa) && !alloc_.allocated(pa)) {
+    alloc_.report(ViolationKind::write_to_free_page, pa,
+                  "cmpxchg_desc to " + hex(pa) + " (" + hex(value) +
+                      "), in a free table page (carried out all the same)");
+  }
+  // Atomic even under the mutex: shared walkers (and a test standing in for the MMU's
+  // access-flag update) read and change entries without it.
+  const u64 old = expected;
+  if (!__atomic_compare_exchange_n(ptep, &expected, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return false;
+  log_.record(Event::write(pa, old, value));
+  return true;
+}
+
 void SimPlatform::tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level) {
   const std::lock_guard guard(mu_.m);
   if (level != arch::kTlbiLevelUnknown && (level < 0 || level > 3)) {
@@ -224,6 +252,7 @@ namespace {
 // r, and every rank taken since the last reset (ranks above 63 share bit 63).
 thread_local u64 t_ranks_held = 0;
 thread_local u64 t_ranks_taken = 0;
+thread_local u64 t_ranks_taken_shared = 0;
 u64 rank_bit(unsigned rank) { return u64{1} << (rank > 63 ? 63 : rank); }
 }  // namespace
 
@@ -244,10 +273,20 @@ void SimPlatform::lock_order_acquire(unsigned rank) {
   t_ranks_taken |= bit;
 }
 
+void SimPlatform::lock_order_acquire_shared(unsigned rank) {
+  // The same rule as for the exclusive side (ownership/locking.hpp); recorded apart as well.
+  lock_order_acquire(rank);
+  t_ranks_taken_shared |= rank_bit(rank);
+}
+
 void SimPlatform::lock_order_release(unsigned rank) { t_ranks_held &= ~rank_bit(rank); }
 
 u64 SimPlatform::lock_ranks_held() { return t_ranks_held; }
 u64 SimPlatform::lock_ranks_taken() { return t_ranks_taken; }
-void SimPlatform::reset_lock_ranks_taken() { t_ranks_taken = 0; }
+u64 SimPlatform::lock_ranks_taken_shared() { return t_ranks_taken_shared; }
+void SimPlatform::reset_lock_ranks_taken() {
+  t_ranks_taken = 0;
+  t_ranks_taken_shared = 0;
+}
 
 }  // namespace ptguard::sim

@@ -49,6 +49,29 @@ TEST(LockOrder, CheckerReportsTheSameRankTakenTwice) {
   p.lock_order_release(2);
 }
 
+// A shared acquisition obeys the same order: a guest fault holding its guest's shared side
+// that then waited for the host's lock would deadlock with a transition holding the host's
+// lock and waiting for the guest's exclusive side. And a reader taking its own lock again
+// deadlocks behind a waiting writer (writers are preferred).
+TEST(LockOrder, CheckerReportsASharedAcquisitionOutOfOrderAndRecordsItApart) {
+  OwnEnv e;
+  SimPlatform& p = *e.plat;
+  SimPlatform::reset_lock_ranks_taken();
+  p.lock_order_acquire_shared(2);
+  EXPECT_EQ(p.lock_order_violations(), 0u);
+  EXPECT_EQ(SimPlatform::lock_ranks_taken_shared(), kGuest0);
+  p.lock_order_acquire(0);  // the host's under a guest's shared side: inverted
+  EXPECT_EQ(p.lock_order_violations(), 1u);
+  p.lock_order_release(0);
+  p.lock_order_acquire_shared(2);  // the same guest lock's shared side again
+  EXPECT_EQ(p.lock_order_violations(), 2u);
+  p.lock_order_release(2);
+  p.lock_order_release(2);
+  EXPECT_EQ(SimPlatform::lock_ranks_taken(), kHost | kGuest0);
+  EXPECT_EQ(SimPlatform::lock_ranks_taken_shared(), kGuest0);
+  EXPECT_EQ(SimPlatform::lock_ranks_held(), 0u);
+}
+
 TEST(LockOrder, CheckerAcceptsTheGlobalOrderAndRanksHeldOnOtherThreads) {
   OwnEnv e;
   SimPlatform& p = *e.plat;
@@ -113,6 +136,7 @@ TEST(LockOrder, EveryTransitionTakesExactlyItsTableLocksInOrder) {
     const char* what;
     std::function<Status()> call;
     u64 locks;
+    u64 shared = 0;  // of those, the ones taken on their shared side
   };
   const std::vector<Step> steps = {
       {"host_handle_fault", [&] { return mp.host_handle_fault(M); }, kHost},
@@ -127,15 +151,15 @@ TEST(LockOrder, EveryTransitionTakesExactlyItsTableLocksInOrder) {
       {"create_guest", [&] { return mp.create_guest(g, 1); }, kHost | kGuest0},
       {"topup_guest_memcache", [&] { return mp.topup_guest_memcache(g, 16); }, kGuest0},
       {"host_share_guest", [&] { return mp.host_share_guest(M + 3 * P, 1, g, 0, pgtable::kPermRW); }, kHost | kGuest0},
-      {"guest_relax_perms", [&] { return mp.guest_relax_perms(g, 0, pgtable::kPermRWX); }, kGuest0},
+      {"guest_relax_perms", [&] { return mp.guest_relax_perms(g, 0, pgtable::kPermRWX); }, kGuest0, kGuest0},
       {"guest_wrprotect", [&] { return mp.guest_wrprotect(g, 0, 1); }, kGuest0},
       {"guest_test_clear_young",
        [&]() -> Status {
          const Result<bool> r = mp.guest_test_clear_young(g, 0, 1, true);
          return r ? Status{} : fail(r.error());
        },
-       kGuest0},
-      {"guest_mkyoung", [&] { return mp.guest_mkyoung(g, 0); }, kGuest0},
+       kGuest0, kGuest0},
+      {"guest_mkyoung", [&] { return mp.guest_mkyoung(g, 0); }, kGuest0, kGuest0},
       {"host_unshare_guest", [&] { return mp.host_unshare_guest(g, 0, 1); }, kHost | kGuest0},
       {"host_donate_guest", [&] { return mp.host_donate_guest(M + 4 * P, 1, g, P); }, kHost | kGuest0},
       {"guest_share_host", [&] { return mp.guest_share_host(g, P, 1); }, kHost | kGuest0},
@@ -158,6 +182,8 @@ TEST(LockOrder, EveryTransitionTakesExactlyItsTableLocksInOrder) {
     const Status st = s.call();
     EXPECT_TRUE(st) << (st ? "" : name(st.error()));
     EXPECT_EQ(SimPlatform::lock_ranks_taken(), s.locks) << std::hex << "took 0x" << SimPlatform::lock_ranks_taken();
+    EXPECT_EQ(SimPlatform::lock_ranks_taken_shared(), s.shared)
+        << std::hex << "took shared 0x" << SimPlatform::lock_ranks_taken_shared();
     EXPECT_EQ(SimPlatform::lock_ranks_held(), 0u);
   }
   EXPECT_EQ(p.lock_order_violations(), 0u);

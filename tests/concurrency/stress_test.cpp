@@ -5,6 +5,8 @@
 //    operations; at quiescent points (every thread parked at a barrier) and at the end, the
 //    invariant checker and the whole-machine access check (sim/access_check.hpp) pass, and
 //    the simulator saw no misuse and no lock taken out of order.
+//  - SharedGuestFaultsRaceTransitionsOnOneGuest: one guest's faults under the shared side of
+//    its lock from half the threads, its transitions from the others (below).
 //  - ResultsMatchASequentialReplayInHostLockOrder: a linearisability check. Every transition
 //    that takes the host lock takes it first and keeps it until it returns, so the order in
 //    which they took it is an order in which they happened. Each call is recorded with its
@@ -274,6 +276,86 @@ TEST_P(Stress, ResultsMatchASequentialReplayInHostLockOrder) {
   EXPECT_EQ(differ, 0u) << "pages whose state differs from the replay's";
   // The run was not trivially sequential or trivially refused: calls succeeded.
   EXPECT_GT(std::count_if(all.begin(), all.end(), [](const Call& c) { return c.result.has_value(); }), 100);
+}
+
+// One guest, faulting from half the threads under its lock's shared side (relax permissions,
+// set the access flag, test and clear it: pgtable::Walk::shared), while the other half change
+// its pages under the exclusive side (share pages with it read-only and unshare them,
+// write-protect them, host faults and hypervisor shares around them). Every fault returns
+// success or a refusal the state explains (EAGAIN when its compare-and-swap lost; EPERM or
+// ENOENT for a page not shared at that moment); at the quiescent points and at the end the
+// invariant checker and the whole-machine access check pass; the simulator sees no misuse and
+// no lock out of order; and under ThreadSanitizer no race (the faults read and swap entries
+// atomically, and the exclusive side's plain stores are ordered against them by the lock).
+TEST_P(Stress, SharedGuestFaultsRaceTransitionsOnOneGuest) {
+  const unsigned threads = GetParam();
+  const unsigned faulters = threads / 2;
+  constexpr unsigned kRounds = 3, kCallsPerRound = 300;
+  Env e;
+  const ComponentId g = guest_of(0);
+  ASSERT_TRUE(e.mp.create_guest(g, 1));
+  std::atomic<unsigned> unexpected{0};
+  std::atomic<u64> faults_ok{0}, faults_eagain{0}, transitions_ok{0};
+  std::vector<::testing::AssertionResult> checks;
+  std::mutex checks_mu;
+  std::barrier quiescent(static_cast<std::ptrdiff_t>(threads), [&]() noexcept {
+    const std::lock_guard lg(checks_mu);
+    checks.push_back(machine_ok(e));
+  });
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      std::mt19937_64 rng(0xfa17 + t);
+      const bool faulter = t < faulters;
+      for (unsigned round = 0; round < kRounds; ++round) {
+        for (unsigned i = 0; i < kCallsPerRound; ++i) {
+          const u64 n = 1 + rng() % 3;
+          const u64 pa = kSharedBase + (rng() % (kSharedPages - n + 1)) * kPage;
+          const u64 ipa = ipa_of(pa);
+          Status st;
+          if (faulter) {
+            switch (rng() % 4) {
+              case 0: st = e.mp.guest_relax_perms(g, ipa, pgtable::kPermW); break;
+              case 1: st = e.mp.guest_relax_perms(g, ipa, pgtable::kPermX); break;
+              case 2: st = e.mp.guest_mkyoung(g, ipa); break;
+              default: {
+                const Result<bool> r = e.mp.guest_test_clear_young(g, ipa, n, rng() % 2 == 0);
+                st = r ? Status{} : Status{fail(r.error())};
+              }
+            }
+            if (st) faults_ok.fetch_add(1, std::memory_order_relaxed);
+            else if (st.error() == Error::eagain) faults_eagain.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            if (!e.mp.topup_guest_memcache(g, kGuestMemcache)) unexpected.fetch_add(1);
+            switch (rng() % 6) {
+              case 0:
+              case 1: st = e.mp.host_share_guest(pa, n, g, ipa, pgtable::kPermR); break;
+              case 2: st = e.mp.host_unshare_guest(g, ipa, n); break;
+              case 3: st = e.mp.guest_wrprotect(g, ipa, n); break;
+              case 4: st = e.mp.host_handle_fault(pa); break;
+              default: st = rng() % 2 ? e.mp.host_share_hyp(pa, n) : e.mp.host_unshare_hyp(pa, n); break;
+            }
+            if (st) transitions_ok.fetch_add(1, std::memory_order_relaxed);
+          }
+          if (!st && !expected_refusal(st.error())) unexpected.fetch_add(1);
+        }
+        quiescent.arrive_and_wait();
+      }
+    });
+  }
+  for (auto& th : ts) th.join();
+  EXPECT_EQ(unexpected.load(), 0u);
+  ASSERT_EQ(checks.size(), kRounds);
+  for (const auto& r : checks) EXPECT_TRUE(r);
+  // The run was not trivially refused: faults and transitions both succeeded.
+  EXPECT_GT(faults_ok.load(), 50u);
+  EXPECT_GT(transitions_ok.load(), 50u);
+  RecordProperty("faults_eagain", static_cast<int>(faults_eagain.load()));
+  ASSERT_TRUE(e.mp.teardown_guest(g));
+  ASSERT_TRUE(e.mp.reclaim_guest(g));
+  EXPECT_TRUE(machine_ok(e));
+  EXPECT_EQ(e.plat->lock_order_violations(), 0u);
+  EXPECT_TRUE(e.plat->violations().empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Threads, Stress, ::testing::Values(2u, 4u, 8u),

@@ -153,6 +153,8 @@ void exercise_ownership() {
   g_sink = mp.host_reclaim_lent(pa + 0x1000, 1).has_value();
   g_sink = mp.guest_wrprotect(2, 0, 1).has_value();
   g_sink = mp.guest_relax_perms(2, 0, pgtable::kPermW).has_value();
+  g_sink = mp.guest_mkyoung(2, 0).has_value();  // shared side: RwLock, compare-and-swap
+  g_sink = mp.guest_test_clear_young(2, 0, 1, true).has_value();
   g_sink = mp.teardown_guest(2).has_value();
   g_sink = mp.reclaim_guest(2).has_value();
   static u32 scratch[0x400];

@@ -14,13 +14,26 @@
 //
 // The platform chooses (both optional; pgtable/platform.hpp lists them with the rest):
 //   Lock                  the lock type (lock()/unlock()); pgtable::TicketLock if it names none.
+//   GuestLock             a guest slot's lock type: a reader-writer lock (lock()/unlock() and
+//                         lock_shared()/unlock_shared()); if it names none,
+//                         pgtable::BasicPerCpuRwLock, a reader slot per P::cpu_id(). The
+//                         guest's own stage-2 fault operations take its shared side, every
+//                         transition the exclusive side (docs/concurrency.md).
 //   lock_order_acquire(r) called with the rank before a lock is taken, and
 //   lock_order_release(r) after it is released: a checker's hooks (the simulator records,
 //                         per thread, the ranks held and reports an acquisition out of order).
 //                         Without them, nothing is called (at EL2 they are empty).
+//   lock_order_acquire_shared(r)
+//                         called instead of lock_order_acquire for a shared acquisition (the
+//                         release is lock_order_release either way). The order rule is the
+//                         same for both sides: a reader that waits for a higher lock while a
+//                         writer of that lock waits for it deadlocks just as two writers do,
+//                         and so does a reader taking its own lock again behind a waiting
+//                         writer (writers are preferred). Without it, lock_order_acquire.
 #pragma once
 
 #include "ptguard/arch/bits.hpp"
+#include "ptguard/pgtable/rw_lock.hpp"
 #include "ptguard/pgtable/ticket_lock.hpp"
 
 namespace ptguard::ownership {
@@ -55,6 +68,45 @@ struct LockOf<P> {
 template <typename P>
 using PlatformLock = typename detail::LockOf<P>::type;
 
+/// What a guest slot's lock needs besides OwnershipLock: a shared side, acquire on
+/// lock_shared() and release on unlock_shared(), excluded by lock() both ways.
+template <typename L>
+concept SharedOwnershipLock = OwnershipLock<L> && requires(L& l) {
+  l.lock_shared();
+  l.unlock_shared();
+};
+
+namespace detail {
+// The reader slot of the default guest lock: the platform's CPU (P::cpu_id(), at EL2 the
+// MPIDR_EL1 affinity; folded so that Aff0, Aff1 and Aff2 all spread), or slot 0.
+template <typename P>
+struct CpuSlot {
+  [[nodiscard]] unsigned operator()() const {
+    if constexpr (requires { P::cpu_id(); }) {
+      const u64 id = P::cpu_id();
+      return static_cast<unsigned>(id ^ (id >> 8) ^ (id >> 16) ^ (id >> 32));
+    } else {
+      return 0;
+    }
+  }
+};
+template <typename P>
+struct GuestLockOf {
+  using type = pgtable::BasicPerCpuRwLock<pgtable::CpuRelax, CpuSlot<P>>;
+};
+template <typename P>
+  requires requires { typename P::GuestLock; }
+struct GuestLockOf<P> {
+  using type = typename P::GuestLock;
+};
+}  // namespace detail
+
+/// The platform's guest lock type: P::GuestLock, or else pgtable::BasicPerCpuRwLock with a
+/// reader slot per CPU (P::cpu_id() if the platform has it: readers on different CPUs then
+/// write no common cache line; else every reader on one slot).
+template <typename P>
+using PlatformGuestLock = typename detail::GuestLockOf<P>::type;
+
 /// Whether the platform has the lock-order checker's hooks.
 template <typename P>
 concept LockOrderHooks = requires(P& p, unsigned rank) {
@@ -62,13 +114,17 @@ concept LockOrderHooks = requires(P& p, unsigned rank) {
   p.lock_order_release(rank);
 };
 
+/// Whether the checker tells shared acquisitions apart (lock_order_acquire_shared).
+template <typename P>
+concept SharedLockOrderHooks = LockOrderHooks<P> && requires(P& p, unsigned rank) { p.lock_order_acquire_shared(rank); };
+
 /// Holds one ownership lock for a scope, telling the platform's checker (if it has one) before
 /// taking it (so an inversion is reported even where it would deadlock) and after dropping it.
 /// A null lock holds nothing (a transition whose guest does not exist takes no guest lock).
-template <typename P>
+template <typename P, typename L = PlatformLock<P>>
 class RankedGuard {
  public:
-  RankedGuard(P& plat, PlatformLock<P>* lock, unsigned rank) : plat_(plat), lock_(lock), rank_(rank) {
+  RankedGuard(P& plat, L* lock, unsigned rank) : plat_(plat), lock_(lock), rank_(rank) {
     if (lock_ == nullptr) return;
     if constexpr (LockOrderHooks<P>) plat_.lock_order_acquire(rank_);
     lock_->lock();
@@ -83,7 +139,35 @@ class RankedGuard {
 
  private:
   P& plat_;
-  PlatformLock<P>* lock_;
+  L* lock_;
+  unsigned rank_;
+};
+
+/// RankedGuard's shared twin: holds the shared side of a guest lock for a scope, telling the
+/// checker as RankedGuard does (lock_order_acquire_shared if the platform has it). A null lock
+/// holds nothing.
+template <typename P, typename L = PlatformGuestLock<P>>
+class SharedRankedGuard {
+ public:
+  SharedRankedGuard(P& plat, L* lock, unsigned rank) : plat_(plat), lock_(lock), rank_(rank) {
+    if (lock_ == nullptr) return;
+    if constexpr (SharedLockOrderHooks<P>)
+      plat_.lock_order_acquire_shared(rank_);
+    else if constexpr (LockOrderHooks<P>)
+      plat_.lock_order_acquire(rank_);
+    lock_->lock_shared();
+  }
+  ~SharedRankedGuard() {
+    if (lock_ == nullptr) return;
+    lock_->unlock_shared();
+    if constexpr (LockOrderHooks<P>) plat_.lock_order_release(rank_);
+  }
+  SharedRankedGuard(const SharedRankedGuard&) = delete;
+  SharedRankedGuard& operator=(const SharedRankedGuard&) = delete;
+
+ private:
+  P& plat_;
+  L* lock_;
   unsigned rank_;
 };
 

@@ -71,6 +71,10 @@ class MemProtect {
   /// The platform's lock type (locking.hpp): the host's, the hypervisor's and each guest's.
   using Lock = PlatformLock<P>;
   static_assert(OwnershipLock<Lock>);
+  /// A guest slot's lock (locking.hpp): reader-writer; its shared side for the guest's own
+  /// stage-2 fault operations, its exclusive side for everything else.
+  using GuestLock = PlatformGuestLock<P>;
+  static_assert(SharedOwnershipLock<GuestLock>);
 
   /// The default protections of host memory and host MMIO (blocks allowed only for these).
   static constexpr Prot kHostMem{pgtable::kPermRWX, arch::MemType::normal_wb, 0};
@@ -92,8 +96,10 @@ class MemProtect {
     /// pKVM). A transition into the guest that would need more is ENOMEM.
     pgtable::Memcache mc;
     /// Covers the slot and the guest's table (and `mc` once the guest exists); rank
-    /// guest_lock_rank(slot) in the lock order (locking.hpp).
-    mutable Lock lock;
+    /// guest_lock_rank(slot) in the lock order (locking.hpp). Shared side: the guest's fault
+    /// operations, which change only access flags and permissions of its valid leaves, by
+    /// compare-and-swap (Table's Walk::shared); exclusive side: everything else.
+    mutable GuestLock lock;
   };
 
   MemProtect() = default;
@@ -462,7 +468,7 @@ class MemProtect {
         break;
       }
     if (slot == nullptr) return fail(Error::ebusy);
-    const Guard guest_lock = lock_guest(slot);
+    const GuestGuard guest_lock = lock_guest(slot);
     Result<S2> t = S2::create_stage2(*plat_, host_cfg_, vmid, pgtable::TableOptions{{}, cpu_.dic});
     if (!t) return fail(t.error());
     slot->table = static_cast<S2&&>(*t);
@@ -481,7 +487,7 @@ class MemProtect {
   /// taken before stays in the memcache).
   [[nodiscard]] Status topup_guest_memcache(ComponentId id, u32 pages) {
     Guest* const slot = find_guest(id);
-    const Guard guest_lock = lock_guest(slot);
+    const GuestGuard guest_lock = lock_guest(slot);
     if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     if (!slot->alive) return fail(Error::eperm);
     return fill(slot->mc, pages);
@@ -501,7 +507,7 @@ class MemProtect {
   /// unknown guest; EBUSY: a share count at its maximum; ENOMEM: the guest's memcache is short.
   [[nodiscard]] Status host_share_guest(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = check_guest_target(pa, n, id, ipa, perm, &g, &size); !st) return st;
@@ -533,7 +539,7 @@ class MemProtect {
   /// host shares with the guest.
   [[nodiscard]] Status host_unshare_guest(ComponentId id, u64 ipa, u64 n) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -567,7 +573,7 @@ class MemProtect {
   /// Host owned -> none (annotated with the guest's id); guest none -> owned (RWX).
   [[nodiscard]] Status host_donate_guest(u64 pa, u64 n, ComponentId id, u64 ipa) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = check_guest_target(pa, n, id, ipa, pgtable::kPermRWX, &g, &size); !st) return st;
@@ -591,7 +597,7 @@ class MemProtect {
   /// (mapped RWX). EHWPOISON for a poisoned guest address; EPERM for any other wrong state.
   [[nodiscard]] Status guest_share_host(ComponentId id, u64 ipa, u64 n) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -613,7 +619,7 @@ class MemProtect {
   /// The reverse of guest_share_host.
   [[nodiscard]] Status guest_unshare_host(ComponentId id, u64 ipa, u64 n) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -634,7 +640,7 @@ class MemProtect {
   /// access but keeps ownership); guest none -> borrowed (mapped with `perm`, state 11).
   [[nodiscard]] Status host_lend_guest(u64 pa, u64 n, ComponentId id, u64 ipa, pgtable::Perm perm) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = check_guest_target(pa, n, id, ipa, perm, &g, &size); !st) return st;
@@ -658,7 +664,7 @@ class MemProtect {
   /// neither can reach the page until the host reclaims it.
   [[nodiscard]] Status guest_relinquish(ComponentId id, u64 ipa, u64 n) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return st;
@@ -694,7 +700,7 @@ class MemProtect {
   /// and what was shared with it stay until reclaim_guest().
   [[nodiscard]] Status teardown_guest(ComponentId id) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (!g->alive) return fail(Error::eperm);
@@ -739,7 +745,7 @@ class MemProtect {
   /// the rest and the release (docs/ownership.md, "Reclaiming a guest page by page").
   [[nodiscard]] Status reclaim_guest(ComponentId id) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (g->alive) return fail(Error::eperm);
@@ -846,7 +852,7 @@ class MemProtect {
   ///  - EOPNOTSUPP: the page needs a scrub and the platform's fixmap cannot map it.
   [[nodiscard]] Status reclaim_guest_page(ComponentId id, u64 ipa) {
     const Guard host_lock = lock_host();
-    const Guard guest_lock = lock_guest(find_guest(id));
+    const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (g->alive) return fail(Error::eperm);
@@ -866,7 +872,7 @@ class MemProtect {
     const Guard host_lock = lock_host();
     PageMeta& m = meta(pa);
     Guest* g = find_guest(m.guest);
-    const Guard guest_lock = lock_guest(g);
+    const GuestGuard guest_lock = lock_guest(g);
     if (g == nullptr || !g->alive || host_annotation_owner(pa) != m.guest || host_state(pa) != PageState::none)
       return fail(Error::eperm);
     if (g->mc.size() < g->table.max_pages_needed(m.guest_ipa, kPage)) return fail(Error::enomem);
@@ -888,23 +894,35 @@ class MemProtect {
 
 
   // ---- permissions of pages shared with a guest (through the engine; software bits kept) ----
+  //
+  // The guest's own stage-2 fault operations: guest_relax_perms, guest_mkyoung and
+  // guest_test_clear_young take the guest lock's shared side, so the guest's CPUs fault at
+  // once; each changes one entry's permissions or access flag by compare-and-swap
+  // (pgtable::Walk::shared) and never a table. guest_wrprotect may split a block (a table
+  // page from the guest's memcache), so it keeps the exclusive side. The page-state check
+  // reads the same atomically loaded entry the change is made from; the state bits change
+  // only under the exclusive side, so the check holds until the shared side is dropped.
 
   /// Adds permissions to the guest's mapping of a page the host shares with it. EPERM unless
   /// the page at `ipa` is shared-borrowed by the guest (or for a torn-down guest), EHWPOISON
-  /// for a poisoned address; errors of Table::relax_perms. The same rules for the three below.
+  /// for a poisoned address; errors of Table::relax_perms; EAGAIN if another of the guest's
+  /// CPUs (or the MMU's access-flag update) changed the entry at the same time: the guest
+  /// takes the fault again (the permissions already there are kept, so a retry adds the rest).
+  /// The same rules for the three below. Shared side of the guest lock.
   [[nodiscard]] Status guest_relax_perms(ComponentId id, u64 ipa, pgtable::Perm perm) {
     Guest* const slot = find_guest(id);
-    const Guard guest_lock = lock_guest(slot);
+    const SharedGuestGuard guest_lock = lock_guest_shared(slot);
     if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     Guest* g = nullptr;
     if (Status st = live_guest(id, &g); !st) return st;
-    if (Status st = check_guest_owned(*g, ipa & ~(kPage - 1), kPage, PageState::shared_borrowed); !st) return st;
-    return g->table.relax_perms(ipa, Prot{perm, arch::MemType::normal_wb, 0});
+    return g->table.template relax_perms<pgtable::Walk::shared>(ipa, Prot{perm, arch::MemType::normal_wb, 0},
+                                                                pgtable::TlbPolicy::invalidate, SharedBorrowed{});
   }
-  /// Removes write permission from pages the host shares with the guest.
+  /// Removes write permission from pages the host shares with the guest. Exclusive side (it
+  /// may split a block).
   [[nodiscard]] Status guest_wrprotect(ComponentId id, u64 ipa, u64 n) {
     Guest* const slot = find_guest(id);
-    const Guard guest_lock = lock_guest(slot);
+    const GuestGuard guest_lock = lock_guest(slot);
     if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     Guest* g = nullptr;
     u64 size = 0;
@@ -913,24 +931,27 @@ class MemProtect {
     return g->table.wrprotect(ipa, size, g->mc);
   }
   /// Whether the guest accessed pages the host shares with it; with `clear`, marks them old.
+  /// Shared side (a concurrent change of an entry is retried inside: never EAGAIN).
   [[nodiscard]] Result<bool> guest_test_clear_young(ComponentId id, u64 ipa, u64 n, bool clear) {
     Guest* const slot = find_guest(id);
-    const Guard guest_lock = lock_guest(slot);
+    const SharedGuestGuard guest_lock = lock_guest_shared(slot);
     if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     Guest* g = nullptr;
     u64 size = 0;
     if (Status st = live_guest_range(id, ipa, n, &g, &size); !st) return fail(st.error());
-    if (Status st = check_guest_owned(*g, ipa, size, PageState::shared_borrowed); !st) return fail(st.error());
-    return g->table.test_and_clear_young(ipa, size, clear);
+    return g->table.template test_and_clear_young<pgtable::Walk::shared>(ipa, size, clear,
+                                                                         pgtable::TlbPolicy::invalidate,
+                                                                         SharedBorrowed{});
   }
+  /// Sets the access flag of the guest's mapping of a page the host shares with it (the
+  /// access-flag fault of a stage 2 without VTCR_EL2.HA). Shared side.
   [[nodiscard]] Status guest_mkyoung(ComponentId id, u64 ipa) {
     Guest* const slot = find_guest(id);
-    const Guard guest_lock = lock_guest(slot);
+    const SharedGuestGuard guest_lock = lock_guest_shared(slot);
     if (slot == nullptr || !holds(*slot, id)) return fail(Error::einval);
     Guest* g = nullptr;
     if (Status st = live_guest(id, &g); !st) return st;
-    if (Status st = check_guest_owned(*g, ipa & ~(kPage - 1), kPage, PageState::shared_borrowed); !st) return st;
-    return g->table.mkyoung(ipa);
+    return g->table.template mkyoung<pgtable::Walk::shared>(ipa, SharedBorrowed{});
   }
 
   /// The state of the page a guest maps at `ipa`.
@@ -1153,11 +1174,18 @@ class MemProtect {
   using Guard = RankedGuard<P>;
   [[nodiscard]] Guard lock_host() const { return Guard(*plat_, &host_lock_, static_cast<unsigned>(LockRank::host)); }
   [[nodiscard]] Guard lock_hyp() const { return Guard(*plat_, &hyp_lock_, static_cast<unsigned>(LockRank::hyp)); }
+  using GuestGuard = RankedGuard<P, GuestLock>;
+  using SharedGuestGuard = SharedRankedGuard<P, GuestLock>;
   // The lock of guest slot `g` (none for nullptr: the transition then fails on the missing
   // guest without touching any guest table).
-  [[nodiscard]] Guard lock_guest(const Guest* g) const {
-    if (g == nullptr) return Guard(*plat_, nullptr, 0);
-    return Guard(*plat_, &g->lock, guest_lock_rank(static_cast<unsigned>(g - guests_)));
+  [[nodiscard]] GuestGuard lock_guest(const Guest* g) const {
+    if (g == nullptr) return GuestGuard(*plat_, nullptr, 0);
+    return GuestGuard(*plat_, &g->lock, guest_lock_rank(static_cast<unsigned>(g - guests_)));
+  }
+  // Its shared side, for the guest's own fault operations.
+  [[nodiscard]] SharedGuestGuard lock_guest_shared(const Guest* g) const {
+    if (g == nullptr) return SharedGuestGuard(*plat_, nullptr, 0);
+    return SharedGuestGuard(*plat_, &g->lock, guest_lock_rank(static_cast<unsigned>(g - guests_)));
   }
   // Every lock, in the global order (host, hypervisor, guest slots by index), for
   // check_invariants; released in the reverse order.
@@ -1177,11 +1205,13 @@ class MemProtect {
     AllLocks& operator=(const AllLocks&) = delete;
 
    private:
-    void take(Lock* l, unsigned rank) {
+    template <typename L>
+    void take(L* l, unsigned rank) {
       if constexpr (LockOrderHooks<P>) mp_.plat_->lock_order_acquire(rank);
       l->lock();
     }
-    void drop(Lock* l, unsigned rank) {
+    template <typename L>
+    void drop(L* l, unsigned rank) {
       l->unlock();
       if constexpr (LockOrderHooks<P>) mp_.plat_->lock_order_release(rank);
     }
@@ -1448,6 +1478,15 @@ class MemProtect {
     return {};
   }
   // Every page of the guest's [ipa, +size) is valid in state `s` (poisoned: EHWPOISON).
+  // check_guest_owned(..., PageState::shared_borrowed) for one entry: the engine's check of
+  // the leaf a shared fault operation found (pgtable::AcceptLeaf's place).
+  struct SharedBorrowed {
+    [[nodiscard]] Status operator()(u64 e) const {
+      if (is_poisoned(e)) return fail(Error::ehwpoison);
+      if (!arch::DescValid::get(e) || state_of(e) != PageState::shared_borrowed) return fail(Error::eperm);
+      return {};
+    }
+  };
   [[nodiscard]] Status check_guest_owned(const Guest& g, u64 ipa, u64 size, PageState s) const {
     return scan(g.table, ipa, size, [s](u64 e, u64, u64) -> Status {
       if (is_poisoned(e)) return fail(Error::ehwpoison);

@@ -299,6 +299,10 @@ class El2Platform {
   [[nodiscard]] const Config& config() const { return cfg_; }
   /// Pool pages never handed out yet (pages on the free lists not counted).
   [[nodiscard]] u64 untouched_pages() const { return pages() - next_; }
+  /// This CPU's affinity: MPIDR_EL1 Aff3 (39:32), Aff2 (23:16), Aff1 (15:8), Aff0 (7:0), the
+  /// fields that identify a PE (Arm ARM DDI 0487 D24.2 MPIDR_EL1; readable at EL2). Also the
+  /// guest locks' reader slot (ownership/locking.hpp).
+  static u64 cpu_id() { return PTGUARD_MRS("mpidr_el1") & 0xff'00ff'ffffull; }
 
  private:
   static constexpr u64 kNone = ~u64{0};
@@ -313,10 +317,6 @@ class El2Platform {
   /// "No CPU holds the fixmap": not an affinity (MPIDR_EL1 bits 63:40 and 31:24 are never
   /// part of one).
   static constexpr u64 kNoOwner = ~u64{0};
-
-  /// This CPU's affinity: MPIDR_EL1 Aff3 (39:32), Aff2 (23:16), Aff1 (15:8), Aff0 (7:0), the
-  /// fields that identify a PE (Arm ARM DDI 0487 D24.2 MPIDR_EL1; readable at EL2).
-  static u64 cpu_id() { return PTGUARD_MRS("mpidr_el1") & 0xff'00ff'ffffull; }
 
   // The slot itself, for the CPU that holds the fixmap lock. raw_map writes a read-write,
   // Normal write-back, execute-never page entry over an invalid one (raw_unmap left it so, and

@@ -43,6 +43,18 @@
 //               the lock-order checker's hooks, called before a lock is taken and after it is
 //               released, with its rank (host 0, hypervisor 1, guest slot i 2 + i). Default:
 //               nothing is called. The simulator's check the order per thread.
+//   GuestLock   a guest slot's lock: a reader-writer lock (lock()/unlock() and
+//               lock_shared()/unlock_shared()). Default: BasicPerCpuRwLock with a reader slot
+//               per cpu_id() (pgtable/rw_lock.hpp, ownership/locking.hpp).
+//   cpu_id()    static: the calling CPU (at EL2 its MPIDR_EL1 affinity), the same for a
+//               caller from lock_shared() to unlock_shared(). Default: every CPU is slot 0.
+//   lock_order_acquire_shared(rank)
+//               the checker's hook for a shared acquisition. Default: lock_order_acquire.
+// Optional, for the table engine:
+//   cmpxchg_desc(ptep, old, value) -> bool
+//               a descriptor compare-and-swap (shared walkers, and in-place changes that may
+//               race with the hardware access-flag update; table.hpp cas()): stores `value`
+//               only if the entry holds `old`, atomically. Default: __atomic_compare_exchange_n.
 // With more than one CPU calling transitions, memory and refcount calls come from several
 // CPUs at once (tables under different locks): the pool must be safe for that; a table page's
 // count is only ever changed under the lock of the table it belongs to.

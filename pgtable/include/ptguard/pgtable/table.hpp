@@ -93,6 +93,29 @@ enum class TlbPolicy : u8 {
   defer,       ///< the caller (who may batch many calls into one invalidation)
 };
 
+/// How the in-place fault operations (relax_perms, mkyoung, test_and_clear_young) reach the
+/// table (docs/concurrency.md, "Shared walkers for guest faults").
+enum class Walk : u8 {
+  /// The caller excludes every other writer of the table (its lock's exclusive side). The
+  /// only concurrent change is the hardware's access-flag update (VTCR_EL2.HA / TCR_EL2.HA,
+  /// FEAT_HAFDBS), which the engine keeps (compare-and-swap where the old AF is 0).
+  exclusive,
+  /// Other shared walkers may run at once (the caller holds its lock's shared side; whoever
+  /// changes tables takes the exclusive side). The entry is read once, atomically, and changed
+  /// only by compare-and-swap from that value: if it changed in between (another walker, the
+  /// hardware's access-flag update), nothing is written and the call fails with EAGAIN; the
+  /// caller (the guest, taking its fault again) retries. No table is linked, unlinked or
+  /// freed, no break-before-make is done, and nothing remembered by the exclusive paths (the
+  /// last table found, the last encoding) is read or written.
+  shared,
+};
+
+/// A check of the leaf a fault operation found, before it changes anything (Status of the
+/// entry: an error stops the operation with it). The default accepts every leaf.
+struct AcceptLeaf {
+  [[nodiscard]] constexpr Status operator()(u64 /*entry*/) const { return {}; }
+};
+
 /// The leaf (or invalid entry) that maps an address.
 struct Leaf {
   u64 entry;  ///< the descriptor (an invalid entry counts: it may carry an annotation)
@@ -124,6 +147,7 @@ class Table {
     tlbi_range_ = o.tlbi_range_;
     oa_ = o.oa_;
     vmid_ = o.vmid_;
+    ha_ = o.ha_;
     opt_ = o.opt_;
     o.root_pa_ = kNoRoot;
     forget_slot();
@@ -146,8 +170,10 @@ class Table {
     const Result<u64> root = plat.alloc_pages(cfg.geometry.root_order());
     if (!root) return fail(root.error());
     if (!cfg.walk_cacheable) clean_new_root(plat, *root, cfg.geometry.root_order());
-    return Table(plat, *root, cfg.geometry.root_order(), cfg.geometry.ia_bits, cfg.pa_bits,
-                 cfg.geometry.start_level, cfg.fwb, !cfg.walk_cacheable, cfg.tlbi_range, vmid, opt, cfg.oa);
+    Table t(plat, *root, cfg.geometry.root_order(), cfg.geometry.ia_bits, cfg.pa_bits,
+            cfg.geometry.start_level, cfg.fwb, !cfg.walk_cacheable, cfg.tlbi_range, vmid, opt, cfg.oa);
+    t.ha_ = cfg.hw_access_flag;
+    return t;
   }
 
   /// A stage-1 EL2 table described by `cfg` (arch::make_stage1_config); its root cleaned as
@@ -160,8 +186,10 @@ class Table {
     const Result<u64> root = plat.alloc_pages(0);
     if (!root) return fail(root.error());
     if (!cfg.walk_cacheable) clean_new_root(plat, *root, 0);
-    return Table(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, !cfg.walk_cacheable,
-                 cfg.tlbi_range, 0, opt, cfg.oa);
+    Table t(plat, *root, 0, cfg.ia_bits, cfg.pa_bits, cfg.start_level, false, !cfg.walk_cacheable,
+            cfg.tlbi_range, 0, opt, cfg.oa);
+    t.ha_ = cfg.hw_access_flag;
+    return t;
   }
 
   // ---- queries -----------------------------------------------------------------------------
@@ -172,6 +200,10 @@ class Table {
   [[nodiscard]] unsigned pa_bits() const { return pa_bits_; }
   [[nodiscard]] u16 vmid() const { return vmid_; }
   [[nodiscard]] bool fwb() const { return fwb_; }
+  /// Whether the MMU sets access flags in this table itself (its configuration's ha:
+  /// VTCR_EL2.HA / TCR_EL2.HA, FEAT_HAFDBS). Then an in-place change of a valid leaf whose AF
+  /// is 0 is a compare-and-swap, so an AF the hardware sets meanwhile is kept.
+  [[nodiscard]] bool hw_access_flag() const { return ha_; }
   /// Whether the table invalidates by range (its configuration's tlbi_range: FEAT_TLBIRANGE).
   [[nodiscard]] bool tlbi_range() const { return tlbi_range_; }
   /// How descriptors hold output and table addresses: arch::kOa48, or with 52-bit addresses
@@ -487,50 +519,91 @@ class Table {
   /// Linux. Executable permission for device or non-cacheable memory is EINVAL. ENOENT if
   /// nothing valid maps `addr` (Linux: EAGAIN, letting the vCPU fault again). The stale
   /// TLB entry (with the old, smaller permissions) is invalidated unless `tlb` is defer; adding
-  /// execute permission invalidates the instruction cache unless CTR_EL0.DIC.
-  [[nodiscard]] Status relax_perms(u64 addr, const Prot& prot, TlbPolicy tlb = TlbPolicy::invalidate)
+  /// execute permission invalidates the instruction cache unless CTR_EL0.DIC. `check` is
+  /// called with the leaf found (valid or not) before it is tested or changed; an error from it
+  /// is returned (Walk::shared calls it before the prot is checked too). Walk::shared: as the enum says (EAGAIN if the entry changed
+  /// between the read and the compare-and-swap; no permission is ever lost: the swap is from
+  /// the value read, so the concurrent change stays and the caller's retry adds its own).
+  template <Walk W = Walk::exclusive, typename Check = AcceptLeaf>
+  [[nodiscard]] Status relax_perms(u64 addr, const Prot& prot, TlbPolicy tlb = TlbPolicy::invalidate,
+                                   Check check = {})
     requires kStage2
   {
     if (ia_bits_ < 64 && addr >> ia_bits_) return fail(Error::erange);
+    u64* ptep = nullptr;
+    Leaf leaf{};
+    if constexpr (W == Walk::shared) {
+      if (root_pa_ == kNoRoot) return fail(Error::einval);
+      if (contig_on()) return fail(Error::eopnotsupp);
+      const SharedLeaf l = find_leaf_shared(addr);
+      ptep = l.ptep;
+      leaf = Leaf{l.entry, l.level, l.base, arch::level_size(G, l.level)};
+      if (Status st = check(leaf.entry); !st) return st;
+    }
     if (prot.sw != 0) return fail(Error::einval);
     if (prot.perm & ~kPermRWX) return fail(Error::einval);
-    const Result<Leaf> leaf = lookup(addr);
-    if (!leaf) return fail(leaf.error());
-    if (!arch::DescValid::get(leaf->entry)) return fail(Error::enoent);
-    const Prot cur = Regime::decode(leaf->entry, fwb_);
+    if constexpr (W == Walk::exclusive) {
+      const Result<Leaf> found = lookup(addr);
+      if (!found) return fail(found.error());
+      leaf = *found;
+      if (Status st = check(leaf.entry); !st) return st;
+    }
+    if (!arch::DescValid::get(leaf.entry)) return fail(Error::enoent);
+    const Prot cur = Regime::decode(leaf.entry, fwb_);
     if ((prot.perm & kPermX) && cur.type != arch::MemType::normal_wb) return fail(Error::einval);
-    u64 nv = leaf->entry;
+    u64 nv = leaf.entry;
     if (prot.perm & kPermR) nv = arch::S2ApRead::put(nv, 1);
     if (prot.perm & kPermW) nv = arch::S2ApWrite::put(nv, 1);
     if (prot.perm & kPermX) nv = arch::S2Xn::put(nv, static_cast<u64>(arch::S2XnKind::exec));
-    if (nv == leaf->entry) return {};
-    u64* ptep = entry_ptr(addr, leaf->level);
-    if (hinted(leaf->entry, leaf->level)) {  // a run changes whole or not at all
-      break_run(ptep, leaf->level, leaf->base);
-      nv &= ~kContig;
+    if (nv == leaf.entry) return {};
+    if constexpr (W == Walk::shared) {
+      if (Regime::gains_exec(leaf.entry, nv)) icache_for(nv, leaf.level);
+      if (!cas(ptep, leaf.entry, nv)) return fail(Error::eagain);
+    } else {
+      ptep = entry_ptr(addr, leaf.level);
+      if (hinted(leaf.entry, leaf.level)) {  // a run changes whole or not at all
+        break_run(ptep, leaf.level, leaf.base);
+        leaf.entry = read_entry(ptep);
+        nv &= ~kContig;
+      }
+      if (Regime::gains_exec(leaf.entry, nv)) icache_for(nv, leaf.level);
+      write_inplace(ptep, leaf.entry, nv);
     }
-    if (Regime::gains_exec(leaf->entry, nv)) icache_for(nv, leaf->level);
-    write(ptep, nv);
     OpState s;
     s.policy = tlb;
-    queue_tlbi(s, leaf->base, leaf->level, true);
+    queue_tlbi(s, leaf.base, leaf.level, true);
     finish(s, true);
     return {};
   }
 
   /// Sets the access flag of the leaf that maps `addr` (no TLB maintenance is needed to add
-  /// it). ENOENT if nothing valid maps `addr`.
-  [[nodiscard]] Status mkyoung(u64 addr)
+  /// it). ENOENT if nothing valid maps `addr`. `check` as for relax_perms. Walk::shared: as
+  /// the enum says (EAGAIN if the entry changed between the read and the compare-and-swap).
+  template <Walk W = Walk::exclusive, typename Check = AcceptLeaf>
+  [[nodiscard]] Status mkyoung(u64 addr, Check check = {})
     requires kStage2
   {
-    const Result<Leaf> leaf = lookup(addr);
-    if (!leaf) return fail(leaf.error());
-    if (!arch::DescValid::get(leaf->entry)) return fail(Error::enoent);
-    if (arch::S2Af::get(leaf->entry)) return {};
-    u64* const ptep = entry_ptr(addr, leaf->level);
-    // The access flag is one of the bits a contiguous run's entries share: break it first.
-    if (hinted(leaf->entry, leaf->level)) break_run(ptep, leaf->level, leaf->base);
-    write(ptep, arch::S2Af::put(*ptep, 1));
+    if constexpr (W == Walk::shared) {
+      if (ia_bits_ < 64 && addr >> ia_bits_) return fail(Error::erange);
+      if (root_pa_ == kNoRoot) return fail(Error::einval);
+      if (contig_on()) return fail(Error::eopnotsupp);
+      const SharedLeaf l = find_leaf_shared(addr);
+      if (Status st = check(l.entry); !st) return st;
+      if (!arch::DescValid::get(l.entry)) return fail(Error::enoent);
+      if (arch::S2Af::get(l.entry)) return {};
+      if (!cas(l.ptep, l.entry, arch::S2Af::put(l.entry, 1))) return fail(Error::eagain);
+    } else {
+      const Result<Leaf> leaf = lookup(addr);
+      if (!leaf) return fail(leaf.error());
+      if (Status st = check(leaf->entry); !st) return st;
+      if (!arch::DescValid::get(leaf->entry)) return fail(Error::enoent);
+      if (arch::S2Af::get(leaf->entry)) return {};
+      u64* const ptep = entry_ptr(addr, leaf->level);
+      // The access flag is one of the bits a contiguous run's entries share: break it first.
+      if (hinted(leaf->entry, leaf->level)) break_run(ptep, leaf->level, leaf->base);
+      // Setting AF over a hardware update that set it too loses nothing: a plain store.
+      write(ptep, arch::S2Af::put(read_entry(ptep), 1));
+    }
     plat_->barrier(arch::Barrier::dsb_ishst);
     return {};
   }
@@ -538,41 +611,86 @@ class Table {
   /// Whether any valid leaf in [addr, addr+size) has its access flag set; with `clear`, clears
   /// it on all of them (whole leaves: a block partly in the range is cleared entirely, as in
   /// Linux, since the flag belongs to the block). Software bits are kept. The TLB is invalidated
-  /// for the leaves cleared unless `tlb` is defer.
+  /// for the leaves cleared unless `tlb` is defer. `check` is called with every entry that maps
+  /// part of the range (valid or not) first; the first error it returns is returned and nothing
+  /// is changed. Walk::shared: entries read atomically and cleared by compare-and-swap; one that
+  /// changed meanwhile (another walker relaxed its permissions) is read again and cleared from
+  /// its new value, so the call never fails for a concurrent change.
+  template <Walk W = Walk::exclusive, typename Check = AcceptLeaf>
   [[nodiscard]] Result<bool> test_and_clear_young(u64 addr, u64 size, bool clear,
-                                                  TlbPolicy tlb = TlbPolicy::invalidate)
+                                                  TlbPolicy tlb = TlbPolicy::invalidate, Check check = {})
     requires kStage2
   {
     if (Status st = check_range(addr, size); !st) return fail(st.error());
-    struct V {
-      static constexpr unsigned visits() { return kVisitLeaf; }
-      Table* t;
-      OpState* s;
-      bool clear;
-      bool young = false;
-      Status leaf(VisitCtx& x) {
-        if (!arch::DescValid::get(x.old) || !arch::S2Af::get(x.old)) return {};
-        young = true;
-        if (clear) {
-          if (t->hinted(x.old, x.level)) {  // the run shares its access flag: break it first
-            t->break_run(x.ptep, x.level, x.base);
-            x.old = *x.ptep;
-          }
-          t->write(x.ptep, arch::S2Af::put(x.old, 0));
-          t->queue_tlbi(*s, x.base, x.level, true);
-        }
-        return {};
-      }
-    };
     OpState s;
     s.policy = tlb;
     s.op_lo = addr;
     s.op_hi = addr + size;
-    V v{this, &s, clear};
-    Status st = walk_inner(addr, addr + size, v);
-    finish(s, v.young && clear);
-    if (!st) return fail(st.error());
-    return v.young;
+    if constexpr (W == Walk::shared) {
+      if (contig_on()) return fail(Error::eopnotsupp);
+      const u64 end = addr + size;
+      for (u64 a = addr; a < end;) {
+        const SharedLeaf l = find_leaf_shared(a);
+        if (Status st = check(l.entry); !st) return fail(st.error());
+        a = l.base + arch::level_size(G, l.level);
+      }
+      bool young = false;
+      for (u64 a = addr; a < end;) {
+        SharedLeaf l = find_leaf_shared(a);
+        // Hardware only ever sets AF (ptguard sets no DBM), and other walkers change only
+        // permissions and AF: retrying from the new value ends once nobody else changes it.
+        while (arch::DescValid::get(l.entry) && arch::S2Af::get(l.entry)) {
+          if (!clear) {
+            young = true;
+            break;
+          }
+          if (cas(l.ptep, l.entry, arch::S2Af::put(l.entry, 0))) {
+            young = true;
+            queue_tlbi(s, l.base, l.level, true);
+            break;
+          }
+          l.entry = read_entry(l.ptep);
+        }
+        a = l.base + arch::level_size(G, l.level);
+      }
+      finish(s, young && clear);
+      return young;
+    } else {
+      if constexpr (!__is_same(Check, AcceptLeaf)) {
+        struct C {
+          static constexpr unsigned visits() { return kVisitLeaf; }
+          Check* check;
+          Status leaf(VisitCtx& x) { return (*check)(x.old); }
+        } cv{&check};
+        if (Status st = walk_inner(addr, addr + size, cv); !st) return fail(st.error());
+      }
+      struct V {
+        static constexpr unsigned visits() { return kVisitLeaf; }
+        Table* t;
+        OpState* s;
+        bool clear;
+        bool young = false;
+        Status leaf(VisitCtx& x) {
+          if (!arch::DescValid::get(x.old) || !arch::S2Af::get(x.old)) return {};
+          young = true;
+          if (clear) {
+            if (t->hinted(x.old, x.level)) {  // the run shares its access flag: break it first
+              t->break_run(x.ptep, x.level, x.base);
+              x.old = read_entry(x.ptep);
+            }
+            // AF is 1: the hardware does not change the entry (it only sets AF), a plain store.
+            t->write(x.ptep, arch::S2Af::put(x.old, 0));
+            t->queue_tlbi(*s, x.base, x.level, true);
+          }
+          return {};
+        }
+      };
+      V v{this, &s, clear};
+      Status st = walk_inner(addr, addr + size, v);
+      finish(s, v.young && clear);
+      if (!st) return fail(st.error());
+      return v.young;
+    }
   }
 
   /// Splits every block in [addr, addr+size) one level down (a 1 GiB block into 2 MiB blocks),
@@ -1031,7 +1149,11 @@ class Table {
               for (u64 j = i; j < n; ++j) all &= e[j];
               return (all & bits) == bits;
             };
-            if (n - i > kKeep && (m & 0b11) == 0 && every_entry_has(m | 0b11)) {
+            // With hardware AF management, only a run whose entries all have AF set (the MMU
+            // leaves those alone) is stored this way; one with AF 0 anywhere goes to the loop
+            // below, which keeps an AF the MMU sets meanwhile (write_inplace()).
+            const u64 need_af = t->ha_ ? arch::S2Af::kMask : 0;
+            if (n - i > kKeep && (m & 0b11) == 0 && every_entry_has(m | 0b11 | need_af)) {
               for (u64 j = i; j < n; ++j) plat.write_desc(e + j, e[j] & ~m);
               changed = static_cast<u32>(n - i);
               first = addr + i * kPg;
@@ -1042,7 +1164,10 @@ class Table {
               const u64 old = e[i];
               const u64 nv = old & ~m;
               if ((old & 0b11) != 0b11 || nv == old) continue;  // only valid pages change
-              plat.write_desc(e + i, nv);
+              if (need_af & ~old)
+                t->write_inplace(e + i, old, nv);
+              else
+                plat.write_desc(e + i, nv);
               if (changed < kKeep) changed_at[changed] = addr + i * kPg;
               if (changed == 0) first = addr + i * kPg;
               last = addr + i * kPg;
@@ -1082,11 +1207,13 @@ class Table {
           if (cc.kind == Content::Kind::clear_bits && arch::DescValid::get(old)) {
             u64 nv = old & ~cc.value;
             if (nv != old) {
+              u64 cur = old;
               if (t->hinted(old, arch::kLastLevel)) {
                 t->break_run(ptep, arch::kLastLevel, addr);
-                nv = *ptep & ~cc.value;
+                cur = read_entry(ptep);
+                nv = cur & ~cc.value;
               }
-              t->write(ptep, nv);
+              t->write_inplace(ptep, cur, nv);
               if (Regime::reduces_perms(old, nv)) t->queue_tlbi(*s, addr, arch::kLastLevel, true);
               wrote = true;
             }
@@ -1136,7 +1263,7 @@ class Table {
         break;
       case Act::inplace:
         if (kStage2 && Regime::gains_exec(x.old, d.value)) icache_for(d.value, x.level);
-        write(x.ptep, d.value);
+        write_inplace(x.ptep, x.old, d.value);
         if (Regime::reduces_perms(x.old, d.value)) queue_tlbi(s, x.base, x.level, true);
         break;
       case Act::bbm:
@@ -1214,6 +1341,75 @@ class Table {
       plat_->barrier(arch::Barrier::dsb_ish);
     } else {
       plat_->barrier(arch::Barrier::dmb_ishst);
+    }
+  }
+
+  // ---- compare-and-swap (shared walkers, the hardware access-flag update) -------------------
+
+  // An entry read once, whole (a 64-bit single-copy-atomic load, Arm ARM B2.2.1), where
+  // another CPU or the MMU may write it at the same time.
+  [[nodiscard]] static u64 read_entry(const u64* ptep) { return __atomic_load_n(ptep, __ATOMIC_RELAXED); }
+
+  // Stores `nv` at `ptep` only if it still holds `old`, as one atomic read-modify-write (CASAL
+  // or an LDXR/STXR loop; the MMU's hardware access-flag update is atomic with respect to it:
+  // Arm ARM D8.5, the Access flag and its hardware management, B2.2.1 single-copy atomicity).
+  // Relaxed: the barriers that order a descriptor store (DSB ISHST before a TLBI, finish())
+  // follow it as they follow write(). A platform may supply cmpxchg_desc(ptep, old, nv) (the
+  // simulator logs it as a write); otherwise the compiler's builtin. True if it stored.
+  [[nodiscard]] bool cas(u64* ptep, u64 old, u64 nv) {
+    bool ok;
+    if constexpr (requires { plat_->cmpxchg_desc(ptep, old, nv); })
+      ok = plat_->cmpxchg_desc(ptep, old, nv);
+    else
+      ok = __atomic_compare_exchange_n(ptep, &old, nv, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    if (ok && walk_cmo_) plat_->cache_op(arch::CacheOp::dc_cvac, plat_->virt_to_phys(ptep), sizeof(u64));
+    return ok;
+  }
+
+  // An in-place change of the valid leaf `old` at `ptep` to `nv` (the same translation) under
+  // the exclusive side. The one writer that can race with it is the MMU: with hardware
+  // access-flag management on (VTCR_EL2.HA / TCR_EL2.HA, FEAT_HAFDBS) a walk that uses a
+  // leaf whose AF is 0 sets AF in memory (D8.5), and a plain store of a value computed
+  // from the old entry would clear it again: the access is forgotten (a page aged as unused
+  // that the guest is using). The hardware only ever sets AF (ptguard never sets DBM, so it
+  // never changes permissions), so there is a race only when the old AF is 0 and HA is on;
+  // then a compare-and-swap from `old`, and if it fails, the entry now is `old` with AF set:
+  // `nv` with AF set, from the new value. Otherwise one plain store, as before.
+  void write_inplace(u64* ptep, u64 old, u64 nv) {
+    constexpr u64 kAf = arch::S2Af::kMask;  // AF is bit 10 in both regimes' leaves (D8.3)
+    if (!ha_ || (old & kAf) != 0) {
+      write(ptep, nv);
+      return;
+    }
+    while (!cas(ptep, old, nv)) {
+      const u64 cur = read_entry(ptep);
+      nv |= cur & kAf;
+      old = cur;
+    }
+  }
+
+  // The entry that maps `addr` as a shared walker finds it: the descent of last_level_slot()
+  // with every entry read atomically, stopping at the first that is not a table, and nothing
+  // remembered (the remembered slot belongs to the exclusive side). Table entries do not
+  // change under the shared side; leaves may, so the leaf's value is the one read here, and a
+  // change made from it goes through cas().
+  struct SharedLeaf {
+    u64* ptep;
+    u64 entry;
+    int level;
+    u64 base;
+  };
+  [[nodiscard]] SharedLeaf find_leaf_shared(u64 addr) const {
+    int level = start_level_;
+    const unsigned shift = arch::level_shift(G, level);
+    u64 table_pa = root_pa_ + ((addr >> shift) >> arch::bits_per_level(G)) * kPageSize;
+    while (true) {
+      u64* const ptep = plat_->phys_to_virt(table_pa) + arch::level_index(G, level, addr);
+      const u64 e = read_entry(ptep);
+      if (level == arch::kLastLevel || !is_table(e, level))
+        return SharedLeaf{ptep, e, level, addr & ~(arch::level_size(G, level) - 1)};
+      table_pa = next_table(e);
+      ++level;
     }
   }
 
@@ -1784,6 +1980,7 @@ class Table {
   bool walk_cmo_ = false;
   bool tlbi_range_ = false;  // FEAT_TLBIRANGE: pending ranges go out as range TLBIs
   arch::OaFormat oa_ = arch::kOa48;  // how descriptors hold addresses (48- or 52-bit)
+  bool ha_ = false;          // FEAT_HAFDBS in use: the MMU sets AF (write_inplace())
   u16 vmid_ = 0;
   TableOptions opt_{};
   // The last-level table last_level_slot() found, and the input range it covers (>> span).

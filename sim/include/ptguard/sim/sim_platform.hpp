@@ -24,6 +24,8 @@
 // lock_order violation (reported like any other, and counted: lock_order_violations()).
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -53,6 +55,33 @@ class SimPlatform {
     std::mutex m;
     void lock() { m.lock(); }
     void unlock() { m.unlock(); }
+  };
+  /// A guest slot's lock: a POSIX reader-writer lock (for the reason above; pgtable::RwLock,
+  /// the EL2 one, has tests of its own). The guest's fault operations take its shared side.
+  /// Writers are preferred, as with pgtable::RwLock: the default (std::shared_mutex, glibc's
+  /// reader preference) lets threads faulting back to back keep a transition out for as long
+  /// as they overlap.
+  class GuestLock {
+   public:
+    GuestLock() {
+      pthread_rwlockattr_t a;
+      pthread_rwlockattr_init(&a);
+#if defined(__GLIBC__)
+      pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+      pthread_rwlock_init(&l_, &a);
+      pthread_rwlockattr_destroy(&a);
+    }
+    ~GuestLock() { pthread_rwlock_destroy(&l_); }
+    GuestLock(const GuestLock&) = delete;
+    GuestLock& operator=(const GuestLock&) = delete;
+    void lock() { pthread_rwlock_wrlock(&l_); }
+    void unlock() { pthread_rwlock_unlock(&l_); }
+    void lock_shared() { pthread_rwlock_rdlock(&l_); }
+    void unlock_shared() { pthread_rwlock_unlock(&l_); }
+
+   private:
+    pthread_rwlock_t l_;
   };
 
   /// A platform whose table pages come from [pool_base, pool_base + pool_size) of `mem` (which
@@ -104,6 +133,10 @@ class SimPlatform {
   /// not 8-byte aligned is refused (violation, nothing written); a write into a free pool page
   /// is carried out and reported (write_to_free_page).
   void write_desc(u64* ptep, u64 value);
+  /// The optional compare-and-swap of a descriptor (pgtable/table.hpp, cas()): stores `value`
+  /// at `ptep` only if it holds `expected`, as one atomic operation, and logs the write if it
+  /// stored; true if it did. Misuse as write_desc (nothing stored, false).
+  [[nodiscard]] bool cmpxchg_desc(u64* ptep, u64 expected, u64 value);
   /// Logs the invalidation; a level other than 0..3 or kTlbiLevelUnknown is a violation, and
   /// so is a range form (arch::is_range), which only tlbi_range() carries.
   void tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level);
@@ -136,7 +169,10 @@ class SimPlatform {
   /// Called before a lock of rank `rank` is taken: a lock_order violation (and the count up)
   /// if this thread holds a lock of the same or a higher rank. Recorded as held either way.
   void lock_order_acquire(unsigned rank);
-  /// Called after a lock of rank `rank` is released.
+  /// The same for the shared side of a guest lock (the same order rule; also recorded in
+  /// lock_ranks_taken_shared()).
+  void lock_order_acquire_shared(unsigned rank);
+  /// Called after a lock of rank `rank` is released (either side).
   void lock_order_release(unsigned rank);
   /// The number of out-of-order acquisitions seen so far, on any thread.
   [[nodiscard]] u64 lock_order_violations() const { return lock_order_violations_.load(); }
@@ -145,6 +181,9 @@ class SimPlatform {
   /// The ranks this thread has taken since the last reset_lock_ranks_taken() (bit r: rank r):
   /// which locks a call took.
   [[nodiscard]] static u64 lock_ranks_taken();
+  /// The ranks of those this thread took on their shared side (a subset of lock_ranks_taken()).
+  [[nodiscard]] static u64 lock_ranks_taken_shared();
+  /// Forgets both.
   static void reset_lock_ranks_taken();
 
   // --- the simulator's side -------------------------------------------------------------------
