@@ -62,7 +62,7 @@ struct AfEnv {
   using S2 = Stage2Table<Granule::k4K, HwAfPlatform>;
   S2 t;
 
-  explicit AfEnv(bool ha) {
+  explicit AfEnv(bool ha, const TableOptions& opt = {}) {
     EXPECT_TRUE(mem.add_region(kPoolBase, kPoolSize));
     EXPECT_TRUE(mem.add_region(kPa, u64{1} << 30));
     plat.emplace(mem, kPoolBase, kPoolSize, kPg);
@@ -70,7 +70,7 @@ struct AfEnv {
     cpu.hw_access_flag = ha;
     auto cfg = make_stage2_config(Granule::k4K, 40, cpu);
     EXPECT_TRUE(cfg.has_value());
-    auto tt = S2::create_stage2(*plat, *cfg, 1);
+    auto tt = S2::create_stage2(*plat, *cfg, 1, opt);
     EXPECT_TRUE(tt.has_value());
     t = std::move(*tt);
     EXPECT_EQ(t.hw_access_flag(), ha);
@@ -175,6 +175,28 @@ TEST(SharedWalk, AChangeFromAValueNoLongerThereIsEagainAndWritesNothing) {
 // execute. Each call succeeds or is EAGAIN (its compare-and-swap lost); the loser retries, as
 // the guest would on taking the fault again, and the page ends with read, write and execute.
 // A shared walker that stored instead of swapping could return success for both and lose one.
+// A shared walker cannot break a contiguous run (no break-before-make under the shared side),
+// so a table with TableOptions::contiguous refuses shared walks (EOPNOTSUPP) before reading
+// anything; the exclusive side changes the same entry, breaking its run first.
+TEST(SharedWalk, ATableWithContiguousRunsRefusesSharedWalks) {
+  TableOptions opt;
+  opt.contiguous = true;
+  AfEnv e(false, opt);
+  ASSERT_TRUE(e.t.map(kIpa, 16 * kPg, kPa, Prot{kPermR, MemType::normal_wb, 0}, e.mc));
+  ASSERT_TRUE(S2Contiguous::get(e.entry(3)));  // a run formed
+  const u64 before = e.entry(3);
+  const Prot rw{kPermRW, MemType::normal_wb, 0};
+  EXPECT_EQ(e.t.relax_perms<Walk::shared>(kIpa + 3 * kPg, rw).error(), Error::eopnotsupp);
+  EXPECT_EQ(e.t.mkyoung<Walk::shared>(kIpa + 3 * kPg).error(), Error::eopnotsupp);
+  EXPECT_EQ(e.t.test_and_clear_young<Walk::shared>(kIpa, kPg, true).error(), Error::eopnotsupp);
+  EXPECT_EQ(e.entry(3), before);
+  ASSERT_TRUE(e.t.relax_perms(kIpa + 3 * kPg, rw));
+  EXPECT_TRUE(S2ApWrite::get(e.entry(3)));
+  EXPECT_FALSE(S2Contiguous::get(e.entry(3)));
+  EXPECT_FALSE(S2Contiguous::get(e.entry(0)));  // the whole run was broken
+  EXPECT_TRUE(e.plat->violations().empty());
+}
+
 TEST(SharedWalk, ConcurrentRelaxOfOnePageEndsWithTheUnionOfThePermissions) {
   OwnEnv e;
   auto& mp = e.mp;

@@ -106,7 +106,9 @@ enum class Walk : u8 {
   /// hardware's access-flag update), nothing is written and the call fails with EAGAIN; the
   /// caller (the guest, taking its fault again) retries. No table is linked, unlinked or
   /// freed, no break-before-make is done, and nothing remembered by the exclusive paths (the
-  /// last table found, the last encoding) is read or written.
+  /// last table found, the last encoding) is read or written. So a table with
+  /// TableOptions::contiguous, whose runs change only through break-before-make, refuses
+  /// shared walks with EOPNOTSUPP (guests' tables do not form runs; the host's is exclusive).
   shared,
 };
 
