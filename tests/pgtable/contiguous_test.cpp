@@ -43,9 +43,10 @@ struct Contig {
     return pgtable::Prot{p, arch::MemType::normal_wb, sw};
   }
 
-  static pgtable::TableOptions opts(bool contiguous) {
+  static pgtable::TableOptions opts(bool contiguous, bool on_split = false) {
     pgtable::TableOptions o;
     o.contiguous = contiguous;
+    o.contiguous_on_split = on_split;
     return o;
   }
 
@@ -163,7 +164,15 @@ struct Contig {
   // hinted (identical leaves, consecutive from the block's aligned address), the run the
   // change reaches is not.
   static void split_keeps_runs_outside_the_change() {
-    World<T> w(kIa, true, opts(true));
+    {  // without contiguous_on_split (the default): the split's table has no run
+      World<T> w(kIa, true, opts(true));
+      Memcache mc;
+      step(w, mc, map(kBase, kL2, kBase + kPaOff));
+      step(w, mc, other(OpKind::wrprotect, kBase + kRun + 5 * kPage, kPage));
+      EXPECT_EQ(hinted(w, kBase, kL2), 0u);
+      no_misprogrammed(w, kBase, kL2, kPage);
+    }
+    World<T> w(kIa, true, opts(true, true));
     Memcache mc;
     step(w, mc, map(kBase, kL2, kBase + kPaOff));  // one block
     step(w, mc, other(OpKind::wrprotect, kBase + kRun + 5 * kPage, kPage));

@@ -106,6 +106,7 @@ void stage2_property(bool contiguous = false, bool pa52 = false) {
   pgtable::TableOptions opt;
   if (G != Granule::k4K && *rc::gen::inRange(0, 4) == 0) opt.force_page = {pgtable::force_pages_always, nullptr};
   opt.contiguous = contiguous;
+  opt.contiguous_on_split = contiguous && *rc::gen::arbitrary<bool>();
   World<T> w(ia, fwb, opt, 7, {}, pa52);
   RC_ASSERT(w.t.has_value());
   RC_ASSERT(w.t->oa_format().oa_bits() == (pa52 ? 52u : 48u));

@@ -73,12 +73,20 @@ struct TableOptions {
   /// Stage 2: set the Contiguous bit (Arm ARM D8.6.1) on every entry of a run of
   /// arch::contiguous_entries() aligned leaves that one map() writes whole into invalid
   /// entries with one attribute set and consecutive, run-aligned output addresses (16 pages,
-  /// 64 KiB, with 4K), and on the runs of a block split by a change to part of it that the
-  /// change does not reach. Whatever the option, any change to an entry of a hinted run first
+  /// 64 KiB, with 4K), and with contiguous_on_split on the runs of a block split by a change to
+  /// part of it that the change does not reach. Whatever the option, any change to an entry of
+  /// a hinted run first
   /// clears the hint of the whole run through break-before-make (D8.16.1). Stage 1 ignores it:
   /// its live entries are never broken, so a run could never be changed. docs/pgtable.md,
   /// "The contiguous bit".
   bool contiguous = false;
+  /// With `contiguous`: a block split by a change to part of it hints the runs the change does
+  /// not reach. Off by default, and off for the host's stage 2: where one page of a block
+  /// changes hands, its neighbours usually follow one call at a time (hypercalls are per page),
+  /// and each would then break its run first (16 entries written twice, and a TLBI);
+  /// share_hyp_1g_page_calls took ~36 ns a page with it against ~26 ns without (Intel Xeon VM,
+  /// 2026-12-05, same build otherwise).
+  bool contiguous_on_split = false;
 };
 
 struct MapOptions {
@@ -1532,7 +1540,9 @@ class Table {
     u64 lo = 0;
     u64 hi = 0;
   };
-  [[nodiscard]] ContigRuns contig_runs(const OpState& s) const { return ContigRuns{contig_on(), s.op_lo, s.op_hi}; }
+  [[nodiscard]] ContigRuns contig_runs(const OpState& s) const {
+    return ContigRuns{contig_on() && opt_.contiguous_on_split, s.op_lo, s.op_hi};
+  }
 
   // Clears the hint of the whole contiguous run that holds the entry `ptep` (a hinted leaf at
   // `level` covering `addr`), before any of the run's entries changes: D8.6.1 requires the
