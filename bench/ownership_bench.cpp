@@ -266,18 +266,18 @@ void guest_fault_parallel(benchmark::State& state) {
     state.SkipWithError("needs a CPU per thread");
     return;
   }
-  constexpr u64 kRun = 2 * kMiB;
+  constexpr u64 kSpan = 2 * kMiB;
   run<MachineMt>(
       state, Unit::page, kPagesPerGiB,
       [](MachineMt& m) {
         if (!m.fault_in_gib() || !m.mp->create_guest(kGuest, kVmid)) return false;
         auto* g = m.mp->guest(kGuest);
         // 2 MiB less one page at a time: never a whole block, so the guest maps pages.
-        for (u64 b = 0; b < kGiB; b += kRun) {
-          if (!g->mc.topup(*m.plat, g->table.max_pages_needed(kIaBase + b, kRun))) return false;
+        for (u64 b = 0; b < kGiB; b += kSpan) {
+          if (!g->mc.topup(*m.plat, g->table.max_pages_needed(kIaBase + b, kSpan))) return false;
           if (!m.mp->host_share_guest(kMem + b, 1, kGuest, kIaBase + b, pgtable::kPermRW)) return false;
-          if (!g->mc.topup(*m.plat, g->table.max_pages_needed(kIaBase + b, kRun))) return false;
-          if (!m.mp->host_share_guest(kMem + b + kPage, kRun / kPage - 1, kGuest, kIaBase + b + kPage,
+          if (!g->mc.topup(*m.plat, g->table.max_pages_needed(kIaBase + b, kSpan))) return false;
+          if (!m.mp->host_share_guest(kMem + b + kPage, kSpan / kPage - 1, kGuest, kIaBase + b + kPage,
                                       pgtable::kPermRW))
             return false;
         }
@@ -298,8 +298,8 @@ void guest_fault_parallel(benchmark::State& state) {
           ready.fetch_add(1);
           while (!go.load(std::memory_order_acquire)) {
           }
-          for (u64 b = static_cast<u64>(t) * kRun; b < kGiB; b += kThreads * kRun)
-            for (u64 p = 0; p < kRun; p += kPage)
+          for (u64 b = static_cast<u64>(t) * kSpan; b < kGiB; b += kThreads * kSpan)
+            for (u64 p = 0; p < kSpan; p += kPage)
               if (Status st = m.mp->guest_mkyoung(kGuest, kIaBase + b + p); !st) {
                 result[t] = st;
                 return;
