@@ -81,7 +81,9 @@ inline constexpr u64 kStubExec = 0x818;   ///< br x0
 inline constexpr u16 kHvcCall = 0, kHvcDone = 1, kHvcEl1Exception = 2;
 
 // ---- steps ----------------------------------------------------------------------------------
-enum class Actor : u8 { host, hyp, guest2, guest3 };
+/// vm52: the EL1 program of the 52-bit run (kSteps52), on a stage-2 of its own that is not the
+/// ownership layer's (a table built directly with the engine: build_vm52).
+enum class Actor : u8 { host, hyp, guest2, guest3, vm52 };
 [[nodiscard]] constexpr ComponentId guest_id(Actor a) { return a == Actor::guest2 ? 2 : a == Actor::guest3 ? 3 : 0; }
 [[nodiscard]] constexpr bool is_guest(Actor a) { return guest_id(a) != 0; }
 
@@ -350,6 +352,94 @@ inline constexpr Step kScenario[] = {
 };
 inline constexpr unsigned kSteps = sizeof(kScenario) / sizeof(kScenario[0]);
 
+// ---- the 52-bit run (FEAT_LPA2) -----------------------------------------------------------------
+// One more run, after the granule runs: EL1 code on a stage-2 of 52-bit IPAs, 4K granule,
+// VTCR_EL2.DS = 1 (FEAT_LPA2: OA[51:50] in descriptor bits [9:8], TxSZ down to 12) and the walk
+// starting at level -1 (T0SZ = 12, SL2 = 1, SL0 = 0b00; the level -1 table resolves IA[51:48]),
+// all from make_stage2_config and make_vttbr(cfg, ...). QEMU's virt board has no RAM above 2^48
+// (it starts at 0x4000_0000), so the IPAs are above 2^48 and the PAs in the carve-out's RAM:
+// every table needs level -1, but every output address fits in 48 bits. The table is built
+// by the engine directly (no ownership layer: MemProtect's host and guests are 48-bit), the
+// same way on both sides (build_vm52), on a pool of its own in the carve-out.
+inline constexpr unsigned kIpaBits52 = 52;
+inline constexpr u16 kVmid52 = 5;  ///< not the host's 0, the guests' 1 and 2, nor the SMP phase's 8-11
+inline constexpr const char* kRun52 = "4K-lpa2";
+/// Its table pool (16 pages of 4K: the root and two paths of four tables need 9) and the 64 KiB
+/// slot its data pages come from, after the granule runs' pools, inside the carve-out.
+inline constexpr u64 kPool52 = pool_pa(kNumVariants);
+inline constexpr u64 kPool52Size = 0x1'0000;
+inline constexpr u64 kData52 = kPool52 + kPool52Size;
+/// The end of what the hypervisor maps of its carve-out beyond its image (pools and data).
+inline constexpr u64 kPoolsEnd = kData52 + kSlot;
+static_assert(kPoolsEnd <= kCarveoutEnd);
+inline constexpr u64 kPage52 = 0x1000;
+/// IPA[51:48] = 0xf: level -1 entry 15, then entry 0 at levels 0 to 3.
+inline constexpr u64 kIpa52 = 0x000f'0000'0000'0000ull;
+/// Just above 2^48: level -1 entry 1.
+inline constexpr u64 kIpa49 = (u64{1} << 48) + kSlot;
+inline constexpr u64 kCode52 = kIpa52;  ///< the EL1 code page (kHostCode), read-execute
+/// The word the hypervisor (and the simulator) writes into the read-only page before the run.
+inline constexpr u64 kValue52 = 0x5200'0000'0000'052aull;
+
+struct Map52 {
+  u64 ipa;
+  u64 pa;
+  pgtable::Perm perm;
+};
+inline constexpr Map52 kMaps52[] = {
+    {kCode52, kHostCode, pgtable::kPermRX},
+    {kIpa52 + kSlot, kData52, pgtable::kPermR},
+    {kIpa52 + 2 * kSlot, kData52 + kPage52, pgtable::kPermRW},
+    {kIpa49, kData52 + kPage52, pgtable::kPermR},  // the read-write page again, through entry 1
+};
+
+inline constexpr Step kScenario52[] = {
+    read(vm52, kIpa52 + kSlot, reads(kValue52)),
+    write(vm52, kIpa52 + kSlot, 0x52, kPermission),
+    write(vm52, kIpa52 + 2 * kSlot, 0x5252, kOk),
+    read(vm52, kIpa52 + 2 * kSlot, reads(0x5252)),
+    read(vm52, kIpa49, reads(0x5252)),  // the same page, through another level -1 entry
+    write(vm52, kIpa49, 0x49, kPermission),
+    exec(vm52, kCode52 + kStubRead + 4, kOk),  // the code page's hvc #1 (kLanding)
+    exec(vm52, kIpa52 + 2 * kSlot, kPermission),  // read-write, not executable
+    read(vm52, kIpa52 + 3 * kSlot, kTranslation),  // an empty entry of the level-3 table
+    read(vm52, kIpa52 + (u64{1} << 21), kTranslation),  // ... of the level-2 table
+    read(vm52, kIpa52 + (u64{1} << 30), kTranslation),  // ... of the level-1 table
+    read(vm52, kIpa52 + (u64{1} << 39), kTranslation),  // ... of the level-0 table
+    read(vm52, 0x0008'0000'0000'0000ull, kTranslation),  // an empty level -1 entry
+    read(vm52, kData52, kTranslation),  // below 2^48: level -1 entry 0, empty too
+};
+inline constexpr unsigned kSteps52 = sizeof(kScenario52) / sizeof(kScenario52[0]);
+/// The level each fault step of kScenario52 must report (both MMUs; Scenario.Lpa2Levels).
+inline constexpr int kLevels52[kSteps52] = {0, 3, 0, 0, 0, 3, 0, 3, 3, 2, 1, 0, -1, -1};
+
+/// Whether the CPU can run it: the 4K granule at stage 2 with FEAT_LPA2 and a 52-bit PARange.
+[[nodiscard]] constexpr bool supports_run52(const arch::CpuFeatures& cpu) {
+  return cpu.supports(arch::Granule::k4K, 2) && cpu.supports_52bit(arch::Granule::k4K, 2) && cpu.pa_bits >= 52;
+}
+/// Its stage-2 configuration: make_stage2_config at 52 bits (DS = 1, SL2 = 1, T0SZ = 12).
+[[nodiscard]] constexpr Result<arch::Stage2Config> config52(const arch::CpuFeatures& cpu) {
+  return arch::make_stage2_config(arch::Granule::k4K, kIpaBits52, cpu);
+}
+
+template <typename Plat>
+using Table52 = pgtable::Stage2Table<arch::Granule::k4K, Plat>;
+
+/// Builds the 52-bit run's table into `t` on `plat` (its pool): kMaps52, one 4K page each, with
+/// Normal write-back memory. `mc` keeps what it was topped up with and not used.
+template <typename Plat>
+[[nodiscard]] Status build_vm52(Plat& plat, const arch::Stage2Config& cfg, Table52<Plat>& t, pgtable::Memcache& mc) {
+  Result<Table52<Plat>> r = Table52<Plat>::create_stage2(plat, cfg, kVmid52);
+  if (!r) return fail(r.error());
+  t = static_cast<Table52<Plat>&&>(*r);
+  for (const Map52& m : kMaps52) {
+    if (Status st = mc.topup(plat, t.max_pages_needed(m.ipa, kPage52)); !st) return st;
+    const pgtable::Prot prot{m.perm, arch::MemType::normal_wb, 0};
+    if (Status st = t.map(m.ipa, kPage52, m.pa, prot, mc); !st) return st;
+  }
+  return {};
+}
+
 /// x0..x5 of a step's hypercall.
 struct CallRegs {
   u64 x[6];
@@ -404,8 +494,18 @@ enum class Fault : u8 { none, translation, access_flag, permission, address_size
 }
 /// The fault kind and level an abort's DFSC/IFSC reports (ESR_ELx.ISS[5:0], D24.2 ESR_EL2:
 /// 0b0000LL address size, 0b0001LL translation, 0b0010LL access flag, 0b0011LL permission,
-/// level LL; 0b010000 synchronous External abort, 0b0101LL on a table walk at level LL).
+/// level LL; 0b010000 synchronous External abort, 0b0101LL on a table walk at level LL). The
+/// level -1 lookup (FEAT_LPA2, 4K with a 52-bit input address) has codes of its own, outside
+/// the LL pattern: 0b101001 address size fault, 0b101011 translation fault, 0b010011
+/// synchronous External abort on the walk, all at level -1 (there is no access-flag or
+/// permission fault at level -1: it holds no leaf).
 constexpr Fault decode_fsc(u64 fsc, int* level) {
+  switch (fsc) {
+    case 0b101001: *level = -1; return Fault::address_size;
+    case 0b101011: *level = -1; return Fault::translation;
+    case 0b010011: *level = -1; return Fault::external_abort;
+    default: break;
+  }
   *level = static_cast<int>(fsc & 3);
   switch (fsc >> 2) {
     case 0b0000: return Fault::address_size;
@@ -458,6 +558,7 @@ using hyp::Line;
     case Actor::hyp: return "hyp";
     case Actor::guest2: return "guest2";
     case Actor::guest3: return "guest3";
+    case Actor::vm52: return "vm52";
   }
   return "?";
 }
@@ -493,7 +594,9 @@ inline void format_check(Line& l, const char* run, unsigned idx, const Step& s, 
     case Outcome::ret: ret_text(l.str("ret "), o.value); break;
     case Outcome::faulted:
     case Outcome::fetch_fault:
-      l.str(o.kind == Outcome::fetch_fault ? "fetch fault " : "fault ").str(name(o.fault)).str(" level ").dec(static_cast<u64>(o.level));
+      l.str(o.kind == Outcome::fetch_fault ? "fetch fault " : "fault ").str(name(o.fault)).str(" level ");
+      if (o.level < 0) l.str("-");  // level -1 (FEAT_LPA2)
+      l.dec(static_cast<u64>(o.level < 0 ? -o.level : o.level));
       l.str(s.who == Actor::hyp ? " va " : " ipa ").hex(o.addr);
       break;
     case Outcome::not_run: l.str("not run"); break;

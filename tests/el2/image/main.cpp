@@ -573,7 +573,8 @@ struct Hyp {
     using pgtable::Prot;
     const u64 img = reinterpret_cast<u64>(__image_start), text_end = reinterpret_cast<u64>(__text_end);
     const u64 ro_end = reinterpret_cast<u64>(__rodata_end), img_end = reinterpret_cast<u64>(__image_end);
-    const u64 pools = pool_pa(0), pools_end = pool_pa(kNumVariants);
+    // (The pools end with the 52-bit run's pool and data pages, which it writes through this map.)
+    const u64 pools = pool_pa(0), pools_end = kPoolsEnd;
     const Prot rx{pgtable::kPermRX, arch::MemType::normal_wb, 0};
     const Prot ro{pgtable::kPermR, arch::MemType::normal_wb, 0};
     const Prot rw{pgtable::kPermRW, arch::MemType::normal_wb, 0};
@@ -657,6 +658,104 @@ void run_variants(const arch::CpuFeatures& cpu, bool have_ttl, std::integer_sequ
   (run_variant<V>(cpu, have_ttl), ...);
 }
 
+// ---- the 52-bit run (scenario.hpp, kScenario52) -----------------------------------------------
+// After the granule runs, on the last run's EL2 stage-1 (which maps kPool52 and kData52): a
+// stage-2 of 52-bit IPAs built by the engine on a platform of its own, entered with VMID
+// kVmid52 for each step, then the host's stage-2 registers back.
+namespace run52 {
+using Plat = pgtable::El2Platform<Granule::k4K>;
+Plat plat;
+u32 counts[kPool52Size / kPage52];
+Table52<Plat> table;
+pgtable::Memcache mc;
+
+u64 no_hvc(void*, ComponentId, const CallRegs&) { return to_ret(Error::einval); }
+
+/// One EL1 step on the 52-bit stage-2 (its VTCR_EL2 and VTTBR_EL2 are loaded): as Hyp::run_el1
+/// with stage 1 off, so the stub's address and the step's are IPAs above 2^48.
+Outcome run_el1(const Step& s) {
+  g_run = Run{s.who, s.op, 0, s.addr, 0, Outcome{}, nullptr, &no_hvc, nullptr};
+  El1Frame& f = g_frame;
+  f = El1Frame{};
+  f.x[0] = s.addr;
+  f.x[1] = s.value;
+  f.elr = kCode52 + (s.op == Op::read ? kStubRead : s.op == Op::write ? kStubWrite : kStubExec);
+  f.spsr = kSpsrEl1h;
+  PTGUARD_MSR("sctlr_el1", kSctlrEl1MmuOff);
+  PTGUARD_MSR("vbar_el1", kCode52);
+  a64::isb();
+  el1_run(&f);
+  return g_run.out;
+}
+
+void fail_setup(const char* what, const Status& st) {
+  Line l;
+  l.str("setup ").str(kRun52).str(": ").str(what).str(": ").str(st ? "ok" : name(st.error()));
+  println(l);
+  ++g_failed;
+}
+
+void run(const arch::CpuFeatures& cpu, bool have_ttl) {
+  if (!supports_run52(cpu)) {
+    Line s;
+    s.str("run ").str(kRun52).str(" not supported: skipped");
+    println(s);
+    return;
+  }
+  Plat::Config pc;
+  pc.pool_pa = kPool52;
+  pc.pool_size = kPool52Size;
+  pc.counts = counts;
+  pc.va_offset = 0;  // mapped at its physical address, as the other pools
+  pc.linear_pa = kCarveout;
+  pc.linear_size = kCarveoutEnd - kCarveout;
+  pc.have_ttl = have_ttl;
+  plat.init(pc);
+  const Result<arch::Stage2Config> cfg = config52(cpu);
+  if (!cfg) return fail_setup("make_stage2_config", fail(cfg.error()));
+  if (Status st = build_vm52(plat, *cfg, table, mc); !st) return fail_setup("build_vm52", st);
+  // VTTBR_EL2 with the 52-bit BADDR layout (BADDR[51:48] in bits [5:2]) that PS = 52 selects.
+  const u64 vttbr = arch::make_vttbr(*cfg, table.root_pa(), kVmid52);
+  plat.set_vttbr(kVmid52, vttbr);
+  *reinterpret_cast<volatile u64*>(kData52) = kValue52;
+  *reinterpret_cast<volatile u64*>(kData52 + kPage52) = 0;
+
+  // The host's stage-2 registers, back after the run. HCR_EL2.FWB as this configuration says
+  // (the stage-2 MemAttr encodings depend on it): the last granule run may have left it 0.
+  const u64 host_vtcr = PTGUARD_MRS("vtcr_el2"), host_vttbr = PTGUARD_MRS("vttbr_el2");
+  const u64 host_hcr = PTGUARD_MRS("hcr_el2");
+  a64::dsb_ish();  // the table's stores before the first walk (B2.3)
+  PTGUARD_MSR("vtcr_el2", cfg->vtcr);
+  PTGUARD_MSR("vttbr_el2", vttbr);
+  PTGUARD_MSR("hcr_el2", kHcrVm | kHcrRw | (cfg->fwb ? kHcrFwb : 0));
+  a64::isb();
+  Line l;
+  l.str("run ").str(kRun52).str(" vtcr_el2 ").hex(cfg->vtcr).str(" vttbr_el2 ").hex(vttbr);
+  l.str(" hcr_el2 ").hex(PTGUARD_MRS("hcr_el2")).str(" start level -1");
+  println(l);
+
+  for (unsigned i = 0; i < kSteps52; ++i) {
+    const Step& s = kScenario52[i];
+    const Outcome o = run_el1(s);
+    Line c;
+    format_check(c, kRun52, i, s, o);
+    println(c);
+    ++g_checks;
+    if (!meets(s, o)) ++g_failed;
+  }
+
+  // VMID kVmid52 is done: TLBI VMALLS12E1IS for it (flush_tlb, while VTTBR_EL2 still holds it),
+  // so no entry of this table (or of this VTCR_EL2 and FWB, which a TLB may cache) outlives it.
+  if (Status st = table.flush_tlb(); !st) return fail_setup("flush_tlb", st);
+  PTGUARD_MSR("vtcr_el2", host_vtcr);
+  PTGUARD_MSR("vttbr_el2", host_vttbr);
+  PTGUARD_MSR("hcr_el2", host_hcr);
+  a64::isb();
+  table.destroy();
+  mc.drain(plat);
+}
+}  // namespace run52
+
 /// The SMP phase (see the top of the file); whether it passed. CPU 0, after the scenario.
 bool smp_phase() {
   namespace psci = hyp::psci;
@@ -736,6 +835,7 @@ extern "C" void el2_main() {
   const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr, isar0);
   const bool have_ttl = arch::Field<51, 48>::get(mmfr2) != 0;  // ID_AA64MMFR2_EL1.TTL
   run_variants(cpu, have_ttl, std::make_integer_sequence<unsigned, kNumVariants>{});
+  run52::run(cpu, have_ttl);
   Line s;
   s.str("summary ").dec(g_checks).str(" checks, ").dec(g_failed).str(" failed");
   println(s);
