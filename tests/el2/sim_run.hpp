@@ -201,29 +201,33 @@ class SimRun {
   MP mp_;
 };
 
-/// The 52-bit run (scenario.hpp, kScenario52) in the simulator: the same table built by the same
-/// code (build_vm52) on SimPlatform over the same pool, and the reference MMU configured as the
-/// CPU the image read: its PA size (52 on QEMU's -cpu max) and FEAT_LPA2 (ImplChoices::lpa2,
-/// from ID_AA64MMFR0_EL1.TGran4_2 / TGran4), so that VTCR_EL2.DS, SL2 and the level -1 walk are
-/// the reference MMU's own reading, not the library's.
+/// A 52-bit run (scenario.hpp, kVariants52[V] and steps52) in the simulator: the same table
+/// built by the same code (build_vm52) on SimPlatform over the same pool, and the reference MMU
+/// configured as the CPU the image read: its PA size (52 on QEMU's -cpu max; FEAT_LPA with 64K)
+/// and FEAT_LPA2 (ImplChoices::lpa2, from ID_AA64MMFR0_EL1.TGran4/16(_2)), so that VTCR_EL2.DS,
+/// SL2/SL0 and the walk from level -1 are the reference MMU's own reading, not the library's.
+template <unsigned V>
 class SimRun52 {
  public:
-  using Table = Table52<sim::SimPlatform>;
+  static constexpr Variant52 kRun = kVariants52[V];
+  static constexpr arch::Granule G = kRun.granule;
+  static constexpr Steps52 kSteps = steps52(kRun);
+  using Table = Table52<G, sim::SimPlatform>;
 
   explicit SimRun52(const arch::CpuFeatures& cpu) : cpu_(cpu) {
     impl_.pa_bits = cpu.pa_bits > 52 ? 52 : cpu.pa_bits;
-    impl_.lpa2 = cpu.supports_52bit(arch::Granule::k4K, 2);
+    impl_.lpa2 = cpu.supports_52bit(arch::Granule::k4K, 2) || cpu.supports_52bit(arch::Granule::k16K, 2);
     ok(mem_.add_region(kRam, kRamSize), "RAM");
-    plat_.emplace(mem_, kPool52, kPool52Size, kPage52);
+    plat_.emplace(mem_, pool52_pa(G), pool52_size(G), arch::page_size(G));
     ok(mem_.write(kHostCode, kEl1Code.w, sizeof(kEl1Code.w)) ? Status{} : fail(Error::einval), "EL1 code");
-    ok(mem_.write64(kData52, kValue52) && mem_.write64(kData52 + kPage52, 0) ? Status{} : fail(Error::einval), "data");
-    const Result<arch::Stage2Config> cfg = config52(cpu_);
+    ok(mem_.write64(kData52, kValue52) && mem_.write64(kData52 + kSlot, 0) ? Status{} : fail(Error::einval), "data");
+    const Result<arch::Stage2Config> cfg = config52(kRun, cpu_);
     if (!cfg) {
       ok(fail(cfg.error()), "make_stage2_config");
       return;
     }
     cfg_ = *cfg;
-    ok(build_vm52(*plat_, cfg_, table_, mc_), "build_vm52");
+    ok(build_vm52<G>(*plat_, kRun, cfg_, table_, mc_), "build_vm52");
   }
   ~SimRun52() {
     if (table_.valid()) table_.destroy();
@@ -237,10 +241,10 @@ class SimRun52 {
     std::vector<std::string> lines;
     if (!table_.valid()) return lines;
     for (unsigned i = 0; i < kSteps52; ++i) {
-      const Step& s = kScenario52[i];
+      const Step& s = kSteps.s[i];
       const Outcome o = step(s);
       Line l;
-      format_check(l, kRun52, i, s, o);
+      format_check(l, kRun.name, i, s, o);
       lines.emplace_back(l.buf);
     }
     for (const auto& viol : plat_->violations()) problems.push_back("platform violation: " + viol.what);
@@ -277,7 +281,7 @@ class SimRun52 {
 
   // As SimRun::step for an EL1 access with no fault handler: the stub's fetch, then the access.
   Outcome step(const Step& s) {
-    const u64 stub = kCode52 + (s.op == Op::read ? kStubRead : s.op == Op::write ? kStubWrite : kStubExec);
+    const u64 stub = kRun.ipa + (s.op == Op::read ? kStubRead : s.op == Op::write ? kStubWrite : kStubExec);
     const sim::Translation f = stage2(stub, sim::Access::exec);
     if (!f.ok()) return fault_of(Outcome::fetch_fault, f, stub);
     const sim::Access a = s.op == Op::read ? sim::Access::read : s.op == Op::write ? sim::Access::write : sim::Access::exec;
