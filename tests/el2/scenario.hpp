@@ -361,7 +361,7 @@ inline constexpr unsigned kSteps = sizeof(kScenario) / sizeof(kScenario[0]);
 //   16K-lpa2  FEAT_LPA2, 51-bit IPA: DS = 1, T0SZ = 13, the walk starting at level 1 with 16
 //             concatenated tables. Not 52 bits: that walk starts at level 0 (SL0 = 0b11, legal
 //             with DS = 1), which QEMU 7.2 refuses with a level 0 translation fault on every
-//             access (its check_s2_mmu_setup rejected any 16K level-0 start; fixed in QEMU 8.0);
+//             access (its check_s2_mmu_setup rejected any 16K level-0 start; rewritten for 8.0);
 //             the reference MMU and the simulator tests (tests/pgtable/lpa2_test.cpp) cover it;
 //   64K-lpa   FEAT_LPA, 52-bit IPA: OA[51:48] in descriptor bits [15:12], the walk starting at
 //             level 1 with one 1024-entry table.

@@ -8,6 +8,11 @@
 // stage-2 and VMID) or by the hypervisor itself, and the fault, if any, is read from ESR_EL2,
 // HPFAR_EL2 and FAR_EL2. One UART line per check; semihosting SYS_EXIT 0 if all passed.
 //
+// Then the 52-bit runs (scenario.hpp, kVariants52; Run52 below): per granule, EL1 code on a
+// stage-2 of IPAs above 2^48 (FEAT_LPA2 with 4K from level -1 and with 16K, FEAT_LPA with 64K)
+// that the engine builds directly, on VMID kVmid52, with the host's stage-2 registers restored
+// after each.
+//
 // The EL1 programs are the stubs of the EL1 code page (scenario.hpp, kEl1Code): the
 // hypervisor loads their registers, enters one with ERET, and the stub reports with HVC #1.
 // The host's stage-2 faults go to MemProtect::host_handle_fault, which maps host memory
