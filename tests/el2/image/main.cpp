@@ -578,7 +578,7 @@ struct Hyp {
     using pgtable::Prot;
     const u64 img = reinterpret_cast<u64>(__image_start), text_end = reinterpret_cast<u64>(__text_end);
     const u64 ro_end = reinterpret_cast<u64>(__rodata_end), img_end = reinterpret_cast<u64>(__image_end);
-    // (The pools end with the 52-bit run's pool and data pages, which it writes through this map.)
+    // (The pools end with the 52-bit runs' pools and data pages, which they write through this map.)
     const u64 pools = pool_pa(0), pools_end = kPoolsEnd;
     const Prot rx{pgtable::kPermRX, arch::MemType::normal_wb, 0};
     const Prot ro{pgtable::kPermR, arch::MemType::normal_wb, 0};
