@@ -217,6 +217,58 @@ struct Contig {
     EXPECT_EQ(w.plat->log().since(mark).size(), 0u) << "a declined run writes nothing";
   }
 
+  // Table::map_page_or_run_if_empty (the host fault handler's one call): from a page in the
+  // middle of an empty run it maps the whole run (hinted with the option); with an entry in
+  // the run, or runs not allowed, or addr and pa at different offsets in their runs, just the
+  // page; with the page's own entry taken, no last-level table, or an unaligned address,
+  // nothing. Every result checked against the reference MMU and the event log.
+  static void map_page_or_run_if_empty(bool contiguous) {
+    World<T> w(kIa, true, opts(contiguous));
+    Memcache mc;
+    const auto translates = [&](u64 a, u64 pa) {
+      const sim::Translation t = sim::translate_stage2(
+          w.mem, sim::Stage2Regs{w.tcr, arch::make_vttbr(w.geo.root_pa, w.geo.vmid), w.geo.fwb}, a,
+          sim::Access::write);
+      return t.ok() && t.output_address == pa;
+    };
+    const auto empty = [&](u64 a) { return w.t->lookup(a)->entry == 0; };
+    EXPECT_EQ(w.t->map_page_or_run_if_empty(kBase + 3 * kPage, kBase + 3 * kPage + kPaOff, prot(), true), 0u)
+        << "no last-level table yet";
+    step(w, mc, map(kBase + kL2 - kPage, kPage, kBase + kL2 - kPage + kPaOff));
+    std::vector<TablePage> pages = reachable(*w.plat, w.geo).pages;
+    auto mark = w.plat->log().mark();
+    // A fault in the middle of an empty run: the run, whole.
+    ASSERT_EQ(w.t->map_page_or_run_if_empty(kBase + 3 * kPage, kBase + 3 * kPage + kPaOff, prot(), true), kRun);
+    EXPECT_TRUE(check_events(w.geo, pages, w.plat->log().since(mark)).empty());
+    EXPECT_EQ(w.plat->log().since(mark).count(sim::EventKind::write), kN);
+    EXPECT_EQ(hinted(w, kBase, kRun), contiguous ? kN : 0u);
+    no_misprogrammed(w, kBase, kRun, kPage);
+    for (u64 a = kBase; a < kBase + kRun; a += kPage) EXPECT_TRUE(translates(a, a + kPaOff)) << std::hex << a;
+    // Its page is taken now: nothing.
+    mark = w.plat->log().mark();
+    EXPECT_EQ(w.t->map_page_or_run_if_empty(kBase + 5 * kPage, kBase + 5 * kPage + kPaOff, prot(), true), 0u);
+    // Unaligned, or out of the table's range: nothing.
+    EXPECT_EQ(w.t->map_page_or_run_if_empty(kBase + kRun + 8, kBase + kRun + kPaOff, prot(), true), 0u);
+    EXPECT_EQ(w.t->map_page_or_run_if_empty(u64{1} << kIa, kBase + kPaOff, prot(), true), 0u);
+    EXPECT_EQ(w.plat->log().since(mark).size(), 0u) << "a declined map writes nothing";
+    // An entry elsewhere in the run: the page alone, and its neighbours stay empty.
+    const u64 r2 = kBase + 2 * kRun;
+    ASSERT_TRUE(w.t->map(r2 + 3 * kPage, kPage, r2 + 3 * kPage + kPaOff, prot(), mc));
+    ASSERT_EQ(w.t->map_page_or_run_if_empty(r2 + kPage, r2 + kPage + kPaOff, prot(), true), kPage);
+    EXPECT_TRUE(translates(r2 + kPage, r2 + kPage + kPaOff));
+    EXPECT_TRUE(empty(r2) && empty(r2 + 2 * kPage));
+    // Runs not allowed, or the output at another offset in its run: the page alone.
+    const u64 r3 = kBase + 3 * kRun, r4 = kBase + 4 * kRun;
+    ASSERT_EQ(w.t->map_page_or_run_if_empty(r3 + kPage, r3 + kPage + kPaOff, prot(), false), kPage);
+    EXPECT_TRUE(empty(r3) && empty(r3 + 2 * kPage));
+    ASSERT_EQ(w.t->map_page_or_run_if_empty(r4, r4 + kPage + kPaOff, prot(), true), kPage);
+    EXPECT_TRUE(translates(r4, r4 + kPage + kPaOff));
+    EXPECT_TRUE(empty(r4 + kPage));
+    EXPECT_EQ(hinted(w, r2, 3 * kRun), 0u);
+    no_misprogrammed(w, kBase, 5 * kRun, kPage);
+    EXPECT_TRUE(w.plat->violations().empty());
+  }
+
   // Level 2: a whole aligned run of blocks.
   static void block_runs() {
     World<T> w(kIa, true, opts(true));
@@ -337,6 +389,10 @@ struct Contig {
   TEST(PgtableContiguous, MapRunIfEmpty##name) {                                                      \
     Contig<G>::map_run_if_empty(true);                                                                \
     Contig<G>::map_run_if_empty(false);                                                               \
+  }                                                                                                   \
+  TEST(PgtableContiguous, MapPageOrRunIfEmpty##name) {                                                \
+    Contig<G>::map_page_or_run_if_empty(true);                                                        \
+    Contig<G>::map_page_or_run_if_empty(false);                                                       \
   }                                                                                                   \
   TEST(PgtableContiguous, SplitKeepsRunsOutsideTheChange##name) { Contig<G>::split_keeps_runs_outside_the_change(); } \
   TEST(PgtableContiguous, EveryChangeBreaksTheWholeRun##name) { Contig<G>::changes_break_the_run(); } \

@@ -268,12 +268,18 @@ class MemProtect {
     // Most faults land next to one just handled, in a last-level table that already exists;
     // there the answer is always the faulting page (a block would cover that table), and an
     // empty entry is the only case that maps. Everything else takes the general path below.
+    //
+    // There, when the whole naturally aligned contiguous run around the page (16 pages with 4K,
+    // arch::contiguous_entries) lies inside the page's region and every entry of it is empty,
+    // all of it is mapped at once, which the engine writes with the Contiguous bit (the host's
+    // table has TableOptions::contiguous; Arm ARM D8.6.1). An empty host entry is the host's own
+    // page not faulted in yet (another owner's page is annotated), so this maps nothing that a
+    // fault on each page would not map the same way. MMIO keeps its page-by-page faults. One
+    // engine call, one lookup of the last-level table, for both.
     const u64 page = addr & ~(kPage - 1);
-    if (!mmio && host_fault_run(region, page)) {
-      if (mapped_level != nullptr) *mapped_level = arch::kLastLevel;
-      return {};
-    }
-    if (host_.map_page_if_empty(page, page, mmio ? kHostMmio : kHostMem)) {
+    constexpr u64 kRun = arch::contiguous_size(G, arch::kLastLevel);
+    const bool run = !mmio && region.contains(page & ~(kRun - 1), kRun);
+    if (host_.map_page_or_run_if_empty(page, page, mmio ? kHostMmio : kHostMem, run) != 0) {
       if (mapped_level != nullptr) *mapped_level = arch::kLastLevel;
       return {};
     }
@@ -303,23 +309,6 @@ class MemProtect {
         if (arch::level_size(G, l) == size) *mapped_level = l;
     }
     return st;
-  }
-
-  // A fault on memory inside a last-level table (where the answer is pages: a block would
-  // cover the table): when the whole naturally aligned contiguous run around the page (16 pages
-  // with 4K, arch::contiguous_entries) lies inside the page's region and every entry of it is
-  // empty, all of it is mapped at once, which the engine writes with the Contiguous bit (the
-  // host's table has TableOptions::contiguous; Arm ARM D8.6.1). An empty host entry is the
-  // host's own page not faulted in yet (another owner's page is annotated), so this maps
-  // nothing that a fault on each page would not map the same way. False, nothing changed,
-  // otherwise (no last-level table, an entry in the run, the run crossing the region's edge):
-  // the caller maps the one page or the block as before. MMIO keeps its page-by-page faults.
-  [[nodiscard]] bool host_fault_run(const Region& region, u64 page) {
-    constexpr u64 kRun = arch::contiguous_size(G, arch::kLastLevel);
-    const u64 base = page & ~(kRun - 1);
-    // The engine's run version of map_page_if_empty: through the last-level table remembered
-    // for the fault handler's path, no walk.
-    return region.contains(base, kRun) && host_.map_run_if_empty(base, base, kHostMem);
   }
 
   // ---- host <-> hypervisor ------------------------------------------------------------------

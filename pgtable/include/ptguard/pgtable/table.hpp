@@ -348,17 +348,38 @@ class Table {
       if (slot.ptep[j] != 0) return false;
     const Result<u64> attrs = encode(prot);
     if (!attrs) return false;
-    const u64 hint = contig_on() ? kContig : 0;
-    const bool cmo = new_leaf_needs_cmo(prot);
-    for (unsigned j = 0; j < kN; ++j) {
-      const u64 leaf = make_leaf(arch::kLastLevel, pa + j * kPageSize, *attrs);
-      if (cmo) cmo_new(leaf_content(addr, pa, prot, *attrs, false), leaf, arch::kLastLevel);
-      write(slot.ptep + j, leaf | hint);
-      plat_->get_page(slot.table_pa);
-    }
-    plat_->barrier(arch::Barrier::dsb_ishst);
-    if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
+    install_run(slot, addr, pa, prot, *attrs);
     return true;
+  }
+
+  /// A fault handler's map, with one lookup of the last-level table: when `allow_run`, `addr`
+  /// and `pa` lie at the same offset in their contiguous runs (arch::contiguous_size(G, 3))
+  /// and every entry of addr's run is empty, map_run_if_empty() on that run; else, when addr's
+  /// own entry is empty, map_page_if_empty() on the page. Returns the bytes mapped: the run's,
+  /// a page's, or 0 with nothing changed (no last-level table yet, addr's entry not empty,
+  /// either address unaligned or out of the table's range, a Prot that does not encode).
+  [[nodiscard]] u64 map_page_or_run_if_empty(u64 addr, u64 pa, const Prot& prot, bool allow_run) {
+    constexpr unsigned kN = arch::contiguous_entries(G, arch::kLastLevel);
+    constexpr u64 kRunSize = arch::contiguous_size(G, arch::kLastLevel);
+    // The addresses' own checks, as map_page_cached(): a run lies in the same naturally aligned
+    // power-of-two space as its pages, so it needs none of its own.
+    if ((((addr | pa) & (kPageSize - 1)) | (addr >> ia_bits_) | (pa >> pa_bits_)) != 0) return 0;
+    const PageSlot slot = last_level_slot(addr);
+    if (slot.ptep == nullptr || *slot.ptep != 0) return 0;
+    const Result<u64> attrs = encode(prot);
+    if (!attrs) return 0;
+    if (allow_run && ((addr ^ pa) & (kRunSize - 1)) == 0) {
+      const unsigned first = arch::level_index(G, arch::kLastLevel, addr) % kN;
+      u64* const run = slot.ptep - first;
+      unsigned j = 0;
+      while (j < kN && run[j] == 0) ++j;
+      if (j == kN) {
+        install_run(PageSlot{run, slot.table_pa}, addr - first * kPageSize, pa - first * kPageSize, prot, *attrs);
+        return kRunSize;
+      }
+    }
+    install_page(slot, addr, pa, prot, *attrs, make_leaf(arch::kLastLevel, pa, *attrs));
+    return kPageSize;
   }
 
  private:
@@ -1893,6 +1914,23 @@ class Table {
   void install_page(PageSlot slot, u64 addr, u64 pa, const Prot& prot, u64 attrs, u64 leaf) {
     if (new_leaf_needs_cmo(prot)) cmo_new(leaf_content(addr, pa, prot, attrs, false), leaf, arch::kLastLevel);
     publish_page(slot, leaf);
+  }
+  // A whole contiguous run of empty last-level entries from `slot` (its first), as map() would
+  // write it: with TableOptions::contiguous each leaf with the Contiguous bit (Arm ARM D8.6.1),
+  // cache maintenance first where the regime needs it, the stores and the table's count, then
+  // DSB ISHST, and at stage 1 an ISB.
+  void install_run(PageSlot slot, u64 addr, u64 pa, const Prot& prot, u64 attrs) {
+    constexpr unsigned kN = arch::contiguous_entries(G, arch::kLastLevel);
+    const u64 hint = contig_on() ? kContig : 0;
+    const bool cmo = new_leaf_needs_cmo(prot);
+    for (unsigned j = 0; j < kN; ++j) {
+      const u64 leaf = make_leaf(arch::kLastLevel, pa + j * kPageSize, attrs);
+      if (cmo) cmo_new(leaf_content(addr, pa, prot, attrs, false), leaf, arch::kLastLevel);
+      write(slot.ptep + j, leaf | hint);
+      plat_->get_page(slot.table_pa);
+    }
+    plat_->barrier(arch::Barrier::dsb_ishst);
+    if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
   }
   // The last step of installing a page in an empty last-level entry (install_page(),
   // map_page_cached()): the store, the table's count, and DSB ISHST so the walker sees it before
