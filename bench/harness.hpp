@@ -13,9 +13,15 @@
 // (blocks, calls) it did, per repetition; the reported figure is the median repetition.
 #pragma once
 
+#include <pthread.h>
+#include <sched.h>
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <vector>
+#include <thread>
+#include <atomic>
+#include <algorithm>
 #include <type_traits>
 
 #include "bench_platform.hpp"
@@ -99,6 +105,43 @@ template <typename Op>
   ++t.iters;
   if (plat != nullptr) t.tlbi += plat->counts().tlbi - tlbi0;
   return st;
+}
+
+// Runs body(t) for t in [0, N) on N threads, thread t pinned to CPU t, started together; the
+// time is from the start signal to the last thread's end. Starting and joining the threads
+// (tens of microseconds each) stay outside it, and no thread spins while it waits: the main
+// thread, pinned to CPU 1 (main.cpp), shares that CPU with thread 1 until it sets the signal
+// and blocks in join(), and a spinning thread 1 would keep it off the CPU for the rest of a
+// scheduler time slice (milliseconds, in a timed region of a few milliseconds).
+template <int N, typename Body>
+SelfTimed on_cpus(Body&& body) {
+  using Clock = std::chrono::steady_clock;
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  Clock::time_point start, end[N];
+  Status result[N];
+  const auto thread = [&](int t) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(t, &set);
+    (void)pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    ready.fetch_add(1);
+    while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+    result[t] = body(t);
+    end[t] = Clock::now();
+  };
+  std::vector<std::thread> ts;
+  for (int t = 0; t < N; ++t) ts.emplace_back(thread, t);
+  while (ready.load() != N) std::this_thread::yield();
+  start = Clock::now();
+  go.store(true, std::memory_order_release);
+  for (auto& th : ts) th.join();
+  SelfTimed r;
+  for (int t = 0; t < N; ++t) {
+    if (!result[t] && r.status) r.status = result[t];
+    r.seconds = std::max(r.seconds, std::chrono::duration<double>(end[t] - start).count());
+  }
+  return r;
 }
 
 /// The counters every row carries (ratio is added by the reporter, main.cpp, from the limit's
