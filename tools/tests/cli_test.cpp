@@ -461,17 +461,23 @@ void expect_same_translations(const std::string& scenario, const fs::path& dir, 
       addrs.push_back(r.start);
       addrs.push_back(r.end - World::kPage);
     }
+    // A reader learns the address format from oa_bits: 52 is FEAT_LPA2 (DS in the registers).
+    sim::ImplChoices impl;
+    if (t["oa_bits"] == 52) {
+      impl.pa_bits = 52;
+      impl.lpa2 = true;
+    }
     for (const u64 a : addrs) {
       sim::Translation want, got;
       if (*id == ownership::kHypId) {
         const sim::Stage1Regs regs{hexval(t["registers"]["TCR_EL2"]), hexval(t["registers"]["MAIR_EL2"]),
                                    hexval(t["registers"]["TTBR0_EL2"])};
-        got = sim::translate_stage1_el2(re.mem, regs, a, sim::Access::read);
+        got = sim::translate_stage1_el2(re.mem, regs, a, sim::Access::read, impl);
         want = w.hyp_access(a, sim::Access::read).t;
       } else {
         const sim::Stage2Regs regs{hexval(t["registers"]["VTCR_EL2"]), hexval(t["registers"]["VTTBR_EL2"]),
                                    t["registers"]["HCR_EL2.FWB"] == 1};
-        got = sim::translate_stage2(re.mem, regs, a, sim::Access::read);
+        got = sim::translate_stage2(re.mem, regs, a, sim::Access::read, false, impl);
         want = *id == ownership::kHostId ? w.host_access(a, sim::Access::read, false).t
                                          : w.guest_access(*id, a, sim::Access::read)->t;
       }
@@ -505,6 +511,31 @@ TEST(Export, ImagesReadBackGiveTheSameTranslations) {
   EXPECT_EQ(j["tables"][1]["registers"]["MAIR_EL2"], fmt::format("{:#x}", arch::kMairEl2));
   EXPECT_EQ(j["tables"][3]["vmid"], 9);
   EXPECT_EQ(hexval(j["tables"][3]["registers"]["VTTBR_EL2"]) >> 48, 9u);
+}
+
+TEST(Export, FiftyTwoBitMachine) {
+  // examples/pa52.ptg: RAM above 2^48 on a CPU with FEAT_LPA2. The registers carry DS, the
+  // level -1 start and the 52-bit TTBR layout; the images read back with a 52-bit MMU translate
+  // as the machine does (and, read as 48-bit, they would not: oa_bits says which).
+  const fs::path dir = scratch("export-pa52");
+  fs::remove_all(dir);
+  const Ran r = cli("export --after examples/pa52.ptg --out " + dir.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(slurp(dir / "tables.json"));
+  ASSERT_EQ(j["tables"].size(), 3u);
+  for (const auto& t : j["tables"]) EXPECT_EQ(t["oa_bits"], 52) << t["component"];
+  const u64 vtcr = hexval(j["tables"][0]["registers"]["VTCR_EL2"]);
+  EXPECT_TRUE(arch::TcrDs::get(vtcr));
+  EXPECT_TRUE(arch::VtcrSl2::get(vtcr)) << "level -1: SL2 = 1";
+  EXPECT_EQ(arch::TcrT0sz::get(vtcr), 12u) << "52-bit IPA";
+  EXPECT_EQ(arch::TcrPs::get(vtcr), 0b110u) << "52-bit PA";
+  EXPECT_EQ(j["tables"][0]["start_level"], -1);
+  EXPECT_TRUE(arch::TcrDs::get(hexval(j["tables"][1]["registers"]["TCR_EL2"])));
+  EXPECT_EQ(j["tables"][1]["ia_bits"], 48);
+  // The root is at 0xf_0000_4000_0000 or above: BADDR[51:48] = 0xf in TTBR bits [5:2].
+  EXPECT_EQ(arch::TtbrBaddr52Hi::get(hexval(j["tables"][0]["registers"]["VTTBR_EL2"])), 0xfu);
+  EXPECT_EQ(arch::TtbrBaddr52Hi::get(hexval(j["tables"][1]["registers"]["TTBR0_EL2"])), 0xfu);
+  expect_same_translations("examples/pa52.ptg", dir);
 }
 
 TEST(Export, TableBaseMovesTheTablePages) {
