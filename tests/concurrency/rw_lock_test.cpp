@@ -59,6 +59,7 @@ TYPED_TEST(RwLockTest, WritersExcludeReadersAndEachOther) {
       for (int i = 0; i < kIters; ++i) {
         SharedLockGuard<TypeParam> guard(lock);
         const u64 ra = a;
+        if (ra != b) torn.fetch_add(1, std::memory_order_relaxed);  // let in while a writer is
         std::this_thread::yield();  // a writer let in now would change a and b apart
         if (ra != b) torn.fetch_add(1, std::memory_order_relaxed);
         reads.fetch_add(1, std::memory_order_relaxed);

@@ -100,7 +100,9 @@ inline constexpr u64 kStubExec = 0x818;   ///< br x0
 inline constexpr u16 kHvcCall = 0, kHvcDone = 1, kHvcEl1Exception = 2;
 
 // ---- steps ----------------------------------------------------------------------------------
-enum class Actor : u8 { host, hyp, guest2, guest3 };
+/// vm52: the EL1 program of the 52-bit run (kSteps52), on a stage-2 of its own that is not the
+/// ownership layer's (a table built directly with the engine: build_vm52).
+enum class Actor : u8 { host, hyp, guest2, guest3, vm52 };
 [[nodiscard]] constexpr ComponentId guest_id(Actor a) { return a == Actor::guest2 ? 2 : a == Actor::guest3 ? 3 : 0; }
 [[nodiscard]] constexpr bool is_guest(Actor a) { return guest_id(a) != 0; }
 
@@ -369,6 +371,151 @@ inline constexpr Step kScenario[] = {
 };
 inline constexpr unsigned kSteps = sizeof(kScenario) / sizeof(kScenario[0]);
 
+// ---- the 52-bit runs (FEAT_LPA2, FEAT_LPA) ------------------------------------------------------
+// Three more runs, after the granule runs: EL1 code on a stage-2 of IPAs above 2^48 with PS =
+// 0b110 (52-bit PAs), one per granule, each from make_stage2_config and make_vttbr(cfg, ...):
+//   4K-lpa2   FEAT_LPA2, 52-bit IPA: VTCR_EL2.DS = 1 (OA[51:50] in descriptor bits [9:8], TxSZ
+//             down to 12), T0SZ = 12, the walk starting at level -1 (SL2 = 1, SL0 = 0b00; the
+//             level -1 table resolves IA[51:48]);
+//   16K-lpa2  FEAT_LPA2, 51-bit IPA: DS = 1, T0SZ = 13, the walk starting at level 1 with 16
+//             concatenated tables. Not 52 bits: that walk starts at level 0 (SL0 = 0b11, legal
+//             with DS = 1), which QEMU 7.2 refuses with a level 0 translation fault on every
+//             access (its check_s2_mmu_setup rejected any 16K level-0 start; rewritten for 8.0);
+//             the reference MMU and the simulator tests (tests/pgtable/lpa2_test.cpp) cover it;
+//   64K-lpa   FEAT_LPA, 52-bit IPA: OA[51:48] in descriptor bits [15:12], the walk starting at
+//             level 1 with one 1024-entry table.
+// QEMU's virt board has no RAM above 2^48 (it starts at 0x4000_0000), so the IPAs are above
+// 2^48 and the PAs in the carve-out's RAM: every walk goes through the top of a 51- or 52-bit
+// input space, but every output address fits in 48 bits. Each table is built by the engine
+// directly (no ownership layer: MemProtect's host and guests are 48-bit), the same way on both
+// sides (build_vm52), on a pool of its own in the carve-out.
+inline constexpr u16 kVmid52 = 5;  ///< not the host's 0, the guests' 1 and 2, nor the SMP phase's 8-11
+struct Variant52 {
+  arch::Granule granule;
+  unsigned ia_bits;
+  u64 ipa;        ///< the first IPA of the pages it maps (the EL1 code page): top of the space
+  u64 root_hole;  ///< an IPA whose root-table entry is empty
+  const char* name;
+};
+inline constexpr Variant52 kVariants52[] = {
+    // IA[51:48] = 0xf: the last level -1 entry; 0x8: an empty one.
+    {arch::Granule::k4K, 52, 0x000f'0000'0000'0000ull, 0x0008'0000'0000'0000ull, "4K-lpa2"},
+    // IA[50:48] = 0b111: concatenated table 14 of 16 at level 1; bit 50 alone: table 8.
+    {arch::Granule::k16K, 51, 0x0007'0000'0000'0000ull, 0x0004'0000'0000'0000ull, "16K-lpa2"},
+    // IA[51:42] = 960 of the level-1 table's 1024 entries; 512 is empty.
+    {arch::Granule::k64K, 52, 0x000f'0000'0000'0000ull, 0x0008'0000'0000'0000ull, "64K-lpa"},
+};
+inline constexpr unsigned kNumVariants52 = sizeof(kVariants52) / sizeof(kVariants52[0]);
+/// The runs' table pools, after the granule runs' pools, inside the carve-out, aligned to
+/// 2^kMaxOrder pages as El2Platform wants: 64K 16 pages (1 MiB), 16K 32 pages (512 KiB: the
+/// 16-page concatenated root and the tables under it), 4K 16 pages (64 KiB). The root and two
+/// paths down take at most 23 pages (16K), the others 9.
+inline constexpr u64 kPools52 = pool_pa(kNumVariants);
+[[nodiscard]] constexpr u64 pool52_size(arch::Granule g) {
+  return (g == arch::Granule::k16K ? 32 : 16) * arch::page_size(g);
+}
+[[nodiscard]] constexpr u64 pool52_pa(arch::Granule g) {
+  return kPools52 + (g == arch::Granule::k64K ? 0 : g == arch::Granule::k16K ? 0x10'0000 : 0x18'0000);
+}
+static_assert(kPools52 % pool52_size(arch::Granule::k64K) == 0);
+static_assert(pool52_pa(arch::Granule::k16K) == pool52_pa(arch::Granule::k64K) + pool52_size(arch::Granule::k64K));
+static_assert(pool52_pa(arch::Granule::k4K) == pool52_pa(arch::Granule::k16K) + pool52_size(arch::Granule::k16K));
+/// Two 64 KiB slots of data pages (a page of any granule each), shared by the runs in turn.
+inline constexpr u64 kData52 = kPools52 + 0x20'0000;
+static_assert(pool52_pa(arch::Granule::k4K) + pool52_size(arch::Granule::k4K) <= kData52);
+/// The end of what the hypervisor maps of its carve-out beyond its image (pools and data).
+inline constexpr u64 kPoolsEnd = kData52 + 2 * kSlot;
+static_assert(kPoolsEnd <= kCarveoutEnd);
+/// Just above 2^48: another path from the root.
+inline constexpr u64 kIpa49 = (u64{1} << 48) + kSlot;
+/// The word the hypervisor (and the simulator) writes into the read-only page before each run.
+inline constexpr u64 kValue52 = 0x5200'0000'0000'052aull;
+
+struct Map52 {
+  u64 ipa;
+  u64 pa;
+  pgtable::Perm perm;
+};
+struct Maps52 {
+  Map52 m[4];
+};
+/// What run `v` maps, one page each: the EL1 code page (kHostCode) read-execute at the run's
+/// first IPA, a read-only and a read-write data page after it, and the read-write page again
+/// read-only just above 2^48.
+[[nodiscard]] constexpr Maps52 maps52(const Variant52& v) {
+  return Maps52{{{v.ipa, kHostCode, pgtable::kPermRX},
+                 {v.ipa + kSlot, kData52, pgtable::kPermR},
+                 {v.ipa + 2 * kSlot, kData52 + kSlot, pgtable::kPermRW},
+                 {kIpa49, kData52 + kSlot, pgtable::kPermR}}};
+}
+
+inline constexpr unsigned kSteps52 = 14;
+struct Steps52 {
+  Step s[kSteps52];
+};
+/// The steps of run `v`; the EL1 code runs from v.ipa.
+[[nodiscard]] constexpr Steps52 steps52(const Variant52& v) {
+  const u64 b = v.ipa;
+  return Steps52{{
+      read(vm52, b + kSlot, reads(kValue52)),
+      write(vm52, b + kSlot, 0x52, kPermission),
+      write(vm52, b + 2 * kSlot, 0x5252, kOk),
+      read(vm52, b + 2 * kSlot, reads(0x5252)),
+      read(vm52, kIpa49, reads(0x5252)),  // the same page, through another root entry
+      write(vm52, kIpa49, 0x49, kPermission),
+      exec(vm52, b + kStubRead + 4, kOk),  // the code page's hvc #1 (kLanding)
+      exec(vm52, b + 2 * kSlot, kPermission),  // read-write, not executable
+      read(vm52, b + 3 * kSlot, kTranslation),  // an empty entry of the last-level table
+      read(vm52, b + (u64{1} << 21), kTranslation),  // 4K: of the level-2 table
+      read(vm52, b + (u64{1} << 30), kTranslation),  // 4K: of the level-1 table
+      read(vm52, b + (u64{1} << 39), kTranslation),  // 4K: of the level-0 table
+      read(vm52, v.root_hole, kTranslation),  // an empty root entry
+      read(vm52, kData52, kTranslation),  // below 2^48: root entry 0, empty too
+  }};
+}
+/// The level each fault step must report, per run of kVariants52 (both MMUs; checked by
+/// Scenario.Runs52MeetExpectationsAtTheirLevels); 0 for the steps that do not fault. A 4K
+/// level-3 table spans 2 MiB, a 16K one 32 MiB and a 64K one 512 MiB; the roots resolve
+/// IA[51:48] (4K, level -1), IA[50:36] (16K, level 1, concatenated) and IA[51:42] (64K, level 1).
+inline constexpr int kLevels52[kNumVariants52][kSteps52] = {
+    {0, 3, 0, 0, 0, 3, 0, 3, 3, 2, 1, 0, -1, -1},
+    {0, 3, 0, 0, 0, 3, 0, 3, 3, 3, 2, 1, 1, 1},
+    {0, 3, 0, 0, 0, 3, 0, 3, 3, 3, 2, 2, 1, 1},
+};
+
+/// Whether the CPU can run `v`: the granule at stage 2 with 52-bit addresses (FEAT_LPA2 for 4K
+/// and 16K, FEAT_LPA for 64K) and a 52-bit PARange.
+[[nodiscard]] constexpr bool supports_run52(const Variant52& v, const arch::CpuFeatures& cpu) {
+  return cpu.supports(v.granule, 2) && cpu.supports_52bit(v.granule, 2) && cpu.pa_bits >= 52;
+}
+/// Its stage-2 configuration: make_stage2_config at v.ia_bits with 52-bit output addresses
+/// (implied above 48 bits of IPA; asked for anyway, so that PS and DS never depend on it).
+[[nodiscard]] constexpr Result<arch::Stage2Config> config52(const Variant52& v, const arch::CpuFeatures& cpu) {
+  arch::WalkOptions opt;
+  opt.pa_52bit = true;
+  return arch::make_stage2_config(v.granule, v.ia_bits, cpu, opt);
+}
+
+template <arch::Granule G, typename Plat>
+using Table52 = pgtable::Stage2Table<G, Plat>;
+
+/// Builds run `v`'s table into `t` on `plat` (its pool): maps52(v), one page each, with Normal
+/// write-back memory. `mc` keeps what it was topped up with and not used.
+template <arch::Granule G, typename Plat>
+[[nodiscard]] Status build_vm52(Plat& plat, const Variant52& v, const arch::Stage2Config& cfg, Table52<G, Plat>& t,
+                                pgtable::Memcache& mc) {
+  constexpr u64 kPage = arch::page_size(G);
+  Result<Table52<G, Plat>> r = Table52<G, Plat>::create_stage2(plat, cfg, kVmid52);
+  if (!r) return fail(r.error());
+  t = static_cast<Table52<G, Plat>&&>(*r);
+  for (const Map52& m : maps52(v).m) {
+    if (Status st = mc.topup(plat, t.max_pages_needed(m.ipa, kPage)); !st) return st;
+    const pgtable::Prot prot{m.perm, arch::MemType::normal_wb, 0};
+    if (Status st = t.map(m.ipa, kPage, m.pa, prot, mc); !st) return st;
+  }
+  return {};
+}
+
 /// x0..x5 of a step's hypercall.
 struct CallRegs {
   u64 x[6];
@@ -423,8 +570,18 @@ enum class Fault : u8 { none, translation, access_flag, permission, address_size
 }
 /// The fault kind and level an abort's DFSC/IFSC reports (ESR_ELx.ISS[5:0], D24.2 ESR_EL2:
 /// 0b0000LL address size, 0b0001LL translation, 0b0010LL access flag, 0b0011LL permission,
-/// level LL; 0b010000 synchronous External abort, 0b0101LL on a table walk at level LL).
+/// level LL; 0b010000 synchronous External abort, 0b0101LL on a table walk at level LL). The
+/// level -1 lookup (FEAT_LPA2, 4K with a 52-bit input address) has codes of its own, outside
+/// the LL pattern: 0b101001 address size fault, 0b101011 translation fault, 0b010011
+/// synchronous External abort on the walk, all at level -1 (there is no access-flag or
+/// permission fault at level -1: it holds no leaf).
 constexpr Fault decode_fsc(u64 fsc, int* level) {
+  switch (fsc) {
+    case 0b101001: *level = -1; return Fault::address_size;
+    case 0b101011: *level = -1; return Fault::translation;
+    case 0b010011: *level = -1; return Fault::external_abort;
+    default: break;
+  }
   *level = static_cast<int>(fsc & 3);
   switch (fsc >> 2) {
     case 0b0000: return Fault::address_size;
@@ -477,6 +634,7 @@ using hyp::Line;
     case Actor::hyp: return "hyp";
     case Actor::guest2: return "guest2";
     case Actor::guest3: return "guest3";
+    case Actor::vm52: return "vm52";
   }
   return "?";
 }
@@ -512,7 +670,9 @@ inline void format_check(Line& l, const char* run, unsigned idx, const Step& s, 
     case Outcome::ret: ret_text(l.str("ret "), o.value); break;
     case Outcome::faulted:
     case Outcome::fetch_fault:
-      l.str(o.kind == Outcome::fetch_fault ? "fetch fault " : "fault ").str(name(o.fault)).str(" level ").dec(static_cast<u64>(o.level));
+      l.str(o.kind == Outcome::fetch_fault ? "fetch fault " : "fault ").str(name(o.fault)).str(" level ");
+      if (o.level < 0) l.str("-");  // level -1 (FEAT_LPA2)
+      l.dec(static_cast<u64>(o.level < 0 ? -o.level : o.level));
       l.str(s.who == Actor::hyp ? " va " : " ipa ").hex(o.addr);
       break;
     case Outcome::not_run: l.str("not run"); break;

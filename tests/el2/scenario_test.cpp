@@ -9,6 +9,11 @@
 //    outcome of a transition, an access's success and the value read, a fault's kind, level
 //    and address), printing both. Needs PTGUARD_EL2_IMAGE (the ctest el2_qemu sets it after
 //    el2_image built it); skipped without it.
+//    The 52-bit runs (scenario.hpp, kVariants52: IPAs above 2^48 with FEAT_LPA2 for 4K, the
+//    walk from level -1, and 16K, and FEAT_LPA for 64K) are compared the same way, with the
+//    reference MMU given the image's PA size and FEAT_LPA2;
+//    Scenario.Runs52MeetExpectationsAtTheirLevels runs their simulator half alone and checks
+//    their configuration and the fault levels (-1 to 3) as well.
 //  - Qemu.SmpRunsAndInvariantsHold: the same image with -smp 4, once with TCG's default
 //    single thread (vCPUs take turns) and once with -accel tcg,thread=multi (one host thread
 //    per vCPU, so they really interleave): all four CPUs start, run their host stubs on the
@@ -81,6 +86,68 @@ TEST(Scenario, SimulatorMeetsExpectations) {
     for (const std::string& l : lines) EXPECT_EQ(l.find("FAIL"), std::string::npos) << l;
     EXPECT_EQ(lines.back(), std::string("invariants ") + kVariants[v].name + ": hold");
     for (const std::string& p : problems) ADD_FAILURE() << kVariants[v].name << ": " << p;
+  }
+}
+
+template <unsigned V>
+std::vector<std::string> sim_lines52_of(const arch::CpuFeatures& cpu, std::vector<std::string>* problems) {
+  SimRun52<V> r(cpu);
+  std::vector<std::string> lines = r.run();
+  problems->insert(problems->end(), r.problems.begin(), r.problems.end());
+  return lines;
+}
+
+/// The simulator's lines for 52-bit run `v` of kVariants52 (none, with a problem, if the CPU
+/// cannot build its table).
+std::vector<std::string> sim_lines52(unsigned v, const arch::CpuFeatures& cpu, std::vector<std::string>* problems) {
+  static_assert(kNumVariants52 == 3);
+  switch (v) {
+    case 0: return sim_lines52_of<0>(cpu, problems);
+    case 1: return sim_lines52_of<1>(cpu, problems);
+    case 2: return sim_lines52_of<2>(cpu, problems);
+  }
+  return {};
+}
+
+TEST(Scenario, Runs52MeetExpectationsAtTheirLevels) {
+  // QEMU 7.2 -cpu max's ID registers: FEAT_LPA2 at both stages (TGran4 = 0b0001, TGran16 =
+  // 0b0010, TGran4_2 = TGran16_2 = 0b0011) and a 52-bit PARange (FEAT_LPA).
+  const arch::CpuFeatures cpu = IdRegs{}.features();
+  for (unsigned v = 0; v < kNumVariants52; ++v) {
+    const Variant52& run = kVariants52[v];
+    SCOPED_TRACE(run.name);
+    ASSERT_TRUE(supports_run52(run, cpu));
+    const Result<arch::Stage2Config> cfg = config52(run, cpu);
+    ASSERT_TRUE(cfg.has_value());
+    // What the runs are about: T0SZ = 64 - ia_bits, PS = 0b110 (52-bit PAs), DS = 1 with 4K and
+    // 16K (FEAT_LPA2; RES0 with 64K, whose 52-bit format is FEAT_LPA's), and the start levels:
+    // 4K at -1 (SL2 = 1, SL0 = 0b00), 16K at 1 (SL0 = 0b10, 16 tables), 64K at 1 (SL0 = 0b10).
+    EXPECT_EQ(arch::TcrT0sz::get(cfg->vtcr), 64u - run.ia_bits);
+    EXPECT_EQ(arch::TcrPs::get(cfg->vtcr), 0b110u);
+    EXPECT_EQ(arch::TcrDs::get(cfg->vtcr), run.granule == Granule::k64K ? 0u : 1u);
+    EXPECT_EQ(arch::VtcrSl2::get(cfg->vtcr), run.granule == Granule::k4K ? 1u : 0u);
+    EXPECT_EQ(arch::VtcrSl0::get(cfg->vtcr), run.granule == Granule::k4K ? 0u : 0b10u);
+    EXPECT_EQ(cfg->geometry.start_level, run.granule == Granule::k4K ? -1 : 1);
+    EXPECT_EQ(cfg->geometry.root_tables, run.granule == Granule::k16K ? 16u : 1u);
+    std::vector<std::string> problems;
+    const std::vector<std::string> lines = sim_lines52(v, cpu, &problems);
+    for (const std::string& p : problems) ADD_FAILURE() << run.name << ": " << p;
+    ASSERT_EQ(lines.size(), kSteps52);
+    const Steps52 steps = steps52(run);
+    for (unsigned i = 0; i < kSteps52; ++i) {
+      EXPECT_EQ(lines[i].find("FAIL"), std::string::npos) << lines[i];
+      // The steps do not name levels (the MMUs are compared on them); these runs are about the
+      // walk's levels, so they are checked here too: -1 where a 4K root entry is empty.
+      const Expect::Kind k = steps.s[i].expect.kind;
+      if (k == Expect::translation || k == Expect::permission) {
+        const std::string want = "level " + std::to_string(kLevels52[v][i]) + " ipa ";
+        EXPECT_NE(lines[i].find(want), std::string::npos) << lines[i] << " (want " << want << ")";
+      }
+    }
+    // Without 52-bit addresses for the granule the run is refused, not attempted.
+    arch::CpuFeatures old = cpu;
+    old.lpa_s2[static_cast<unsigned>(run.granule)] = false;
+    EXPECT_FALSE(supports_run52(run, old));
   }
 }
 
@@ -164,6 +231,31 @@ TEST(Qemu, AgreesWithReferenceMmu) {
     std::vector<std::string> problems;
     const std::vector<std::string> want = sim_lines(v, cpu, &problems);
     for (const std::string& p : problems) ADD_FAILURE() << gn << ": simulator: " << p;
+    for (size_t i = 0; i < want.size() || i < got.size(); ++i) {
+      const std::string w = i < want.size() ? want[i] : "(nothing)";
+      const std::string o = i < got.size() ? got[i] : "(nothing: the image stopped)";
+      ++compared;
+      if (w != o) {
+        ++differ;
+        ADD_FAILURE() << "QEMU and the reference MMU differ:\n  QEMU:          " << o
+                      << "\n  reference MMU: " << w;
+      }
+    }
+  }
+  // The 52-bit runs: the same comparison, for each the CPU the image read can run.
+  for (unsigned v = 0; v < kNumVariants52; ++v) {
+    const std::string rn = kVariants52[v].name;
+    if (!supports_run52(kVariants52[v], cpu)) {
+      EXPECT_NE(q.out.find("run " + rn + " not supported"), std::string::npos);
+      continue;
+    }
+    std::vector<std::string> got;
+    for (const std::string& l : lines)
+      if (starts_with(l, "check " + rn + " ")) got.push_back(l);
+    std::vector<std::string> problems;
+    const std::vector<std::string> want = sim_lines52(v, cpu, &problems);
+    for (const std::string& p : problems) ADD_FAILURE() << rn << ": simulator: " << p;
+    EXPECT_EQ(want.size(), kSteps52) << rn;
     for (size_t i = 0; i < want.size() || i < got.size(); ++i) {
       const std::string w = i < want.size() ? want[i] : "(nothing)";
       const std::string o = i < got.size() ? got[i] : "(nothing: the image stopped)";

@@ -202,4 +202,113 @@ class SimRun {
   MP mp_;
 };
 
+/// A 52-bit run (scenario.hpp, kVariants52[V] and steps52) in the simulator: the same table
+/// built by the same code (build_vm52) on SimPlatform over the same pool, and the reference MMU
+/// configured as the CPU the image read: its PA size (52 on QEMU's -cpu max; FEAT_LPA with 64K)
+/// and FEAT_LPA2 (ImplChoices::lpa2, from ID_AA64MMFR0_EL1.TGran4/16(_2)), so that VTCR_EL2.DS,
+/// SL2/SL0 and the walk from level -1 are the reference MMU's own reading, not the library's.
+template <unsigned V>
+class SimRun52 {
+ public:
+  static constexpr Variant52 kRun = kVariants52[V];
+  static constexpr arch::Granule G = kRun.granule;
+  static constexpr Steps52 kSteps = steps52(kRun);
+  using Table = Table52<G, sim::SimPlatform>;
+
+  explicit SimRun52(const arch::CpuFeatures& cpu) : cpu_(cpu) {
+    impl_.pa_bits = cpu.pa_bits > 52 ? 52 : cpu.pa_bits;
+    impl_.lpa2 = cpu.supports_52bit(arch::Granule::k4K, 2) || cpu.supports_52bit(arch::Granule::k16K, 2);
+    ok(mem_.add_region(kRam, kRamSize), "RAM");
+    plat_.emplace(mem_, pool52_pa(G), pool52_size(G), arch::page_size(G));
+    ok(mem_.write(kHostCode, kEl1Code.w, sizeof(kEl1Code.w)) ? Status{} : fail(Error::einval), "EL1 code");
+    ok(mem_.write64(kData52, kValue52) && mem_.write64(kData52 + kSlot, 0) ? Status{} : fail(Error::einval), "data");
+    const Result<arch::Stage2Config> cfg = config52(kRun, cpu_);
+    if (!cfg) {
+      ok(fail(cfg.error()), "make_stage2_config");
+      return;
+    }
+    cfg_ = *cfg;
+    ok(build_vm52<G>(*plat_, kRun, cfg_, table_, mc_), "build_vm52");
+  }
+  ~SimRun52() {
+    if (table_.valid()) table_.destroy();
+    mc_.drain(*plat_);
+  }
+
+  [[nodiscard]] const arch::Stage2Config& config() const { return cfg_; }
+
+  /// Runs every step; returns the lines ("check 4K-lpa2 ...").
+  std::vector<std::string> run() {
+    std::vector<std::string> lines;
+    if (!table_.valid()) return lines;
+    for (unsigned i = 0; i < kSteps52; ++i) {
+      const Step& s = kSteps.s[i];
+      const Outcome o = step(s);
+      Line l;
+      format_check(l, kRun.name, i, s, o);
+      lines.emplace_back(l.buf);
+    }
+    for (const auto& viol : plat_->violations()) problems.push_back("platform violation: " + viol.what);
+    return lines;
+  }
+
+  std::vector<std::string> problems;
+
+ private:
+  void ok(const Status& st, const char* what) {
+    if (!st) problems.push_back(std::string(what) + ": " + name(st.error()));
+  }
+
+  sim::Translation stage2(u64 ipa, sim::Access a) {
+    const sim::Stage2Regs regs{cfg_.vtcr, arch::make_vttbr(cfg_, table_.root_pa(), kVmid52), cfg_.fwb, cpu_.xnx};
+    sim::Translation r = sim::translate_stage2(mem_, regs, ipa, a, false, impl_);
+    if (r.unpredictable) problems.push_back("prediction rests on an UNPREDICTABLE choice: " + std::string(r.note));
+    // VTCR_EL2.HA: the access flag the MMU would set (as SimRun::stage2).
+    if (r.ok() && r.af_set_by_hw && !r.walk.empty()) {
+      const sim::WalkStep& leaf = r.walk.back();
+      if (!mem_.write64(leaf.desc_pa, leaf.desc | arch::S2Af::kMask)) problems.push_back("AF update outside memory");
+    }
+    return r;
+  }
+
+  static Outcome fault_of(Outcome::Kind k, const sim::Translation& t, u64 addr) {
+    Outcome o{};
+    o.kind = k;
+    o.fault = to_fault(t.fault);
+    o.level = t.level;
+    o.addr = addr;
+    return o;
+  }
+
+  // As SimRun::step for an EL1 access with no fault handler: the stub's fetch, then the access.
+  Outcome step(const Step& s) {
+    const u64 stub = kRun.ipa + (s.op == Op::read ? kStubRead : s.op == Op::write ? kStubWrite : kStubExec);
+    const sim::Translation f = stage2(stub, sim::Access::exec);
+    if (!f.ok()) return fault_of(Outcome::fetch_fault, f, stub);
+    const sim::Access a = s.op == Op::read ? sim::Access::read : s.op == Op::write ? sim::Access::write : sim::Access::exec;
+    const sim::Translation t = stage2(s.addr, a);
+    if (!t.ok()) return fault_of(Outcome::faulted, t, s.addr);
+    Outcome o{};
+    o.kind = Outcome::ok;
+    if (s.op == Op::exec) {
+      u64 word = 0;
+      if (!mem_.read64(t.output_address & ~u64{7}, &word) || static_cast<u32>(word >> (8 * (t.output_address & 4))) != kLanding)
+        problems.push_back("an exec step's target does not hold HVC #1");
+    } else if (s.op == Op::read) {
+      if (!mem_.read64(t.output_address, &o.value)) problems.push_back("read of unbacked memory");
+    } else if (!mem_.write64(t.output_address, s.value)) {
+      problems.push_back("write to unbacked memory");
+    }
+    return o;
+  }
+
+  arch::CpuFeatures cpu_;
+  sim::ImplChoices impl_;
+  sim::PhysMem mem_;
+  std::optional<sim::SimPlatform> plat_;
+  arch::Stage2Config cfg_{};
+  Table table_;
+  pgtable::Memcache mc_;
+};
+
 }  // namespace ptguard::el2test

@@ -8,6 +8,11 @@
 // stage-2 and VMID) or by the hypervisor itself, and the fault, if any, is read from ESR_EL2,
 // HPFAR_EL2 and FAR_EL2. One UART line per check; semihosting SYS_EXIT 0 if all passed.
 //
+// Then the 52-bit runs (scenario.hpp, kVariants52; Run52 below): per granule, EL1 code on a
+// stage-2 of IPAs above 2^48 (FEAT_LPA2 with 4K from level -1 and with 16K, FEAT_LPA with 64K)
+// that the engine builds directly, on VMID kVmid52, with the host's stage-2 registers restored
+// after each.
+//
 // The EL1 programs are the stubs of the EL1 code page (scenario.hpp, kEl1Code): the
 // hypervisor loads their registers, enters one with ERET, and the stub reports with HVC #1.
 // The host's stage-2 faults go to MemProtect::host_handle_fault, which maps host memory
@@ -572,7 +577,8 @@ struct Hyp {
     using pgtable::Prot;
     const u64 img = reinterpret_cast<u64>(__image_start), text_end = reinterpret_cast<u64>(__text_end);
     const u64 ro_end = reinterpret_cast<u64>(__rodata_end), img_end = reinterpret_cast<u64>(__image_end);
-    const u64 pools = pool_pa(0), pools_end = pool_pa(kNumVariants);
+    // (The pools end with the 52-bit runs' pools and data pages, which they write through this map.)
+    const u64 pools = pool_pa(0), pools_end = kPoolsEnd;
     const Prot rx{pgtable::kPermRX, arch::MemType::normal_wb, 0};
     const Prot ro{pgtable::kPermR, arch::MemType::normal_wb, 0};
     const Prot rw{pgtable::kPermRW, arch::MemType::normal_wb, 0};
@@ -656,6 +662,118 @@ void run_variants(const arch::CpuFeatures& cpu, bool have_ttl, std::integer_sequ
   (run_variant<V>(cpu, have_ttl), ...);
 }
 
+// ---- the 52-bit runs (scenario.hpp, kVariants52 and steps52) -----------------------------------
+// After the granule runs, on the last run's EL2 stage-1 (which maps the runs' pools and kData52):
+// per granule, a stage-2 of 52-bit IPAs built by the engine on a platform of its own, entered
+// with VMID kVmid52 for each step, then the host's stage-2 registers back.
+u64 no_hvc(void*, ComponentId, const CallRegs&) { return to_ret(Error::einval); }
+
+template <unsigned V>
+struct Run52 {
+  static constexpr Variant52 kRun = kVariants52[V];
+  static constexpr Granule G = kRun.granule;
+  static constexpr u64 kPage = arch::page_size(G);
+  using Plat = pgtable::El2Platform<G>;
+  static constexpr u64 kCode = kRun.ipa;  ///< the EL1 code page's IPA
+  static constexpr Steps52 kSteps = steps52(kRun);
+
+  static inline Plat plat;
+  static inline u32 counts[pool52_size(G) / kPage];
+  static inline Table52<G, Plat> table;
+  static inline pgtable::Memcache mc;
+
+  /// One EL1 step on the 52-bit stage-2 (its VTCR_EL2 and VTTBR_EL2 are loaded): as
+  /// Hyp::run_el1 with stage 1 off, so the stub's address and the step's are IPAs above 2^48.
+  static Outcome run_el1(const Step& s) {
+    g_run = Run{s.who, s.op, 0, s.addr, 0, Outcome{}, nullptr, &no_hvc, nullptr};
+    El1Frame& f = g_frame;
+    f = El1Frame{};
+    f.x[0] = s.addr;
+    f.x[1] = s.value;
+    f.elr = kCode + (s.op == Op::read ? kStubRead : s.op == Op::write ? kStubWrite : kStubExec);
+    f.spsr = kSpsrEl1h;
+    PTGUARD_MSR("sctlr_el1", kSctlrEl1MmuOff);
+    PTGUARD_MSR("vbar_el1", kCode);
+    a64::isb();
+    el1_run(&f);
+    return g_run.out;
+  }
+
+  static void fail_setup(const char* what, const Status& st) {
+    Line l;
+    l.str("setup ").str(kRun.name).str(": ").str(what).str(": ").str(st ? "ok" : name(st.error()));
+    println(l);
+    ++g_failed;
+  }
+
+  static void run(const arch::CpuFeatures& cpu, bool have_ttl) {
+    if (!supports_run52(kRun, cpu)) {
+      Line s;
+      s.str("run ").str(kRun.name).str(" not supported: skipped");
+      println(s);
+      return;
+    }
+    typename Plat::Config pc;
+    pc.pool_pa = pool52_pa(G);
+    pc.pool_size = pool52_size(G);
+    pc.counts = counts;
+    pc.va_offset = 0;  // mapped at its physical address, as the other pools
+    pc.linear_pa = kCarveout;
+    pc.linear_size = kCarveoutEnd - kCarveout;
+    pc.have_ttl = have_ttl;
+    plat.init(pc);
+    const Result<arch::Stage2Config> cfg = config52(kRun, cpu);
+    if (!cfg) return fail_setup("make_stage2_config", fail(cfg.error()));
+    if (Status st = build_vm52<G>(plat, kRun, *cfg, table, mc); !st) return fail_setup("build_vm52", st);
+    // VTTBR_EL2 with the 52-bit BADDR layout (BADDR[51:48] in bits [5:2]) that PS = 52 selects.
+    const u64 vttbr = arch::make_vttbr(*cfg, table.root_pa(), kVmid52);
+    plat.set_vttbr(kVmid52, vttbr);
+    *reinterpret_cast<volatile u64*>(kData52) = kValue52;
+    *reinterpret_cast<volatile u64*>(kData52 + kSlot) = 0;
+
+    // The host's stage-2 registers, back after the run. HCR_EL2.FWB as this configuration says
+    // (the stage-2 MemAttr encodings depend on it): the last granule run may have left it 0.
+    const u64 host_vtcr = PTGUARD_MRS("vtcr_el2"), host_vttbr = PTGUARD_MRS("vttbr_el2");
+    const u64 host_hcr = PTGUARD_MRS("hcr_el2");
+    a64::dsb_ish();  // the table's and the data's stores before the first walk (B2.3)
+    PTGUARD_MSR("vtcr_el2", cfg->vtcr);
+    PTGUARD_MSR("vttbr_el2", vttbr);
+    PTGUARD_MSR("hcr_el2", kHcrVm | kHcrRw | (cfg->fwb ? kHcrFwb : 0));
+    a64::isb();
+    Line l;
+    l.str("run ").str(kRun.name).str(" vtcr_el2 ").hex(cfg->vtcr).str(" vttbr_el2 ").hex(vttbr);
+    l.str(" hcr_el2 ").hex(PTGUARD_MRS("hcr_el2")).str(" start level ");
+    if (cfg->geometry.start_level < 0) l.str("-");
+    l.dec(static_cast<u64>(cfg->geometry.start_level < 0 ? -cfg->geometry.start_level : cfg->geometry.start_level));
+    println(l);
+
+    for (unsigned i = 0; i < kSteps52; ++i) {
+      const Step& s = kSteps.s[i];
+      const Outcome o = run_el1(s);
+      Line c;
+      format_check(c, kRun.name, i, s, o);
+      println(c);
+      ++g_checks;
+      if (!meets(s, o)) ++g_failed;
+    }
+
+    // VMID kVmid52 is done: TLBI VMALLS12E1IS for it (flush_tlb, while VTTBR_EL2 still holds
+    // it), so no entry of this table (nor of this VTCR_EL2 and FWB, which a TLB may cache)
+    // outlives it; the next run reuses the VMID.
+    if (Status st = table.flush_tlb(); !st) return fail_setup("flush_tlb", st);
+    PTGUARD_MSR("vtcr_el2", host_vtcr);
+    PTGUARD_MSR("vttbr_el2", host_vttbr);
+    PTGUARD_MSR("hcr_el2", host_hcr);
+    a64::isb();
+    table.destroy();
+    mc.drain(plat);
+  }
+};
+template <unsigned... V>
+void run52_all(const arch::CpuFeatures& cpu, bool have_ttl, std::integer_sequence<unsigned, V...>) {
+  (Run52<V>::run(cpu, have_ttl), ...);
+}
+
 /// The SMP phase (see the top of the file); whether it passed. CPU 0, after the scenario.
 bool smp_phase() {
   namespace psci = hyp::psci;
@@ -735,6 +853,7 @@ extern "C" void el2_main() {
   const arch::CpuFeatures cpu = arch::CpuFeatures::from_id_regs(mmfr0, mmfr1, mmfr2, ctr, isar0);
   const bool have_ttl = arch::Field<51, 48>::get(mmfr2) != 0;  // ID_AA64MMFR2_EL1.TTL
   run_variants(cpu, have_ttl, std::make_integer_sequence<unsigned, kNumVariants>{});
+  run52_all(cpu, have_ttl, std::make_integer_sequence<unsigned, kNumVariants52>{});
   Line s;
   s.str("summary ").dec(g_checks).str(" checks, ").dec(g_failed).str(" failed");
   println(s);

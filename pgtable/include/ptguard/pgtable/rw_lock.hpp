@@ -105,20 +105,29 @@ struct SlotZero {
 // disjoint pages ran at a third of one thread's rate (guest_fault_parallel_2t). Here each
 // reader counts itself in the slot of its CPU (kSlots counters, each on a 64-byte line of its
 // own, chosen by `Slot`: a CPU index, e.g. from MPIDR_EL1; two CPUs may share a slot, which
-// costs speed, not correctness), and reads a writer flag that only writers write, which stays
-// in every reader's cache between writers. Writers queue on a ticket lock, set the flag, then
-// wait until every slot is empty: a writer pays for kSlots loads.
+// costs speed, not correctness). Writers queue on a ticket pair (next_, owner_) that only
+// writers write, so it stays in every reader's cache between writers: a writer holds or waits
+// for the lock exactly when next_ != owner_. A writer takes a ticket (its one atomic
+// read-modify-write: every transition pays it, so the writer side is kept to one, where a
+// ticket lock plus a separate writer flag took two), waits for its turn, then waits until
+// every slot is empty (kSlots loads).
 //
 // Slot must return the same value to a caller in unlock_shared() as in its lock_shared() (a
 // CPU index at EL2, where a hypercall does not migrate; a thread's own index when hosted).
 //
-// Ordering (Arm ARM B2.3; C++ [atomics.order]): the reader's increment then load of the flag,
-// and the writer's store of the flag then load of each slot, are the store-buffering pattern:
-// all four are sequentially consistent (LDADDAL, LDAR, STLR, LDAR on AArch64), so at least
-// one side sees the other's write: the reader backs off, or the writer waits for it. The
-// reader's decrement is a release that the writer's acquire load of the slot reads from; the
-// writer's clear of the flag is a release the reader's load reads from. Writers are preferred
-// as with BasicRwLock.
+// Ordering (Arm ARM B2.3; C++ [atomics.order]): the reader's increment of its slot then load
+// of next_, and the writer's increment of next_ then load of each slot, are the
+// store-buffering pattern: all four are sequentially consistent (LDADDAL, LDAR, LDADDAL, LDAR
+// on AArch64), so in their single total order either the reader's load of next_ comes before
+// the writer's ticket (the reader then finds next_ == owner_ unless an earlier writer is still
+// in, and the writer's later load of the slot sees the reader and waits for it), or after it
+// (the reader sees the new next_ and backs off until that writer has unlocked). The reader
+// loads owner_ after next_ and enters only if they are equal: owner_ never passes next_, so
+// every ticket below the next_ it read was released by then. The reader's acquire load of
+// owner_ reads from the release store that unlocked the last writer, so the reader sees every
+// descriptor that writer wrote; the reader's release decrement is read by the writer's load
+// of the slot, so the writer sees everything the reader did. Writers are preferred as with
+// BasicRwLock: a ticket taken keeps every new reader out.
 template <class Relax = CpuRelax, class Slot = SlotZero, unsigned kSlots = 8>
 class BasicPerCpuRwLock {
  public:
@@ -130,40 +139,32 @@ class BasicPerCpuRwLock {
   /// Waits until no writer holds or waits for the lock, then holds it shared.
   void lock_shared() {
     u32* const c = &slots_[Slot{}() % kSlots].readers;
-    while (true) {
-      __atomic_fetch_add(c, 1u, __ATOMIC_SEQ_CST);
-      if (__atomic_load_n(&writer_, __ATOMIC_SEQ_CST) == 0) return;
-      __atomic_fetch_sub(c, 1u, __ATOMIC_RELEASE);
-      while (__atomic_load_n(&writer_, __ATOMIC_RELAXED) != 0) Relax{}();
+    while (!enter(c)) {
+      while (writer_in()) Relax{}();
     }
   }
   /// Takes the shared side only if no writer holds or waits for the lock; true if taken.
-  [[nodiscard]] bool try_lock_shared() {
-    u32* const c = &slots_[Slot{}() % kSlots].readers;
-    __atomic_fetch_add(c, 1u, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&writer_, __ATOMIC_SEQ_CST) == 0) return true;
-    __atomic_fetch_sub(c, 1u, __ATOMIC_RELEASE);
-    return false;
-  }
+  [[nodiscard]] bool try_lock_shared() { return enter(&slots_[Slot{}() % kSlots].readers); }
   /// Leaves the shared side (the same caller, so the same slot, as the lock_shared()).
   void unlock_shared() { __atomic_fetch_sub(&slots_[Slot{}() % kSlots].readers, 1u, __ATOMIC_RELEASE); }
 
   /// Waits for the writers before this caller, keeps new readers out, waits for every reader
   /// inside to leave, then holds the lock alone.
   void lock() {
-    writers_.lock();
-    __atomic_store_n(&writer_, 1u, __ATOMIC_SEQ_CST);
+    const u32 ticket = __atomic_fetch_add(&next_, 1u, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&owner_, __ATOMIC_ACQUIRE) != ticket) Relax{}();
     for (Counter& s : slots_)
       while (__atomic_load_n(&s.readers, __ATOMIC_SEQ_CST) != 0) Relax{}();
   }
   /// Lets readers and the next writer in. Only the holder may call it.
   void unlock() {
-    __atomic_store_n(&writer_, 0u, __ATOMIC_RELEASE);
-    writers_.unlock();
+    // owner_ is written by the holder only, so a plain read of it is exact.
+    const u32 mine = __atomic_load_n(&owner_, __ATOMIC_RELAXED);
+    __atomic_store_n(&owner_, mine + 1u, __ATOMIC_RELEASE);
   }
 
   /// Whether a writer holds or waits for the lock (a snapshot: diagnostics only).
-  [[nodiscard]] bool is_locked() const { return __atomic_load_n(&writer_, __ATOMIC_RELAXED) != 0; }
+  [[nodiscard]] bool is_locked() const { return writer_in(); }
   /// The readers inside (a snapshot: diagnostics only).
   [[nodiscard]] u32 readers() const {
     u32 n = 0;
@@ -172,12 +173,25 @@ class BasicPerCpuRwLock {
   }
 
  private:
+  // Counts the caller in on slot `c`; if a writer holds or waits for the lock, counts it back
+  // out (so that writer is not kept waiting for it) and returns false.
+  [[nodiscard]] bool enter(u32* c) {
+    __atomic_fetch_add(c, 1u, __ATOMIC_SEQ_CST);
+    const u32 next = __atomic_load_n(&next_, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&owner_, __ATOMIC_ACQUIRE) == next) return true;
+    __atomic_fetch_sub(c, 1u, __ATOMIC_RELEASE);
+    return false;
+  }
+  [[nodiscard]] bool writer_in() const {
+    return __atomic_load_n(&next_, __ATOMIC_RELAXED) != __atomic_load_n(&owner_, __ATOMIC_RELAXED);
+  }
+
   struct alignas(64) Counter {
     u32 readers = 0;
   };
   Counter slots_[kSlots];
-  alignas(64) u32 writer_ = 0;
-  BasicTicketLock<Relax> writers_;
+  alignas(64) u32 next_ = 0;  // the next writer's ticket
+  u32 owner_ = 0;             // the ticket that holds, or is next to hold, the lock
 };
 
 /// Holds the shared side of a lock for the lifetime of a scope.
