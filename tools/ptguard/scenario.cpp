@@ -978,10 +978,13 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
     if (!opts.quiet) {
       std::string mem;
       for (const Region& r : world_->spec().memory) mem += fmt::format("{} at {:#x}, ", size_name(r.size), r.base);
-      out << fmt::format("{}machine: ram {}carve-out {} at {:#x}, {} MMIO region(s){}\n",
+      // A 52-bit machine says so (its tables are in the 52-bit format: docs/ownership.md).
+      const bool pa52 = World::MP::uses_52bit(world_->spec().cpu);
+      out << fmt::format("{}machine: ram {}carve-out {} at {:#x}, {} MMIO region(s){}{}\n",
                          opts.line_numbers ? "      " : "", mem,
                          size_name(world_->spec().carveout.size), world_->spec().carveout.base,
-                         world_->spec().mmio.size(), finalize ? "; protected mode on" : "; in set-up");
+                         world_->spec().mmio.size(), pa52 ? ", 52-bit PA (FEAT_LPA2)" : "",
+                         finalize ? "; protected mode on" : "; in set-up");
     }
     return true;
   };

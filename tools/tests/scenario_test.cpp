@@ -274,6 +274,7 @@ TEST(Pa52, TransitionsAboveTwoToThe48AgreeWithTheReferenceMmu) {
   std::ostringstream out, err;
   ASSERT_TRUE(s.parse(slurp(p), p.string(), err)) << err.str();
   ASSERT_EQ(s.run(ScenarioOptions{}, out, err).exit_code, 0) << out.str() << err.str();
+  EXPECT_NE(out.str().find("2 MMIO region(s), 52-bit PA (FEAT_LPA2); protected mode on"), std::string::npos) << out.str();
   World& w = *s.world();
   EXPECT_EQ(w.mp().host_config().oa, arch::kOa52Ds);
   EXPECT_EQ(w.mp().host_config().geometry.start_level, -1);
