@@ -557,19 +557,20 @@ extern "C" [[noreturn]] void hyp_main() {
   // The fixmap: map a page there once so its last-level table exists, then give the entry to
   // the platform (which clears it).
   if (Status st = g_mp.hyp_map_private(kFixmapVa, kPage, img, rw); !st) die("map fixmap", st.error());
-  u64* slot = pgtable::fixmap_slot<G>(g_plat, g_mp.hyp_table().root_pa(), g_mp.hyp_config().start_level, kFixmapVa);
+  u64* slot = pgtable::fixmap_slot<G>(g_plat, g_mp.hyp_table().root_pa(), g_mp.hyp_config().start_level, kFixmapVa,
+                                      g_mp.hyp_config().oa);
   if (slot == nullptr) die("fixmap slot", Error::enoent);
-  g_plat.set_fixmap(kFixmapVa, slot);
+  g_plat.set_fixmap(kFixmapVa, slot, g_mp.hyp_config().oa);
   g_mp.finalize();
 
   *reinterpret_cast<volatile u64*>(kCanaryPa) = kCanary;
 
   g_s1_tcr = g_mp.hyp_config().tcr;
   g_s1_mair = g_mp.hyp_config().mair;
-  g_ttbr0 = arch::make_ttbr0_el2(g_mp.hyp_table().root_pa());
+  g_ttbr0 = arch::make_ttbr0_el2(g_mp.hyp_config(), g_mp.hyp_table().root_pa());
   g_vtcr = g_mp.host_config().vtcr;
   g_fwb = g_mp.host_config().fwb;
-  g_vttbr = arch::make_vttbr(g_mp.host_table().root_pa(), MP::kHostVmid);
+  g_vttbr = arch::make_vttbr(g_mp.host_config(), g_mp.host_table().root_pa(), MP::kHostVmid);
   g_plat.set_vttbr(MP::kHostVmid, g_vttbr);
 
   const u64 mpidr = PTGUARD_MRS("mpidr_el1");

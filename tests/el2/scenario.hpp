@@ -34,20 +34,39 @@ inline constexpr u64 kCarveoutEnd = 0x4200'0000;
 inline constexpr u64 kImageEnd = 0x4040'0000;  ///< the image must end before this
 /// The runs of the scenario: each granule, and the 4K granule once more as on an older CPU:
 /// FEAT_S2FWB left unused (HCR_EL2.FWB = 0: the other stage-2 MemAttr encodings, and the cache
-/// maintenance the engine and the scrub then do by VA through the hypervisor's fixmap) and
-/// FEAT_TLBIRANGE too (invalidation by page, or of the whole VMID, instead of by range).
+/// maintenance the engine and the scrub then do by VA through the hypervisor's fixmap),
+/// FEAT_TLBIRANGE too (invalidation by page, or of the whole VMID, instead of by range), and
+/// FEAT_LPA2 (48-bit tables; QEMU's `-cpu max` has it, so the 4K run has 52-bit tables, a
+/// level -1 host stage 2 and DS = 1 at both stages: docs/ownership.md "52-bit addresses").
+///
+/// The 16K run keeps 48-bit tables too: QEMU 7.2 reports FEAT_LPA2 for 16K at stage 2, but its
+/// stage-2 walk refuses to start at level 0 with the 16K granule (its check_s2_mmu_setup
+/// rejects level 0 for 16K whatever VTCR_EL2.DS says), while a 52-bit 16K IPA needs exactly
+/// that start (VTCR_EL2.SL0 = 0b11 with DS = 1, Arm ARM D24.2 VTCR_EL2.SL0): every host access
+/// would fault at level 0. The simulator's run does the same, so the two still compare.
 struct Variant {
   arch::Granule granule;
   bool fwb_off;
   bool tlbi_range_off;
+  bool lpa_off;
   const char* name;
 };
 inline constexpr Variant kVariants[] = {
-    {arch::Granule::k4K, false, false, "4K"},
-    {arch::Granule::k16K, false, false, "16K"},
-    {arch::Granule::k64K, false, false, "64K"},
-    {arch::Granule::k4K, true, true, "4K-nofwb"},
+    {arch::Granule::k4K, false, false, false, "4K"},
+    {arch::Granule::k16K, false, false, true, "16K"},
+    {arch::Granule::k64K, false, false, false, "64K"},
+    {arch::Granule::k4K, true, true, true, "4K-nofwb"},
 };
+/// The CPU a run gives the ownership layer: what the ID registers say, less what the run turns
+/// off (kVariants).
+[[nodiscard]] constexpr arch::CpuFeatures run_cpu(arch::CpuFeatures cpu, const Variant& v) {
+  if (v.fwb_off) cpu.fwb = false;                // FEAT_S2FWB is opt-in (HCR_EL2.FWB): leave it off
+  if (v.tlbi_range_off) cpu.tlbi_range = false;  // as on a CPU without FEAT_TLBIRANGE
+  if (v.lpa_off) {                               // as without FEAT_LPA2 / FEAT_LPA: 48-bit tables
+    for (unsigned g = 0; g < 3; ++g) cpu.lpa_s1[g] = cpu.lpa_s2[g] = false;
+  }
+  return cpu;
+}
 inline constexpr unsigned kNumVariants = sizeof(kVariants) / sizeof(kVariants[0]);
 /// One 6 MiB table pool per run (each 1 MiB aligned: a 16-page root of 64K pages).
 inline constexpr u64 kPoolSize = u64{6} << 20;

@@ -61,6 +61,22 @@ std::vector<std::string> sim_lines(unsigned v, const arch::CpuFeatures& cpu, std
 
 bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
 
+TEST(Scenario, QemusCpuGivesThe4KAnd64KRunsFiftyTwoBitTables) {
+  // -cpu max has FEAT_LPA2 and FEAT_LPA: the 4K and 64K runs use 52-bit tables (4K: a level -1
+  // host stage 2), the 16K and older-CPU runs 48-bit ones (scenario.hpp, kVariants).
+  const arch::CpuFeatures cpu = IdRegs{}.features();
+  using MP4K = ownership::MemProtect<Granule::k4K, sim::SimPlatform>;
+  using MP16K = ownership::MemProtect<Granule::k16K, sim::SimPlatform>;
+  using MP64K = ownership::MemProtect<Granule::k64K, sim::SimPlatform>;
+  EXPECT_TRUE(MP4K::uses_52bit(run_cpu(cpu, kVariants[0])));
+  EXPECT_FALSE(MP16K::uses_52bit(run_cpu(cpu, kVariants[1])));
+  EXPECT_TRUE(MP64K::uses_52bit(run_cpu(cpu, kVariants[2])));
+  EXPECT_FALSE(MP4K::uses_52bit(run_cpu(cpu, kVariants[3])));
+  SimRun<0> four_k(cpu);
+  EXPECT_EQ(four_k.mp().host_config().geometry.start_level, -1);
+  EXPECT_EQ(four_k.mp().hyp_config().oa, arch::kOa52Ds);
+}
+
 TEST(Scenario, SimulatorMeetsExpectations) {
   const arch::CpuFeatures cpu = IdRegs{}.features();
   for (unsigned v = 0; v < kNumVariants; ++v) {

@@ -52,9 +52,7 @@ class SimRun {
   using MP = ownership::MemProtect<G, sim::SimPlatform, 4>;
   static constexpr u64 kPage = arch::page_size(G);
 
-  explicit SimRun(const arch::CpuFeatures& cpu) : cpu_(cpu) {
-    if (kRun.fwb_off) cpu_.fwb = false;
-    if (kRun.tlbi_range_off) cpu_.tlbi_range = false;
+  explicit SimRun(const arch::CpuFeatures& cpu) : cpu_(run_cpu(cpu, kRun)) {
     ok(mem_.add_region(kRam, kRamSize), "RAM");
     ok(mem_.add_region(kUart, kUartSize), "UART");
     plat_.emplace(mem_, pool_pa(V), kPoolSize, kPage);
@@ -89,6 +87,8 @@ class SimRun {
   }
 
   std::vector<std::string> problems;
+  /// The ownership layer the run set up.
+  [[nodiscard]] const MP& mp() const { return mp_; }
 
  private:
   void ok(const Status& st, const char* what) {
@@ -98,7 +98,8 @@ class SimRun {
   sim::Translation stage2(ComponentId who, u64 ipa, sim::Access a) {
     const auto& c = mp_.host_config();
     const auto& t = who == ownership::kHostId ? mp_.host_table() : mp_.guest(who)->table;
-    sim::Translation r = sim::translate_stage2(mem_, sim::Stage2Regs{c.vtcr, arch::make_vttbr(t.root_pa(), t.vmid()), c.fwb, cpu_.xnx}, ipa, a);
+    sim::Translation r = sim::translate_stage2(mem_, sim::Stage2Regs{c.vtcr, arch::make_vttbr(c, t.root_pa(), t.vmid()), c.fwb, cpu_.xnx}, ipa, a,
+                                                false, sim::impl_choices_of(cpu_));
     note(r, ipa);
     // With VTCR_EL2.HA the MMU sets a leaf's access flag in memory on an access that
     // succeeds; the reference MMU says so and leaves the write to its user.
@@ -142,8 +143,8 @@ class SimRun {
       const auto& c = mp_.hyp_config();
       const u64 va = mp_.hyp_va(s.addr);
       const sim::Translation t = sim::translate_stage1_el2(
-          mem_, sim::Stage1Regs{c.tcr, c.mair, arch::make_ttbr0_el2(mp_.hyp_table().root_pa())}, va,
-          s.op == Op::read ? sim::Access::read : sim::Access::write);
+          mem_, sim::Stage1Regs{c.tcr, c.mair, arch::make_ttbr0_el2(c, mp_.hyp_table().root_pa())}, va,
+          s.op == Op::read ? sim::Access::read : sim::Access::write, sim::impl_choices_of(cpu_));
       note(t, va);
       if (!t.ok()) return fault_of(Outcome::faulted, t, va);
       return data(s, t.output_address);

@@ -25,17 +25,24 @@ inline const char* errname(const Status& st) { return st ? "ok" : name(st.error(
 /// 4 MiB of RAM at 0x8000_0000 (two 2 MiB blocks; the hypervisor's carve-out is its first 16
 /// pages), host MMIO right after it (so a range can mix memory and MMIO), the hypervisor's
 /// UART, and a 16 MiB table pool at 0x4000_0000 that is backed but not memory of the machine.
-struct SmallEnv {
+/// With Pa52, the same machine moved up by kHigh = 0xf_0000_0000_0000 (above 2^51: every
+/// table holds OA[51:48], only the 52-bit descriptor format can) on a CPU with a 52-bit PA and
+/// FEAT_LPA2, the hypervisor's 48-bit VA reaching it through a negative offset
+/// (docs/ownership.md, "52-bit addresses").
+template <bool Pa52 = false>
+struct BasicSmallEnv {
+  static constexpr u64 kHigh = Pa52 ? 0xf'0000'0000'0000ull : 0;
   static constexpr u64 kPage = 4096;
-  static constexpr u64 kPool = 0x4000'0000, kPoolSize = u64{16} << 20;
-  static constexpr u64 kRam = 0x8000'0000, kRamSize = u64{4} << 20;
+  static constexpr u64 kPool = kHigh + 0x4000'0000, kPoolSize = u64{16} << 20;
+  static constexpr u64 kRam = kHigh + 0x8000'0000, kRamSize = u64{4} << 20;
   static constexpr u64 kRamPages = kRamSize / kPage;
   static constexpr u64 kCarve = kRam, kCarvePages = 16;
   static constexpr u64 kBlock1 = kRam + (u64{2} << 20);  ///< the 2 MiB block with no carve-out
   static constexpr u64 kGic = kRam + kRamSize, kGicSize = 0x1'0000;  ///< host MMIO after RAM
-  static constexpr u64 kUart = 0x0900'0000;                           ///< the hypervisor's MMIO
-  static constexpr u64 kNowhere = 0x7000'0000'0000;                   ///< no region at all
-  static constexpr u64 kHypOffset = OwnEnv::kHypOffset;
+  static constexpr u64 kUart = kHigh + 0x0900'0000;                   ///< the hypervisor's MMIO
+  static constexpr u64 kNowhere = kHigh + 0x7000'0000'0000;           ///< no region at all
+  static constexpr u64 kHypOffset = OwnEnv::kHypOffset - kHigh;       ///< modulo 2^64
+  static constexpr CpuFeatures kCpu = Pa52 ? CpuFeatures::modern_52bit() : CpuFeatures::modern();
 
   using MP = OwnEnv::MP;
 
@@ -46,7 +53,7 @@ struct SmallEnv {
   std::vector<PageMeta> meta;
   MP mp;
 
-  explicit SmallEnv(bool finalize = true) {
+  explicit BasicSmallEnv(bool finalize = true) {
     EXPECT_TRUE(mem.add_region(kPool, kPoolSize));
     EXPECT_TRUE(mem.add_region(kRam, kRamSize));
     EXPECT_TRUE(mem.add_region(kGic, kGicSize));
@@ -54,7 +61,7 @@ struct SmallEnv {
     plat.emplace(mem, kPool, kPoolSize, kPage);
     const MachineDesc m{regions, mmio, Region{kCarve, kCarvePages * kPage}, kHypOffset};
     meta.resize(memory_pages(m, kPage));
-    const Status st = mp.init(*plat, m, meta, CpuFeatures::modern());
+    const Status st = mp.init(*plat, m, meta, kCpu);
     EXPECT_TRUE(st.has_value()) << errname(st);
     if (finalize) mp.finalize();
   }
@@ -81,18 +88,19 @@ struct SmallEnv {
 
   sim::Translation host_access(u64 pa, sim::Access a = sim::Access::read) const {
     const auto& c = mp.host_config();
-    return sim::translate_stage2(mem, sim::Stage2Regs{c.vtcr, make_vttbr(mp.host_table().root_pa(), 0), c.fwb}, pa, a);
+    return sim::translate_stage2(mem, sim::Stage2Regs{c.vtcr, make_vttbr(c, mp.host_table().root_pa(), 0), c.fwb}, pa, a,
+                                 false, sim::impl_choices_of(kCpu));
   }
   sim::Translation hyp_access(u64 pa, sim::Access a = sim::Access::read) const {
     const auto& c = mp.hyp_config();
-    return sim::translate_stage1_el2(mem, sim::Stage1Regs{c.tcr, c.mair, make_ttbr0_el2(mp.hyp_table().root_pa())},
-                                     mp.hyp_va(pa), a);
+    return sim::translate_stage1_el2(mem, sim::Stage1Regs{c.tcr, c.mair, make_ttbr0_el2(c, mp.hyp_table().root_pa())},
+                                     mp.hyp_va(pa), a, sim::impl_choices_of(kCpu));
   }
   sim::Translation guest_access(ComponentId id, u64 ipa, sim::Access a = sim::Access::read) const {
     const auto* g = mp.guest(id);
     const auto& c = mp.host_config();
-    return sim::translate_stage2(mem, sim::Stage2Regs{c.vtcr, make_vttbr(g->table.root_pa(), g->table.vmid()), c.fwb},
-                                 ipa, a);
+    return sim::translate_stage2(mem, sim::Stage2Regs{c.vtcr, make_vttbr(c, g->table.root_pa(), g->table.vmid()), c.fwb},
+                                 ipa, a, false, sim::impl_choices_of(kCpu));
   }
 
   u8 byte(u64 pa) const {
@@ -102,6 +110,8 @@ struct SmallEnv {
   }
   void set_byte(u64 pa, u8 v) { ASSERT_TRUE(mem.write(pa, &v, 1)); }
 };
+
+using SmallEnv = BasicSmallEnv<false>;
 
 // ---- snapshots ---------------------------------------------------------------------------
 

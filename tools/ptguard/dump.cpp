@@ -46,7 +46,9 @@ std::string memory_name(const arch::MemAttrs& a) {
 namespace {
 
 // What one descriptor says, as a row of one entry.
-DumpRow describe_entry(u64 e, int level, int stage, bool fwb, u64 mair) {
+// `oa`: the table's address format; `sh0`: the register's SH0, the leaves' shareability when
+// the format has no SH field (DS = 1: Arm ARM D8.3.1).
+DumpRow describe_entry(u64 e, int level, int stage, bool fwb, u64 mair, const arch::OaFormat& oa, u64 sh0) {
   DumpRow r;
   r.level = level;
   r.valid = arch::DescValid::get(e);
@@ -61,19 +63,19 @@ DumpRow describe_entry(u64 e, int level, int stage, bool fwb, u64 mair) {
     return r;
   }
   r.block = level < arch::kLastLevel;
-  r.oa = e & arch::leaf_address_mask(World::kGranule, level);
+  r.oa = oa.decode(e, arch::level_shift(World::kGranule, level));
   if (stage == 2) {
     r.perms = fmt::format("{}{}{}", arch::S2ApRead::get(e) ? 'r' : '-', arch::S2ApWrite::get(e) ? 'w' : '-',
                           (arch::S2Xn::get(e) & 0b10) ? '-' : 'x');
     r.memtype = memory_name(arch::decode_s2_memattr(static_cast<u8>(arch::S2MemAttr::get(e)), fwb));
-    r.sh = shareability_name(arch::S2Sh::get(e));
+    r.sh = shareability_name(oa.leaf_has_sh() ? arch::S2Sh::get(e) : sh0);
     r.af = arch::S2Af::get(e);
     r.contiguous = arch::S2Contiguous::get(e);
   } else {
     // EL2 without VHE: one privilege level; AP[2] is read-only, XN execute-never.
     r.perms = fmt::format("r{}{}", (arch::S1Ap::get(e) & 0b10) ? '-' : 'w', arch::S1Xn::get(e) ? '-' : 'x');
     r.memtype = memory_name(arch::decode_mair_attr(arch::mair_attr(mair, static_cast<unsigned>(arch::S1AttrIndx::get(e)))));
-    r.sh = shareability_name(arch::S1Sh::get(e));
+    r.sh = shareability_name(oa.leaf_has_sh() ? arch::S1Sh::get(e) : sh0);
     r.af = arch::S1Af::get(e);
     r.contiguous = arch::S1Contiguous::get(e);
   }
@@ -92,6 +94,8 @@ struct Collector {
   bool fwb;
   u64 mair;
   bool empty;
+  arch::OaFormat oa;  // the table's address format
+  u64 sh0;            // TCR_EL2/VTCR_EL2.SH0
   // The last entry's value and level: runs of identical invalid entries skip describe_entry().
   u64 last_entry = 0;
   int last_level = -1;
@@ -106,7 +110,7 @@ struct Collector {
         ++b.entries;
         return {};
       }
-      DumpRow r = describe_entry(x.old, x.level, stage, fwb, mair);
+      DumpRow r = describe_entry(x.old, x.level, stage, fwb, mair, oa, sh0);
       if (same_attrs(b, r) && (!r.valid || b.oa + b.size() == r.oa + (x.addr - x.base))) {
         b.end = x.end;
         ++b.entries;
@@ -115,7 +119,7 @@ struct Collector {
         return {};
       }
     }
-    DumpRow r = describe_entry(x.old, x.level, stage, fwb, mair);
+    DumpRow r = describe_entry(x.old, x.level, stage, fwb, mair, oa, sh0);
     r.start = x.addr;
     r.end = x.end;
     if (r.valid) r.oa += x.addr - x.base;
@@ -141,7 +145,8 @@ Result<TableDump> dump_table(const World& w, ComponentId id, bool empty) {
     d.root_pages = t.root_pages();
     d.start_level = t.start_level();
     d.ia_bits = t.ia_bits();
-    Collector c{&rows, 1, false, mp.hyp_config().mair, empty};
+    d.oa_bits = t.oa_format().oa_bits();
+    Collector c{&rows, 1, false, mp.hyp_config().mair, empty, t.oa_format(), arch::TcrSh0::get(mp.hyp_config().tcr)};
     if (Status st = t.walk(0, u64{1} << t.ia_bits(), c); !st) return fail(st.error());
   } else {
     const World::MP::S2* t = nullptr;
@@ -159,7 +164,8 @@ Result<TableDump> dump_table(const World& w, ComponentId id, bool empty) {
     d.start_level = t->start_level();
     d.ia_bits = t->ia_bits();
     d.vmid = t->vmid();
-    Collector c{&rows, 2, fwb, 0, empty};
+    d.oa_bits = t->oa_format().oa_bits();
+    Collector c{&rows, 2, fwb, 0, empty, t->oa_format(), arch::TcrSh0::get(mp.host_config().vtcr)};
     if (Status st = t->walk(0, u64{1} << t->ia_bits(), c); !st) return fail(st.error());
   }
   d.rows = std::move(rows);
@@ -176,13 +182,18 @@ const char* level_kind(const DumpRow& r) {
 std::string dump_text(const TableDump& d) {
   std::string o;
   const bool s2 = d.stage == 2;
-  o += fmt::format("---[ {} {}: {} granule, root {:#x}{}, start level {}, {}-bit {}{} ]---\n",
+  // A 52-bit output address is named with its feature: FEAT_LPA2's DS = 1 (4K, 16K) or FEAT_LPA (64K).
+  const std::string oa = d.oa_bits == 52 ? fmt::format(", 52-bit PA ({})", d.granule == arch::Granule::k64K ? "FEAT_LPA" : "DS = 1")
+                                         : std::string();
+  o += fmt::format("---[ {} {}: {} granule, root {:#x}{}, start level {}, {}-bit {}{}{} ]---\n",
                    component_name(d.component), s2 ? "stage-2" : "stage-1 EL2", granule_name(d.granule), d.root,
                    d.root_pages > 1 ? fmt::format(" ({} concatenated tables)", d.root_pages) : "", d.start_level,
-                   d.ia_bits, s2 ? "IPA" : "VA", s2 ? fmt::format(", VMID {}", d.vmid) : "");
+                   d.ia_bits, s2 ? "IPA" : "VA", oa, s2 ? fmt::format(", VMID {}", d.vmid) : "");
   if (!d.alive) o += "---[ torn down: its pages wait to be reclaimed ]---\n";
-  o += fmt::format("{:<37} {:>8} {:>3} {:<7} {:<14} {:<4} {:<13} {:<11} {:<15} {}\n", s2 ? "IPA range" : "VA range",
-                   "size", "lvl", "kind", "PA", "perm", "memory", "flags", "state", "annotation");
+  // The PA column fits a 48-bit address ("0xffffffffffff"), or a 52-bit one.
+  const std::size_t pa_w = d.oa_bits == 52 ? 16 : 14;
+  o += fmt::format("{:<37} {:>8} {:>3} {:<7} {:<{}} {:<4} {:<13} {:<11} {:<15} {}\n", s2 ? "IPA range" : "VA range",
+                   "size", "lvl", "kind", "PA", pa_w, "perm", "memory", "flags", "state", "annotation");
   for (const DumpRow& r : d.rows) {
     std::string flags;
     if (r.valid) {
@@ -191,8 +202,8 @@ std::string dump_text(const TableDump& d) {
       if (r.contiguous) flags += " CONT";
     }
     std::string line = fmt::format(
-        "{:#018x}-{:#018x} {:>8} {:>3} {:<7} {:<14} {:<4} {:<13} {:<11} {:<15} {}", r.start, r.end, size_name(r.size()),
-        fmt::format("L{}", r.level), level_kind(r), r.valid ? fmt::format("{:#x}", r.oa) : "-",
+        "{:#018x}-{:#018x} {:>8} {:>3} {:<7} {:<{}} {:<4} {:<13} {:<11} {:<15} {}", r.start, r.end, size_name(r.size()),
+        fmt::format("L{}", r.level), level_kind(r), r.valid ? fmt::format("{:#x}", r.oa) : "-", pa_w,
         r.valid ? r.perms : "-", r.valid ? r.memtype : "-", r.valid ? flags : "-", r.state,
         r.annotation.empty() ? "-" : r.annotation);
     while (!line.empty() && line.back() == ' ') line.pop_back();
@@ -212,6 +223,7 @@ std::string dump_json(const TableDump& d) {
   j["root_tables"] = d.root_pages;
   j["start_level"] = d.start_level;
   j["ia_bits"] = d.ia_bits;
+  j["oa_bits"] = d.oa_bits;
   if (d.stage == 2) j["vmid"] = d.vmid;
   j["alive"] = d.alive;
   ordered_json rows = ordered_json::array();

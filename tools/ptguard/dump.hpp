@@ -35,6 +35,9 @@ struct TableDump {
   unsigned root_pages = 1;
   int start_level = 0;
   unsigned ia_bits = 0;
+  /// The output-address size the descriptors can hold: 48, or 52 (the table's OaFormat: with 4K
+  /// FEAT_LPA2's DS = 1, whose leaves have no SH field: their shareability is SH0's).
+  unsigned oa_bits = 48;
   u16 vmid = 0;
   bool alive = true;  ///< guests: false once torn down
   std::vector<DumpRow> rows;

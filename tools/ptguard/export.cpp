@@ -20,8 +20,9 @@ namespace {
 struct TablePages {
   static constexpr unsigned visits() { return pgtable::kVisitTablePre; }
   std::vector<u64>* out;
+  arch::OaFormat oa;  // the table's address format
   Status table_pre(pgtable::VisitCtx& x) {
-    out->push_back(arch::TableDesc(x.old).next_table(World::kGranule));
+    out->push_back(arch::TableDesc(x.old).next_table(World::kGranule, oa));
     return {};
   }
 };
@@ -34,8 +35,9 @@ ExportedTable describe(const T& t, ComponentId id, std::vector<std::string>& pro
   e.root_tables = t.root_pages();
   e.start_level = t.start_level();
   e.ia_bits = t.ia_bits();
+  e.oa_bits = t.oa_format().oa_bits();
   for (unsigned i = 0; i < t.root_pages(); ++i) e.pages.push_back(t.root_pa() + i * World::kPage);
-  TablePages v{&e.pages};
+  TablePages v{&e.pages, t.oa_format()};
   if (Status st = t.walk(0, u64{1} << t.ia_bits(), v); !st)
     problems.push_back(fmt::format("{}'s table: walk failed: {}", component_name(id), name(st.error())));
   std::sort(e.pages.begin(), e.pages.end());
@@ -53,14 +55,15 @@ Export export_tables(const World& w) {
   host.stage = 2;
   host.vmid = mp.host_table().vmid();
   host.tcr = hc.vtcr;
-  host.ttbr = arch::make_vttbr(host.root, host.vmid);
+  // The 52-bit BADDR layout where the configuration has 52-bit addresses (arch::ttbr_baddr).
+  host.ttbr = arch::make_vttbr(hc, host.root, host.vmid);
   host.fwb = hc.fwb;
   out.tables.push_back(std::move(host));
   ExportedTable hyp = describe(mp.hyp_table(), kHypId, out.problems);
   hyp.stage = 1;
   hyp.tcr = mp.hyp_config().tcr;
   hyp.mair = mp.hyp_config().mair;
-  hyp.ttbr = arch::make_ttbr0_el2(hyp.root);
+  hyp.ttbr = arch::make_ttbr0_el2(mp.hyp_config(), hyp.root);
   out.tables.push_back(std::move(hyp));
   for (ComponentId id : w.guests()) {
     const World::MP::Guest* g = mp.guest(id);
@@ -70,7 +73,7 @@ Export export_tables(const World& w) {
     e.vmid = g->table.vmid();
     e.alive = g->alive;
     e.tcr = hc.vtcr;  // guests' tables share the host's shape (docs/ownership.md)
-    e.ttbr = arch::make_vttbr(e.root, e.vmid);
+    e.ttbr = arch::make_vttbr(hc, e.root, e.vmid);
     e.fwb = hc.fwb;
     out.tables.push_back(std::move(e));
   }
@@ -114,6 +117,7 @@ std::string export_json(const Export& e, const std::string& scenario) {
     x["root_tables"] = t.root_tables;
     x["start_level"] = t.start_level;
     x["ia_bits"] = t.ia_bits;
+    x["oa_bits"] = t.oa_bits;
     if (t.stage == 2) {
       x["vmid"] = t.vmid;
       x["alive"] = t.alive;

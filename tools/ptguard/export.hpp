@@ -24,6 +24,9 @@ struct ExportedTable {
   unsigned root_tables = 1;
   int start_level = 0;
   unsigned ia_bits = 0;
+  /// 48, or 52: the descriptors' output-address format (FEAT_LPA2's DS = 1 with 4K: OA[51:50] in
+  /// bits [9:8]); a reader must know it to read the images (the registers say it too: DS, PS).
+  unsigned oa_bits = 48;
   u16 vmid = 0;
   bool alive = true;
   // stage 2: VTCR_EL2, VTTBR_EL2, HCR_EL2.FWB; stage 1: TCR_EL2, MAIR_EL2, TTBR0_EL2

@@ -73,7 +73,7 @@ OwnershipMap build_map(const World& w) {
     for (const Seg& s : segs) {
       const Result<pgtable::Leaf> l = g->table.lookup(s.base);
       if (!l) continue;
-      const u64 oa = s.entry & arch::leaf_address_mask(World::kGranule, l->level);
+      const u64 oa = g->table.output_address(*l);  // in the table's address format (48- or 52-bit)
       const u64 pa = oa + (s.base - l->base);
       gsegs[i].push_back(GuestSeg{pa, pa + (s.end - s.base), state_of(s.entry)});
     }
@@ -96,13 +96,15 @@ OwnershipMap build_map(const World& w) {
     if (Status st = walk_clipped(mp.host_table(), area.base, area.size, hc); !st)
       m.problems.push_back(fmt::format("host's table: walk of {:#x}+{:#x} failed: {}", area.base, area.size,
                                        name(st.error())));
-    // The hypervisor's VAs of the area: the part beyond its VA space (or past 2^64) it cannot
+    // The hypervisor's VAs of the area (PA + offset modulo 2^64: a 52-bit machine's RAM above the
+    // 48-bit VA has a "negative" offset): the part beyond its VA space, or wrapping, it cannot
     // map, and reads as unmapped.
     const u64 off = w.spec().hyp_va_offset;
     LeafCollector yc{&hyp, false, off};
-    if (area.base + off >= area.base) {
-      if (Status st = walk_clipped(mp.hyp_table(), area.base + off, area.size, yc); !st)
-        m.problems.push_back(fmt::format("hyp's table: walk of {:#x}+{:#x} failed: {}", area.base + off, area.size,
+    const u64 va = area.base + off;
+    if (va + area.size >= va) {
+      if (Status st = walk_clipped(mp.hyp_table(), va, area.size, yc); !st)
+        m.problems.push_back(fmt::format("hyp's table: walk of {:#x}+{:#x} failed: {}", va, area.size,
                                          name(st.error())));
     }
     std::size_t hi = 0, yi = 0;
@@ -186,8 +188,13 @@ const char* short_state(PageState s) { return s == PageState::none ? "-" : name(
 
 std::string map_text(const OwnershipMap& m) {
   std::string out;
-  std::string hdr = fmt::format("{:<23} {:>8}  {:<6} {:<9} {:<16} {:<16}", "range", "size", "region", "owner",
-                                "host", "hyp");
+  // Addresses as wide as the highest one needs, at least 9 hex digits (a 52-bit machine's: 13).
+  unsigned digits = 9;
+  for (const MapRow& r : m.rows)
+    while (digits < 16 && (r.end() >> (4 * digits)) != 0) ++digits;
+  const unsigned aw = digits + 2;
+  std::string hdr = fmt::format("{:<{}} {:>8}  {:<6} {:<9} {:<16} {:<16}", "range", 2 * aw + 1, "size", "region",
+                                "owner", "host", "hyp");
   if (m.any_ffa) hdr += fmt::format(" {:<16}", "secure");
   for (std::size_t i = 0; i < m.guests.size(); ++i) {
     std::string n = component_name(m.guests[i]);
@@ -197,7 +204,7 @@ std::string map_text(const OwnershipMap& m) {
   hdr += " counts";
   out += hdr + "\n";
   for (const MapRow& r : m.rows) {
-    std::string line = fmt::format("{:#011x}-{:#011x} {:>8}  {:<6} {:<9} {:<16} {:<16}", r.base, r.end(),
+    std::string line = fmt::format("{:#0{}x}-{:#0{}x} {:>8}  {:<6} {:<9} {:<16} {:<16}", r.base, aw, r.end(), aw,
                                    size_name(r.size), r.region, component_name(r.owner), short_state(r.host),
                                    short_state(r.hyp));
     if (m.any_ffa) line += fmt::format(" {:<16}", r.ffa ? "shared-borrowed" : "-");

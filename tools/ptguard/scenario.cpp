@@ -24,7 +24,7 @@ using namespace ptguard::ownership;
 
 enum class Op {
   // machine description (before boot)
-  ram, mmio, carveout, pool, hyp_offset, boot,
+  ram, mmio, carveout, pool, hyp_offset, cpu, boot,
   // set-up
   finalize, setup_share_hyp, hyp_map_private,
   // host <-> hypervisor, secure world
@@ -132,7 +132,7 @@ std::optional<u64> parse_number(const std::string& s, std::string* why) {
 namespace {
 
 bool is_machine_op(Op op) {
-  return op == Op::ram || op == Op::mmio || op == Op::carveout || op == Op::pool || op == Op::hyp_offset;
+  return op == Op::ram || op == Op::mmio || op == Op::carveout || op == Op::pool || op == Op::hyp_offset || op == Op::cpu;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,6 +212,7 @@ constexpr OpName kOps[] = {
     {"carveout", Op::carveout},
     {"pool", Op::pool},
     {"hyp-offset", Op::hyp_offset},
+    {"cpu", Op::cpu},
     {"boot", Op::boot},
     {"finalize", Op::finalize},
     {"setup-share-hyp", Op::setup_share_hyp},
@@ -566,7 +567,41 @@ void parse_statement(const std::vector<Token>& toks, std::size_t end, int line_l
       }
       break;
     }
-    case Op::hyp_offset: s.value = p.number("the hypervisor's VA offset"); break;
+    case Op::hyp_offset: {
+      // "-VALUE" is 2^64 - VALUE: VA = PA + offset modulo 2^64, so RAM above the 48-bit VA (a
+      // 52-bit machine's) maps below it.
+      const Token* t = p.peek();
+      if (t != nullptr && t->text.size() > 1 && t->text[0] == '-') {
+        std::string why;
+        const std::optional<u64> v = parse_number(t->text.substr(1), &why);
+        if (!v) throw ParseError{t->col, static_cast<int>(t->text.size()), fmt::format("the hypervisor's VA offset: {}", why)};
+        (void)p.next("");
+        s.value = u64{0} - *v;
+      } else {
+        s.value = p.number("the hypervisor's VA offset");
+      }
+      break;
+    }
+    case Op::cpu: {
+      // cpu pa-bits N [no-lpa2]: the CPU's PARange and, at 52, whether it has FEAT_LPA2/LPA.
+      const Token& k = p.next("'pa-bits'");
+      if (lower(k.text) != "pa-bits")
+        throw ParseError{k.col, static_cast<int>(k.text.size()), fmt::format("unknown cpu property '{}' (write `cpu pa-bits N`)", k.text)};
+      const Token& n = p.next("a PA size in bits");
+      std::string why;
+      const std::optional<u64> v = parse_number(n.text, &why);
+      // ID_AA64MMFR0_EL1.PARange's sizes (D24.2): 32, 36, 40, 42, 44, 48, 52.
+      if (!v || (*v != 32 && *v != 36 && *v != 40 && *v != 42 && *v != 44 && *v != 48 && *v != 52))
+        throw ParseError{n.col, static_cast<int>(n.text.size()),
+                         fmt::format("'{}' is not a PA size the architecture defines (32, 36, 40, 42, 44, 48 or 52)", n.text)};
+      s.value = *v;
+      s.flag = true;  // FEAT_LPA2 / FEAT_LPA with a 52-bit PA
+      if (p.keyword("no-lpa2")) {
+        if (*v != 52) throw ParseError{n.col, static_cast<int>(n.text.size()), "no-lpa2 means something only with pa-bits 52"};
+        s.flag = false;
+      }
+      break;
+    }
     case Op::boot: s.flag = p.keyword("setup"); break;
     case Op::finalize:
     case Op::invariants: break;
@@ -943,10 +978,13 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
     if (!opts.quiet) {
       std::string mem;
       for (const Region& r : world_->spec().memory) mem += fmt::format("{} at {:#x}, ", size_name(r.size), r.base);
-      out << fmt::format("{}machine: ram {}carve-out {} at {:#x}, {} MMIO region(s){}\n",
+      // A 52-bit machine says so (its tables are in the 52-bit format: docs/ownership.md).
+      const bool pa52 = World::MP::uses_52bit(world_->spec().cpu);
+      out << fmt::format("{}machine: ram {}carve-out {} at {:#x}, {} MMIO region(s){}{}\n",
                          opts.line_numbers ? "      " : "", mem,
                          size_name(world_->spec().carveout.size), world_->spec().carveout.base,
-                         world_->spec().mmio.size(), finalize ? "; protected mode on" : "; in set-up");
+                         world_->spec().mmio.size(), pa52 ? ", 52-bit PA (FEAT_LPA2)" : "",
+                         finalize ? "; protected mode on" : "; in set-up");
     }
     return true;
   };
@@ -974,6 +1012,10 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
         case Op::carveout: spec.carveout = Region{s.pa, s.size}; break;
         case Op::pool: spec.pool = Region{s.pa, s.size}; break;
         case Op::hyp_offset: spec.hyp_va_offset = s.value; break;
+        case Op::cpu:
+          spec.cpu = s.value == 52 && s.flag ? arch::CpuFeatures::modern_52bit() : arch::CpuFeatures::modern();
+          spec.cpu.pa_bits = static_cast<unsigned>(s.value);
+          break;
         default: break;
       }
       continue;
@@ -1138,10 +1180,11 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
                     struct V {
                       static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
                       u64 pa;
+                      const arch::OaFormat* fmt;  // the guest table's address format
                       PageState found = PageState::none;
                       Status leaf(pgtable::VisitCtx& x) {
                         if (!arch::DescValid::get(x.old)) return {};
-                        const u64 oa = x.old & arch::leaf_address_mask(World::kGranule, x.level);
+                        const u64 oa = fmt->decode(x.old, arch::level_shift(World::kGranule, x.level));
                         const u64 first = oa + (x.addr - x.base);
                         if (pa >= first && pa < first + (x.end - x.addr)) {
                           found = state_of(x.old);
@@ -1149,7 +1192,7 @@ ScenarioResult Scenario::run(const ScenarioOptions& opts, std::ostream& out, std
                         }
                         return {};
                       }
-                    } vis{pa};
+                    } vis{pa, &g->table.oa_format()};
                     // EEXIST is the visitor's own stop signal (found); any other error is the
                     // walk's, and the check cannot be answered.
                     const Status ws = g->table.walk(0, u64{1} << g->table.ia_bits(), vis);

@@ -119,6 +119,8 @@ int run(const TranslateOptions& opt) {
   dctx.stage = *id == kHypId ? 1 : 2;
   dctx.fwb = w.mp().host_config().fwb;
   dctx.mair = w.mp().hyp_config().mair;
+  // The walk's descriptors in the table's address format (52-bit on a 52-bit machine).
+  dctx.oa_bits = (*id == kHypId ? w.mp().hyp_config().oa : w.mp().host_config().oa).oa_bits();
 
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
   std::string text;

@@ -44,6 +44,22 @@ std::unique_ptr<World> World::create(const MachineSpec& spec, std::string* why) 
     *why = "the machine has no memory (add a `ram BASE SIZE` line)";
     return nullptr;
   }
+  // What the CPU can address (docs/ownership.md, "52-bit addresses"): a region past it is refused
+  // here with the reason, rather than as init's bare EINVAL.
+  const bool pa52 = MP::uses_52bit(s.cpu);
+  const unsigned pa_bits = std::min(s.cpu.pa_bits, pa52 ? arch::kMaxOaBits52 : arch::kMaxOaBits);
+  const auto past_pa = [&](u64 base, u64 size, const char* what) {
+    if (base + size >= base && base + size <= (u64{1} << pa_bits)) return false;
+    const char* hint = pa52 || pa_bits < 48          ? ""
+                       : s.cpu.pa_bits >= arch::kMaxOaBits52 ? " (the CPU has PARange 52 bits but not FEAT_LPA2: its tables stay 48-bit)"
+                                                             : " (a 52-bit machine needs `cpu pa-bits 52`: FEAT_LPA2)";
+    *why = fmt::format("{} {:#x} {:#x} lies past the CPU's {}-bit physical addresses{}", what, base, size, pa_bits, hint);
+    return true;
+  };
+  for (const Region& r : s.memory)
+    if (past_pa(r.base, r.size, "ram")) return nullptr;
+  for (const MmioSpec& m : s.mmio)
+    if (past_pa(m.base, m.size, "mmio")) return nullptr;
   for (const Region& r : s.memory) {
     if (Status st = w->mem_.add_region(r.base, r.size); !st) {
       *why = fmt::format("ram {:#x} {:#x}: {}", r.base, r.size, name(st.error()));
@@ -101,10 +117,10 @@ std::unique_ptr<World> World::create(const MachineSpec& spec, std::string* why) 
   w->meta_.resize(memory_pages(desc, kPage));
   w->scratch_.resize(w->meta_.size());
   w->mp_ = std::make_unique<MP>();
-  if (Status st = w->mp_->init(*w->plat_, desc, w->meta_, arch::CpuFeatures::modern()); !st) {
+  if (Status st = w->mp_->init(*w->plat_, desc, w->meta_, s.cpu); !st) {
     *why = fmt::format("setting up the ownership layer failed: {} (regions must be sorted, disjoint, page-aligned; "
-                       "the carve-out inside ram; pa + hyp-offset of ram and the hypervisor's mmio inside the "
-                       "48-bit EL2 VA space)",
+                       "the carve-out inside ram; pa + hyp-offset (modulo 2^64) of ram and the hypervisor's mmio inside "
+                       "the 48-bit EL2 VA space: ram above 2^48 needs a negative offset, `hyp-offset -0x...`)",
                        name(st.error()));
     return nullptr;
   }
@@ -149,28 +165,28 @@ Status World::set_guest_memcache(ComponentId id, std::optional<u32> pages) {
 
 World::Access World::host_access(u64 pa, sim::Access a, bool fault_in) {
   const auto& c = mp_->host_config();
-  const sim::Stage2Regs regs{c.vtcr, arch::make_vttbr(mp_->host_table().root_pa(), 0), c.fwb};
+  const sim::Stage2Regs regs{c.vtcr, arch::make_vttbr(c, mp_->host_table().root_pa(), 0), c.fwb};
   Access out;
-  out.t = sim::translate_stage2(mem_, regs, pa, a);
+  out.t = sim::translate_stage2(mem_, regs, pa, a, false, impl());
   if (fault_in && out.t.fault == sim::FaultKind::translation) {
     out.fault_in = mp_->host_handle_fault(pa);
-    if (*out.fault_in) out.t = sim::translate_stage2(mem_, regs, pa, a);
+    if (*out.fault_in) out.t = sim::translate_stage2(mem_, regs, pa, a, false, impl());
   }
   return out;
 }
 
 World::Access World::hyp_access(u64 va, sim::Access a) const {
   const auto& c = mp_->hyp_config();
-  const sim::Stage1Regs regs{c.tcr, c.mair, arch::make_ttbr0_el2(mp_->hyp_table().root_pa())};
-  return Access{sim::translate_stage1_el2(mem_, regs, va, a), std::nullopt};
+  const sim::Stage1Regs regs{c.tcr, c.mair, arch::make_ttbr0_el2(c, mp_->hyp_table().root_pa())};
+  return Access{sim::translate_stage1_el2(mem_, regs, va, a, impl()), std::nullopt};
 }
 
 Result<World::Access> World::guest_access(ComponentId id, u64 ipa, sim::Access a) const {
   const MP::Guest* g = mp_->guest(id);
   if (g == nullptr || !g->table.valid()) return fail(Error::einval);
   const auto& c = mp_->host_config();
-  const sim::Stage2Regs regs{c.vtcr, arch::make_vttbr(g->table.root_pa(), g->table.vmid()), c.fwb};
-  return Access{sim::translate_stage2(mem_, regs, ipa, a), std::nullopt};
+  const sim::Stage2Regs regs{c.vtcr, arch::make_vttbr(c, g->table.root_pa(), g->table.vmid()), c.fwb};
+  return Access{sim::translate_stage2(mem_, regs, ipa, a, false, impl()), std::nullopt};
 }
 
 PageView World::view(u64 pa) const {
@@ -204,7 +220,7 @@ std::optional<u64> World::guest_pa(ComponentId id, u64 ipa) const {
   if (g == nullptr || !g->table.valid()) return std::nullopt;
   const Result<pgtable::Leaf> l = g->table.lookup(ipa);
   if (!l || !arch::DescValid::get(l->entry)) return std::nullopt;
-  const u64 oa = l->entry & arch::leaf_address_mask(kGranule, l->level);
+  const u64 oa = g->table.output_address(*l);
   return oa + ((ipa & ~(kPage - 1)) - l->base);
 }
 

@@ -34,6 +34,10 @@ struct MachineSpec {
   ownership::Region carveout{0, 0};
   ownership::Region pool{0, 0};  ///< table pages; size 0: the carve-out
   u64 hyp_va_offset = u64{1} << 47;
+  /// The CPU: CpuFeatures::modern() (48-bit PA) unless a `cpu` line says otherwise; with a
+  /// 52-bit PA and FEAT_LPA2 (modern_52bit()) the tables use 52-bit addresses
+  /// (docs/ownership.md, "52-bit addresses").
+  arch::CpuFeatures cpu = arch::CpuFeatures::modern();
 
   /// 1 GiB of RAM at 0x4000_0000 (its first 64 MiB the hypervisor's carve-out, which holds the
   /// table pool), an interrupt controller at 0x0800_0000 (the host's) and a UART at 0x0900_0000
@@ -74,6 +78,8 @@ class World {
   [[nodiscard]] sim::SimPlatform& plat() { return *plat_; }
   [[nodiscard]] const sim::PhysMem& mem() const { return mem_; }
   [[nodiscard]] const MachineSpec& spec() const { return spec_; }
+  /// The reference MMU's implementation choices for the machine's CPU (its PA size, FEAT_LPA2).
+  [[nodiscard]] sim::ImplChoices impl() const { return sim::impl_choices_of(spec_.cpu); }
 
   [[nodiscard]] bool is_memory(u64 pa) const;
   /// The MMIO region holding pa, or nullptr.

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "decode.hpp"
 #include "dump.hpp"
 #include "ptguard/sim/phys_mem.hpp"
 #include "ptguard/sim/ref_mmu.hpp"
@@ -124,6 +125,57 @@ TEST(Golden, TheGoldenFilesCanFail) {
   EXPECT_NE(transcript("decode", kGolden / "dump.cmds"), want);
 }
 
+// ---- decode with 52-bit addresses, against the arch layer's encoder -----------------------------
+
+TEST(Decode, FiftyTwoBitAddressesRoundTrip) {
+  // Leaves and tables built by arch (OaFormat::encode) decode back to the address they hold,
+  // for every granule and level with a leaf or a table; pseudo-random 52-bit addresses.
+  u64 x = 0x9e37'79b9'7f4a'7c15ull;
+  for (const arch::Granule g : arch::kAllGranules) {
+    const arch::OaFormat f = arch::oa_format(g, true);
+    for (int i = 0; i < 200; ++i) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      const int level = g == arch::Granule::k4K ? -1 + static_cast<int>(x % 5) : 1 + static_cast<int>(x % 3);
+      const u64 pa = (x >> 8) & arch::bit_range(51, 0);
+      DecodeContext ctx;
+      ctx.granule = g;
+      ctx.level = level;
+      ctx.oa_bits = 52;
+      ASSERT_EQ(check_context(ctx), "");
+      const u64 table = arch::TableDesc::make(g, pa, f).raw();
+      if (level < arch::kLastLevel) {
+        const Decoded d = decode_descriptor(table, ctx);
+        ASSERT_EQ(d.kind, arch::DescKind::table);
+        EXPECT_NE(d.summary.find(fmt::format("{:#x}", pa & ~(arch::page_size(g) - 1))), std::string::npos) << d.summary;
+        EXPECT_TRUE(d.problems.empty()) << d.problems.front();
+      }
+      if (!block_allowed_at(g, level, 52) && level != arch::kLastLevel) continue;
+      const u64 leaf = arch::S2Leaf::make(g, level, pa, f).with_af(true).raw();
+      const Decoded d = decode_descriptor(leaf, ctx);
+      ASSERT_EQ(d.kind, level == arch::kLastLevel ? arch::DescKind::page : arch::DescKind::block);
+      const u64 oa = pa & ~(arch::level_size(g, level) - 1);
+      EXPECT_NE(d.summary.find(fmt::format("maps {:#x} ", oa)), std::string::npos) << d.summary;
+      // With DS = 1 a leaf has no SH field; 64K (FEAT_LPA) keeps it.
+      const bool has_sh = std::any_of(d.fields.begin(), d.fields.end(), [](const DecodedField& df) { return df.name == "SH"; });
+      EXPECT_EQ(has_sh, g == arch::Granule::k64K);
+      // Read as 48-bit, an address above 2^48 (2^50 with DS's in-place bits) is not what it says.
+      DecodeContext c48 = ctx;
+      c48.oa_bits = 48;
+      if (level >= 0 && (oa >> (g == arch::Granule::k64K ? 48 : 50)) != 0) {
+        EXPECT_EQ(decode_descriptor(leaf, c48).summary.find(fmt::format("maps {:#x} ", oa)), std::string::npos);
+      }
+    }
+  }
+  // Blocks: level 0 with 4K and level 1 with 16K/64K only at 52 bits; never at level -1.
+  EXPECT_TRUE(block_allowed_at(arch::Granule::k4K, 0, 52));
+  EXPECT_FALSE(block_allowed_at(arch::Granule::k4K, 0, 48));
+  EXPECT_FALSE(block_allowed_at(arch::Granule::k4K, -1, 52));
+  EXPECT_TRUE(block_allowed_at(arch::Granule::k16K, 1, 52));
+  EXPECT_FALSE(block_allowed_at(arch::Granule::k16K, 0, 52));
+  EXPECT_TRUE(block_allowed_at(arch::Granule::k64K, 1, 52));
+  EXPECT_FALSE(block_allowed_at(arch::Granule::k64K, 1, 48));
+}
+
 // ---- help, version, usage errors ----------------------------------------------------------------
 
 TEST(Cli, HelpOnEveryCommandHasAnExample) {
@@ -152,6 +204,13 @@ TEST(Cli, BadUsageIsExit2) {
   EXPECT_EQ(cli("decode 0x12zz").rc, 2);          // malformed number
   EXPECT_EQ(cli("decode 1 --level 4").rc, 2);     // out of range
   EXPECT_EQ(cli("decode 1 --granule 8K").rc, 2);
+  EXPECT_EQ(cli("decode 1 --oa-bits 50").rc, 2);  // 48 or 52 only
+  // Level -1 exists only with 4K and 52-bit addresses (FEAT_LPA2): said on stderr, exit 2.
+  const Ran lvl = cli("decode 3 --level -1");
+  EXPECT_EQ(lvl.rc, 2);
+  EXPECT_NE(lvl.err.find("level -1"), std::string::npos) << lvl.err;
+  EXPECT_EQ(cli("decode 3 --level -1 --granule 16K --oa-bits 52").rc, 2);
+  EXPECT_EQ(cli("decode 3 --level -1 --oa-bits 52").rc, 0);
   EXPECT_EQ(cli("dump --frob").rc, 2);            // unknown option
   EXPECT_EQ(cli("export --after examples/lend.ptg").rc, 2);  // missing --out
 }
@@ -402,17 +461,23 @@ void expect_same_translations(const std::string& scenario, const fs::path& dir, 
       addrs.push_back(r.start);
       addrs.push_back(r.end - World::kPage);
     }
+    // A reader learns the address format from oa_bits: 52 is FEAT_LPA2 (DS in the registers).
+    sim::ImplChoices impl;
+    if (t["oa_bits"] == 52) {
+      impl.pa_bits = 52;
+      impl.lpa2 = true;
+    }
     for (const u64 a : addrs) {
       sim::Translation want, got;
       if (*id == ownership::kHypId) {
         const sim::Stage1Regs regs{hexval(t["registers"]["TCR_EL2"]), hexval(t["registers"]["MAIR_EL2"]),
                                    hexval(t["registers"]["TTBR0_EL2"])};
-        got = sim::translate_stage1_el2(re.mem, regs, a, sim::Access::read);
+        got = sim::translate_stage1_el2(re.mem, regs, a, sim::Access::read, impl);
         want = w.hyp_access(a, sim::Access::read).t;
       } else {
         const sim::Stage2Regs regs{hexval(t["registers"]["VTCR_EL2"]), hexval(t["registers"]["VTTBR_EL2"]),
                                    t["registers"]["HCR_EL2.FWB"] == 1};
-        got = sim::translate_stage2(re.mem, regs, a, sim::Access::read);
+        got = sim::translate_stage2(re.mem, regs, a, sim::Access::read, false, impl);
         want = *id == ownership::kHostId ? w.host_access(a, sim::Access::read, false).t
                                          : w.guest_access(*id, a, sim::Access::read)->t;
       }
@@ -446,6 +511,31 @@ TEST(Export, ImagesReadBackGiveTheSameTranslations) {
   EXPECT_EQ(j["tables"][1]["registers"]["MAIR_EL2"], fmt::format("{:#x}", arch::kMairEl2));
   EXPECT_EQ(j["tables"][3]["vmid"], 9);
   EXPECT_EQ(hexval(j["tables"][3]["registers"]["VTTBR_EL2"]) >> 48, 9u);
+}
+
+TEST(Export, FiftyTwoBitMachine) {
+  // examples/pa52.ptg: RAM above 2^48 on a CPU with FEAT_LPA2. The registers carry DS, the
+  // level -1 start and the 52-bit TTBR layout; the images read back with a 52-bit MMU translate
+  // as the machine does (and, read as 48-bit, they would not: oa_bits says which).
+  const fs::path dir = scratch("export-pa52");
+  fs::remove_all(dir);
+  const Ran r = cli("export --after examples/pa52.ptg --out " + dir.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(slurp(dir / "tables.json"));
+  ASSERT_EQ(j["tables"].size(), 3u);
+  for (const auto& t : j["tables"]) EXPECT_EQ(t["oa_bits"], 52) << t["component"];
+  const u64 vtcr = hexval(j["tables"][0]["registers"]["VTCR_EL2"]);
+  EXPECT_TRUE(arch::TcrDs::get(vtcr));
+  EXPECT_TRUE(arch::VtcrSl2::get(vtcr)) << "level -1: SL2 = 1";
+  EXPECT_EQ(arch::TcrT0sz::get(vtcr), 12u) << "52-bit IPA";
+  EXPECT_EQ(arch::TcrPs::get(vtcr), 0b110u) << "52-bit PA";
+  EXPECT_EQ(j["tables"][0]["start_level"], -1);
+  EXPECT_TRUE(arch::TcrDs::get(hexval(j["tables"][1]["registers"]["TCR_EL2"])));
+  EXPECT_EQ(j["tables"][1]["ia_bits"], 48);
+  // The root is at 0xf_0000_4000_0000 or above: BADDR[51:48] = 0xf in TTBR bits [5:2].
+  EXPECT_EQ(arch::TtbrBaddr52Hi::get(hexval(j["tables"][0]["registers"]["VTTBR_EL2"])), 0xfu);
+  EXPECT_EQ(arch::TtbrBaddr52Hi::get(hexval(j["tables"][1]["registers"]["TTBR0_EL2"])), 0xfu);
+  expect_same_translations("examples/pa52.ptg", dir);
 }
 
 TEST(Export, TableBaseMovesTheTablePages) {

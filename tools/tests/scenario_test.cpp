@@ -14,10 +14,14 @@
 
 #include "commands.hpp"
 #include "ownership_map.hpp"
+#include "ptguard/sim/access_check.hpp"
 #include "scenario.hpp"
 
 namespace fs = std::filesystem;
 using namespace ptguard::tools;
+using ptguard::u64;
+namespace arch = ptguard::arch;
+namespace sim = ptguard::sim;
 
 namespace {
 
@@ -252,6 +256,68 @@ TEST(Map, MemoryBeyondTheHypervisorsVaSpaceIsRefusedAtBoot) {
   EXPECT_NE(err.str().find("hyp-offset"), std::string::npos) << err.str();
 }
 
+// ---- a 52-bit machine (examples/pa52.ptg) ---------------------------------------------------
+
+namespace {
+// examples/pa52.ptg's machine lines, without its `cpu` line.
+const char* const kPa52Machine =
+    "ram      0xf_0000_4000_0000 1G\ncarveout 0xf_0000_4000_0000 64M\nmmio     0x0800_0000 64K gic\n"
+    "mmio     0xf_0000_3000_0000 4K uart hyp\nhyp-offset -0xf_0000_0000_0000\n";
+}  // namespace
+
+TEST(Pa52, TransitionsAboveTwoToThe48AgreeWithTheReferenceMmu) {
+  // The example, then the reference MMU over the whole machine with the CPU's 52-bit
+  // implementation choices (sim::check_access_against_states): every page's state at the host,
+  // the hypervisor and the guest is what the MMU lets each do.
+  const fs::path p = fs::path(PTGUARD_EXAMPLES_DIR) / "pa52.ptg";
+  Scenario s;
+  std::ostringstream out, err;
+  ASSERT_TRUE(s.parse(slurp(p), p.string(), err)) << err.str();
+  ASSERT_EQ(s.run(ScenarioOptions{}, out, err).exit_code, 0) << out.str() << err.str();
+  EXPECT_NE(out.str().find("2 MMIO region(s), 52-bit PA (FEAT_LPA2); protected mode on"), std::string::npos) << out.str();
+  World& w = *s.world();
+  EXPECT_EQ(w.mp().host_config().oa, arch::kOa52Ds);
+  EXPECT_EQ(w.mp().host_config().geometry.start_level, -1);
+  EXPECT_EQ(sim::check_access_against_states(w.mem(), w.mp()), std::nullopt);
+  // A page above 2^48 shared with the hypervisor, checked the same way, then given back.
+  const u64 pa = 0xf'0000'6000'0000ull;
+  ASSERT_TRUE(w.host_access(pa, sim::Access::write, true).t.ok());
+  ASSERT_TRUE(w.mp().host_share_hyp(pa, 1));
+  const World::Access y = w.hyp_access(w.mp().hyp_va(pa), sim::Access::write);
+  ASSERT_TRUE(y.t.ok()) << sim::to_string(y.t);
+  EXPECT_EQ(y.t.output_address, pa);
+  EXPECT_EQ(sim::check_access_against_states(w.mem(), w.mp()), std::nullopt);
+  // The same check on a 48-bit MMU (no FEAT_LPA2: DS reads as 0) does not see these tables as
+  // the machine does: the check above is not vacuous.
+  const auto& c = w.mp().host_config();
+  const sim::Translation t48 = sim::translate_stage2(
+      w.mem(), sim::Stage2Regs{c.vtcr, arch::make_vttbr(c, w.mp().host_table().root_pa(), 0), c.fwb}, pa,
+      sim::Access::read);
+  EXPECT_FALSE(t48.ok() && t48.output_address == pa) << sim::to_string(t48);
+  EXPECT_EQ(w.check_invariants(), "");
+}
+
+TEST(Pa52, AFortyEightBitCpuRefusesTheMachineWithAClearError) {
+  for (const char* cpu : {"", "cpu pa-bits 48\n", "cpu pa-bits 52 no-lpa2\n"}) {
+    const Ran r = run_text(std::string(cpu) + kPa52Machine + "host-share-hyp 0xf_0000_4800_0000 expect ok\n");
+    EXPECT_EQ(r.exit_code, 2) << cpu << r.out;
+    EXPECT_NE(r.err.find("error: the machine cannot boot: ram 0xf000040000000 0x40000000 lies past the CPU's 48-bit "
+                         "physical addresses"),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find(*cpu == '\0' || cpu[12] == '4' ? "needs `cpu pa-bits 52`" : "not FEAT_LPA2"), std::string::npos)
+        << r.err;
+  }
+  // With the CPU, but RAM whose EL2 address would not fit the 48-bit VA (no negative offset).
+  const Ran r = run_text("cpu pa-bits 52\nram 0xf_0000_4000_0000 1G\ncarveout 0xf_0000_4000_0000 64M\n"
+                         "host-share-hyp 0xf_0000_4800_0000\n");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("negative offset"), std::string::npos) << r.err;
+  // And booted: the machine line gives a 52-bit IPA.
+  const Ran ok = run_text(std::string("cpu pa-bits 52\n") + kPa52Machine + "host-share-hyp 0xf_0000_4800_0000 expect ok\n");
+  EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+}
+
 // ---- bad input: file:line:col, a caret, exit 2, nothing run ----------------------------------
 
 struct BadInput {
@@ -284,6 +350,10 @@ TEST(BadInput, OneClearMessageWithACaretAndNothingRuns) {
       {"page 0x4800_0000 host=owned expect ok", "states no outcome", ""},
       {"guest-reclaim-page guest:2", "t.ptg:1:27: error: expected a guest address (IPA)", ""},
       {"guest-reclaim-page 0x1000", "is not a guest", ""},
+      {"cpu pa-bits 50", "t.ptg:1:13: error: '50' is not a PA size the architecture defines", "              ^^"},
+      {"cpu pa-bytes 52", "unknown cpu property 'pa-bytes'", ""},
+      {"cpu pa-bits 48 no-lpa2", "no-lpa2 means something only with pa-bits 52", ""},
+      {"hyp-offset -0xzz", "the hypervisor's VA offset: '0xzz' is not a number", ""},
   };
   for (const BadInput& c : cases) {
     const Ran r = run_text(c.text);

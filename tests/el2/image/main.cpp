@@ -347,7 +347,7 @@ struct Hyp {
     const u64 ret = dispatch(mp, plat, caller, r);
     if (ret == 0 && static_cast<Call>(r.x[0]) == Call::create_guest) {
       const auto* g = mp.guest(static_cast<ComponentId>(r.x[1]));
-      plat.set_vttbr(g->table.vmid(), arch::make_vttbr(g->table.root_pa(), g->table.vmid()));
+      plat.set_vttbr(g->table.vmid(), arch::make_vttbr(mp.host_config(), g->table.root_pa(), g->table.vmid()));
     }
     return ret;
   }
@@ -378,7 +378,7 @@ struct Hyp {
     PTGUARD_MSR("vbar_el1", code);
     if (gid != 0) {
       const auto* g = mp.guest(gid);
-      PTGUARD_MSR("vttbr_el2", arch::make_vttbr(g->table.root_pa(), g->table.vmid()));
+      PTGUARD_MSR("vttbr_el2", arch::make_vttbr(mp.host_config(), g->table.root_pa(), g->table.vmid()));
     }
     a64::isb();
     el1_run(&f);
@@ -498,7 +498,7 @@ struct Hyp {
         Status st = mp.create_guest(id, vmid);
         if (st) {
           const auto* g = mp.guest(id);
-          plat.set_vttbr(vmid, arch::make_vttbr(g->table.root_pa(), vmid));
+          plat.set_vttbr(vmid, arch::make_vttbr(mp.host_config(), g->table.root_pa(), vmid));
           st = mp.topup_guest_memcache(id, 16);
         }
         return smp_must(c, st, "create_guest");
@@ -556,8 +556,7 @@ struct Hyp {
   }
 
   static void run(arch::CpuFeatures cpu, bool have_ttl) {
-    if (kRun.fwb_off) cpu.fwb = false;  // FEAT_S2FWB is opt-in (HCR_EL2.FWB): leave it off
-    if (kRun.tlbi_range_off) cpu.tlbi_range = false;  // as on a CPU without FEAT_TLBIRANGE
+    cpu = run_cpu(cpu, kRun);  // less what the run turns off (scenario.hpp)
     typename Plat::Config pc;
     pc.pool_pa = pool_pa(V);
     pc.pool_size = kPoolSize;
@@ -593,18 +592,18 @@ struct Hyp {
     // to the platform (which clears it).
     if (Status st = mp.hyp_map_private(kFixmapVa, kPage, kCarveout, rw); !st) return fail_setup("map fixmap", st);
     const auto& s1 = mp.hyp_config();
-    u64* slot = pgtable::fixmap_slot<G>(plat, mp.hyp_table().root_pa(), s1.start_level, kFixmapVa);
+    u64* slot = pgtable::fixmap_slot<G>(plat, mp.hyp_table().root_pa(), s1.start_level, kFixmapVa, s1.oa);
     if (slot == nullptr) return fail_setup("fixmap slot", fail(Error::enoent));
-    plat.set_fixmap(kFixmapVa, slot);
+    plat.set_fixmap(kFixmapVa, slot, s1.oa);
     mp.finalize();
 
     // Stage 1: the library's TCR_EL2 and MAIR_EL2, TTBR0_EL2 at the table's root.
-    el2_mmu_switch(s1.tcr, s1.mair, arch::make_ttbr0_el2(mp.hyp_table().root_pa()), kSctlrEl2);
+    el2_mmu_switch(s1.tcr, s1.mair, arch::make_ttbr0_el2(mp.hyp_config(), mp.hyp_table().root_pa()), kSctlrEl2);
 
     // Stage 2: the host on VMID 0; stale entries of VMIDs used by the previous granule's run
     // are dropped (TLBI ALLE1IS).
     const auto& s2 = mp.host_config();
-    host_vttbr = arch::make_vttbr(mp.host_table().root_pa(), 0);
+    host_vttbr = arch::make_vttbr(mp.host_config(), mp.host_table().root_pa(), 0);
     plat.set_vttbr(0, host_vttbr);
     PTGUARD_MSR("vtcr_el2", s2.vtcr);
     PTGUARD_MSR("vttbr_el2", host_vttbr);
@@ -642,7 +641,7 @@ struct Hyp {
     // The SMP phase runs on this machine if no later run replaces it: its stubs, and the
     // registers a secondary CPU needs to use the same tables.
     g_smp = SmpMachine{&smp_stub, &smp_check};
-    const u64 ttbr0 = arch::make_ttbr0_el2(mp.hyp_table().root_pa());
+    const u64 ttbr0 = arch::make_ttbr0_el2(mp.hyp_config(), mp.hyp_table().root_pa());
     el2_smp_boot = SmpBoot{s1.tcr, s1.mair, ttbr0, kSctlrEl2, s2.vtcr, host_vttbr};
   }
 };

@@ -44,13 +44,14 @@ struct MmioRegion {
 /// one the host may fault in (Linux had to learn this), but no transition takes it (a
 /// transition's range must lie inside one region). The hypervisor's MMIO and the carve-out are
 /// mapped or annotated whole at set-up, so they must be page-aligned; every page of memory and
-/// of the hypervisor's MMIO must have an EL2 address (PA + hyp_va_offset, no wrap, inside the
-/// EL2 table's VA range).
+/// of the hypervisor's MMIO must have an EL2 address (PA + hyp_va_offset modulo 2^64 inside the
+/// EL2 table's VA range, not wrapping inside a region: memory above the 48-bit VA, on a 52-bit
+/// CPU, uses a "negative" offset).
 struct MachineDesc {
   std::span<const Region> memory;
   std::span<const MmioRegion> mmio;
   Region hyp_carveout;  ///< memory the hypervisor owns from the start (inside `memory`)
-  u64 hyp_va_offset;    ///< the hypervisor's VA of physical address pa is pa + hyp_va_offset
+  u64 hyp_va_offset;    ///< the hypervisor's VA of physical address pa is pa + hyp_va_offset (mod 2^64)
 };
 
 /// What the ownership layer keeps per page of memory, beside the tables.

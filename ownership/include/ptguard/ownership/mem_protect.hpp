@@ -118,10 +118,20 @@ class MemProtect {
     machine_ = machine;
     meta_ = meta;
     cpu_ = cpu;
-    const unsigned ia = cpu.pa_bits > arch::kMaxOaBits ? arch::kMaxOaBits : cpu.pa_bits;
+    // 52-bit addresses are automatic (docs/ownership.md, "52-bit addresses"): where the CPU's
+    // PA size is 52 bits and it translates 52-bit addresses with G at both stages (FEAT_LPA2
+    // for 4K/16K, FEAT_LPA for 64K: CpuFeatures::supports_52bit), the host's identity stage 2
+    // covers the whole 52-bit PA space (4K: a level -1 root, VTCR_EL2.DS = 1), guests get the
+    // same IPA size, and the hypervisor's stage 1 keeps a 48-bit VA but writes 52-bit output
+    // addresses (TCR_EL2.DS = 1 / PS = 52 bits). Otherwise every table is 48-bit at most.
+    const bool pa52 = uses_52bit(cpu);
+    const unsigned pa_max = pa52 ? arch::kMaxOaBits52 : arch::kMaxOaBits;
+    const unsigned ia = cpu.pa_bits > pa_max ? pa_max : cpu.pa_bits;
     const Result<arch::Stage2Config> hcfg = arch::make_stage2_config(G, ia, cpu);
     if (!hcfg) return fail(hcfg.error());
-    const Result<arch::Stage1Config> ycfg = arch::make_stage1_config(G, arch::kMaxIaBits, cpu);
+    arch::WalkOptions yo;
+    yo.pa_52bit = pa52;
+    const Result<arch::Stage1Config> ycfg = arch::make_stage1_config(G, arch::kMaxIaBits, cpu, yo);
     if (!ycfg) return fail(ycfg.error());
     if (Status st = check_machine(machine, hcfg->geometry.ia_bits, ycfg->ia_bits); !st) return st;
     if (meta.size() < memory_pages(machine, kPage)) return fail(Error::einval);
@@ -172,6 +182,15 @@ class MemProtect {
     return {};
   }
 
+  /// Whether init() on `cpu` gives the tables 52-bit addresses: a 52-bit PA size and 52-bit
+  /// support for the granule at stage 2 and at stage 1 (FEAT_LPA2 with 4K/16K, FEAT_LPA with
+  /// 64K). Then the host's and the guests' IPA size is 52 bits and the hypervisor's stage 1
+  /// reaches 52-bit PAs from its 48-bit VA; the descriptors are in the 52-bit format
+  /// (host_config().oa, hyp_config().oa).
+  [[nodiscard]] static constexpr bool uses_52bit(const arch::CpuFeatures& cpu) {
+    return cpu.pa_bits >= arch::kMaxOaBits52 && cpu.supports_52bit(G, 2) && cpu.supports_52bit(G, 1);
+  }
+
   /// What init() accepts (EINVAL otherwise), checked before anything is allocated:
   ///  - memory regions non-empty, sorted, not sharing a page with each other, and inside the
   ///    host's physical-address range (their edges may be unaligned: see MachineDesc);
@@ -180,14 +199,18 @@ class MemProtect {
   ///    host's are faulted in a page at a time, so their edges may be unaligned like memory's);
   ///  - the carve-out page-aligned and inside one memory region;
   ///  - hyp_va_offset such that every page of memory and of the hypervisor's MMIO has an EL2
-  ///    address: PA + offset neither wraps nor passes the EL2 table's `hyp_ia` bits.
+  ///    address: PA + offset, modulo 2^64, inside the EL2 table's `hyp_ia` bits and not
+  ///    wrapping inside a region. The sum is modular so that memory above the 48-bit VA
+  ///    (a 52-bit machine's RAM above 2^48) can have an EL2 address: its offset is then
+  ///    "negative" (2^64 - d maps PA to PA - d).
   [[nodiscard]] static Status check_machine(const MachineDesc& m, unsigned host_ia, unsigned hyp_ia) {
     const u64 pa_end = u64{1} << host_ia, va_end = u64{1} << hyp_ia;
     // [lo, hi) page-rounded, inside the PA range and with an EL2 address when `at_el2`.
     const auto extent_ok = [&](u64 base, u64 size, bool at_el2) {
       if (size == 0 || base + size < base || base + size > pa_end) return false;
-      const u64 hi = (base + size + kPage - 1) & ~(kPage - 1);
-      return !at_el2 || (hi + m.hyp_va_offset >= hi && hi + m.hyp_va_offset <= va_end);
+      const u64 lo = base & ~(kPage - 1), hi = (base + size + kPage - 1) & ~(kPage - 1);
+      const u64 va_lo = lo + m.hyp_va_offset, va_hi = hi + m.hyp_va_offset;  // modulo 2^64
+      return !at_el2 || (va_lo < va_hi && va_hi <= va_end);
     };
     const auto pages_overlap = [](u64 b1, u64 s1, u64 b2, u64 s2) {
       const Region r1{b1, s1}, r2{b2, s2};
@@ -1100,13 +1123,13 @@ class MemProtect {
       }
       Status leaf(pgtable::VisitCtx& x) {
         if (!arch::DescValid::get(x.old)) return {};
-        return check(x.addr, x.end, (x.old & arch::leaf_address_mask(G, x.level)) + (x.addr - x.base));
+        return check(x.addr, x.end, self->hyp_.oa_format().decode(x.old, arch::level_shift(G, x.level)) + (x.addr - x.base));
       }
       Status leaf_run(u64* table, u64 idx, u64 n, u64 addr, u64) {
         for (u64 i = 0; i < n; ++i, addr += kPage) {
           const u64 e = table[idx + i];
           if (!arch::DescValid::get(e)) continue;
-          if (Status st = check(addr, addr + kPage, e & arch::leaf_address_mask(G, arch::kLastLevel)); !st) return st;
+          if (Status st = check(addr, addr + kPage, self->hyp_.oa_format().decode(e, arch::level_shift(G, arch::kLastLevel))); !st) return st;
         }
         return {};
       }
@@ -1127,6 +1150,8 @@ class MemProtect {
   // ---- accessors --------------------------------------------------------------------------
   [[nodiscard]] const S2& host_table() const { return host_; }
   [[nodiscard]] const S1& hyp_table() const { return hyp_; }
+  /// The CPU features init() was given.
+  [[nodiscard]] const arch::CpuFeatures& cpu() const { return cpu_; }
   [[nodiscard]] const arch::Stage2Config& host_config() const { return host_cfg_; }
   [[nodiscard]] const arch::Stage1Config& hyp_config() const { return hyp_cfg_; }
   [[nodiscard]] const MachineDesc& machine() const { return machine_; }
@@ -1347,9 +1372,10 @@ class MemProtect {
         std::remove_reference_t<F>* f;
         ComponentId who;
         Status table_pre(pgtable::VisitCtx& x) {
-          return (*f)(arch::TableDesc(x.old).next_table(G), who) ? Status{} : fail(Error::eperm);
+          return (*f)(arch::TableDesc(x.old).next_table(G, *oa), who) ? Status{} : fail(Error::eperm);
         }
-      } v{&f, who};
+        const arch::OaFormat* oa;  // the table's address format
+      } v{&f, who, &t.oa_format()};
       return t.walk(0, u64{1} << t.ia_bits(), v).has_value();
     };
     const auto cache = [&](const pgtable::Memcache& mc, ComponentId who) {
@@ -1487,7 +1513,7 @@ class MemProtect {
   [[nodiscard]] u64 guest_pa(const Guest& g, u64 ipa) const {
     const Result<pgtable::Leaf> l = g.table.lookup(ipa);
     if (!l || !arch::DescValid::get(l->entry)) return ~u64{0};
-    return (l->entry & arch::leaf_address_mask(G, l->level)) + (ipa - l->base);
+    return g.table.output_address(*l) + (ipa - l->base);
   }
   // An upper bound of the host table pages that page-by-page changes to the host pages behind
   // the guest's [ipa, +size) can take: the engine's bound for each contiguous piece.
@@ -1528,7 +1554,7 @@ class MemProtect {
     if (is_poisoned(gl->entry)) return fail(Error::ehwpoison);
     if (!arch::DescValid::get(gl->entry)) return fail(Error::enoent);
     const PageState gs = state_of(gl->entry);
-    const u64 pa = (gl->entry & arch::leaf_address_mask(G, gl->level)) + (ipa - gl->base);
+    const u64 pa = g.table.output_address(*gl) + (ipa - gl->base);
     // The host's side must be what the guest's state says (the invariants promise it; a
     // mismatch is refused rather than acted on).
     if (!is_memory(pa)) return fail(Error::eperm);
@@ -1707,7 +1733,7 @@ class MemProtect {
       Status table_pre(pgtable::VisitCtx& x) {
         if (x.level < level) return {};  // on the way down
         x.descend = false;
-        all_default = self->table_all_default(arch::TableDesc(x.old).next_table(G), level + 1, x.base, hint);
+        all_default = self->table_all_default(arch::TableDesc(x.old).next_table(G, self->host_.oa_format()), level + 1, x.base, hint);
         return {};
       }
     } v{this, level, hint};
@@ -1720,7 +1746,7 @@ class MemProtect {
     if (e == 0) return true;
     const arch::DescKind k = arch::classify(e, G, level);
     if (k != (level == arch::kLastLevel ? arch::DescKind::page : arch::DescKind::block)) return false;
-    if ((e & arch::leaf_address_mask(G, level)) != addr) return false;
+    if (host_.oa_format().decode(e, arch::level_shift(G, level)) != addr) return false;
     bool exact = false;
     return pgtable::Stage2::decode(e, host_.fwb(), &exact) == kHostMem && exact;
   }

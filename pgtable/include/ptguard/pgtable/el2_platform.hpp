@@ -93,10 +93,14 @@ class El2Platform {
 
   /// The fixmap: its VA and a pointer (an EL2 VA) to its last-level entry. Whatever the entry
   /// holds (the page mapped there to make the table exist) is removed, with TLB invalidation.
-  /// Called before other CPUs use the platform (it takes no lock).
-  void set_fixmap(u64 va, u64* pte) {
+  /// Called before other CPUs use the platform (it takes no lock). `oa` is the stage-1 table's
+  /// address format (Stage1Config::oa): with 52-bit addresses the entry is written in it, so a
+  /// page above 2^48 can be scrubbed, and with DS = 1 without an SH field (bits [9:8] are then
+  /// OA[51:50]: Arm ARM D8.3.1).
+  void set_fixmap(u64 va, u64* pte, const arch::OaFormat& oa = arch::kOa48) {
     fixmap_va_ = va;
     fixmap_pte_ = pte;
+    fixmap_oa_ = oa;
     fixmap_pa_ = 0;  // as if mapped, so that raw_unmap clears it
     raw_unmap();
     __atomic_store_n(&fixmap_owner_, kNoOwner, __ATOMIC_RELAXED);
@@ -326,7 +330,7 @@ class El2Platform {
   void raw_map(u64 pa) {
     const u64 page = pa & ~(kPage - 1);
     const u64 attrs = *Stage1El2::encode(Prot{kPermRW, arch::MemType::normal_wb, 0});
-    write_desc(fixmap_pte_, (page & arch::leaf_address_mask(G, arch::kLastLevel)) | attrs |
+    write_desc(fixmap_pte_, fixmap_oa_.encode(page, arch::page_shift(G)) | (attrs & ~fixmap_oa_.hi_field) |
                                 arch::DescValid::kMask | arch::DescTypeBit::kMask);
     arch::aarch64::dsb_ishst();
     arch::aarch64::isb();
@@ -375,6 +379,7 @@ class El2Platform {
   u64 fixmap_va_ = 0;
   u64* fixmap_pte_ = nullptr;
   u64 fixmap_pa_ = kNone;   ///< the page in the slot; the fixmap lock's holder's only
+  arch::OaFormat fixmap_oa_ = arch::kOa48;  ///< the stage-1 table's address format
   u64 fixmap_owner_ = kNoOwner;  ///< the holder's affinity (__atomic): see "locks" above
   u64 vttbr_[kMaxVmids] = {};
   TicketLock pool_lock_;    ///< next_ and free_ (alloc_pages, free_pages)
@@ -383,14 +388,16 @@ class El2Platform {
 
 /// The last-level entry that maps `va` in a stage-1 table rooted at `root_pa` (a walk of
 /// table descriptors only), or nullptr if a level on the way holds no table. Used to locate
-/// the fixmap's entry after mapping a page there once.
+/// the fixmap's entry after mapping a page there once. `oa`: the table's address format
+/// (Stage1Config::oa).
 template <arch::Granule G, typename P>
-[[nodiscard]] u64* fixmap_slot(P& plat, u64 root_pa, int start_level, u64 va) {
+[[nodiscard]] u64* fixmap_slot(P& plat, u64 root_pa, int start_level, u64 va,
+                               const arch::OaFormat& oa = arch::kOa48) {
   u64 table = root_pa;
   for (int level = start_level; level < arch::kLastLevel; ++level) {
     const u64 e = plat.phys_to_virt(table)[arch::level_index(G, level, va)];
     if (arch::classify(e, G, level) != arch::DescKind::table) return nullptr;
-    table = arch::TableDesc(e).next_table(G);
+    table = arch::TableDesc(e).next_table(G, oa);
   }
   return plat.phys_to_virt(table) + arch::level_index(G, arch::kLastLevel, va);
 }

@@ -43,9 +43,11 @@ template <typename MP>
   using ownership::PageState;
   constexpr u64 kPage = MP::kPage;
   const auto& hc = mp.host_config();
-  const Stage2Regs host_regs{hc.vtcr, arch::make_vttbr(mp.host_table().root_pa(), 0), hc.fwb};
+  const Stage2Regs host_regs{hc.vtcr, arch::make_vttbr(hc, mp.host_table().root_pa(), 0), hc.fwb};
   const auto& yc = mp.hyp_config();
-  const Stage1Regs hyp_regs{yc.tcr, yc.mair, arch::make_ttbr0_el2(mp.hyp_table().root_pa())};
+  const Stage1Regs hyp_regs{yc.tcr, yc.mair, arch::make_ttbr0_el2(yc, mp.hyp_table().root_pa())};
+  // The MMU of the CPU the layer was set up for: 52-bit addresses where it has them.
+  const ImplChoices impl = impl_choices_of(mp.cpu());
   // A valid entry's state is its software bits (state.hpp): owned 00 ... borrowed 11.
   auto sw_of = [](PageState s) -> u8 { return static_cast<u8>(static_cast<u8>(s) & 3); };
 
@@ -54,13 +56,13 @@ template <typename MP>
       // Host.
       const PageState hs = mp.host_state(pa);
       const bool host_may = hs == PageState::owned || hs == PageState::shared_owned || hs == PageState::shared_borrowed;
-      const Translation t = translate_stage2(mem, host_regs, pa, Access::read);
+      const Translation t = translate_stage2(mem, host_regs, pa, Access::read, false, impl);
       if (t.ok()) {
         if (!host_may) return detail::access_problem("host", 0, pa, "reaches a page its state denies it", t);
         if (t.output_address != pa) return detail::access_problem("host", 0, pa, "not an identity map", t);
         if ((t.sw & 3) != sw_of(hs)) return detail::access_problem("host", 0, pa, "software bits do not match", t);
         for (Access a : {Access::write, Access::exec}) {
-          const Translation u = translate_stage2(mem, host_regs, pa, a);
+          const Translation u = translate_stage2(mem, host_regs, pa, a, false, impl);
           if (!u.ok()) return detail::access_problem("host", 0, pa, "cannot write or execute its memory", u);
         }
       } else {
@@ -76,15 +78,15 @@ template <typename MP>
       // Hypervisor.
       const PageState ys = mp.hyp_state(pa);
       const bool hyp_may = ys == PageState::owned || ys == PageState::shared_borrowed;
-      const Translation y = translate_stage1_el2(mem, hyp_regs, mp.hyp_va(pa), Access::read);
+      const Translation y = translate_stage1_el2(mem, hyp_regs, mp.hyp_va(pa), Access::read, impl);
       if (y.ok()) {
         if (!hyp_may) return detail::access_problem("hypervisor", 1, pa, "reaches a page it neither owns nor borrows", y);
         if (y.output_address != pa) return detail::access_problem("hypervisor", 1, pa, "maps the wrong page", y);
         if ((y.sw & 3) != sw_of(ys)) return detail::access_problem("hypervisor", 1, pa, "software bits do not match", y);
         if (ys == PageState::shared_borrowed) {
-          const Translation w = translate_stage1_el2(mem, hyp_regs, mp.hyp_va(pa), Access::write);
+          const Translation w = translate_stage1_el2(mem, hyp_regs, mp.hyp_va(pa), Access::write, impl);
           if (!w.ok()) return detail::access_problem("hypervisor", 1, pa, "cannot write a page shared with it", w);
-          const Translation x = translate_stage1_el2(mem, hyp_regs, mp.hyp_va(pa), Access::exec);
+          const Translation x = translate_stage1_el2(mem, hyp_regs, mp.hyp_va(pa), Access::exec, impl);
           if (x.ok()) return detail::access_problem("hypervisor", 1, pa, "can execute a page the host shares", x);
         }
       } else if (hyp_may || y.fault != FaultKind::translation) {
@@ -98,24 +100,26 @@ template <typename MP>
     if (!slot.used) continue;
     const auto* g = &slot;
     const unsigned id = g->id;
-    const Stage2Regs regs{hc.vtcr, arch::make_vttbr(g->table.root_pa(), g->table.vmid()), hc.fwb};
+    const Stage2Regs regs{hc.vtcr, arch::make_vttbr(hc, g->table.root_pa(), g->table.vmid()), hc.fwb};
     std::optional<std::string> problem;
     struct V {
       static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
       const PhysMem* mem;
       const Stage2Regs* regs;
+      const ImplChoices* impl;
+      const arch::OaFormat* oa;  // the guest table's address format
       unsigned id;
       std::optional<std::string>* problem;
       Status leaf(pgtable::VisitCtx& x) {
         if (x.old == 0) return {};
         const bool valid = arch::DescValid::get(x.old);
         for (u64 ipa = x.addr; ipa < x.end; ipa += kPage) {
-          const Translation u = translate_stage2(*mem, *regs, ipa, Access::read);
+          const Translation u = translate_stage2(*mem, *regs, ipa, Access::read, false, *impl);
           if (!valid) {
             if (u.fault != FaultKind::translation)
               *problem = detail::access_problem("guest", id, ipa, "reaches an annotated address", u);
           } else {
-            const u64 pa = (x.old & arch::leaf_address_mask(MP::S2::kGranule, x.level)) + (ipa - x.base);
+            const u64 pa = oa->decode(x.old, arch::level_shift(MP::S2::kGranule, x.level)) + (ipa - x.base);
             const PageState s = ownership::state_of(x.old);
             if (!u.ok())
               *problem = detail::access_problem("guest", id, ipa, "cannot read a page it maps", u);
@@ -128,7 +132,7 @@ template <typename MP>
         }
         return {};
       }
-    } v{&mem, &regs, id, &problem};
+    } v{&mem, &regs, &impl, &g->table.oa_format(), id, &problem};
     (void)g->table.walk(0, u64{1} << g->table.ia_bits(), v);
     if (problem) return problem;
   }

@@ -27,6 +27,7 @@
 
 #include "ptguard/arch/descriptor.hpp"
 #include "ptguard/arch/memattr.hpp"
+#include "ptguard/arch/regs.hpp"
 #include "ptguard/sim/phys_mem.hpp"
 
 namespace ptguard::sim {
@@ -147,6 +148,16 @@ struct ImplChoices {
   /// Non-cacheable (false).
   bool device_fetch_faults = false;
 };
+
+/// The implementation choices of a CPU with features `cpu`: its PA size (at most 52) and
+/// FEAT_LPA2 where it has it for the 4K or 16K granule at either stage; the rest defaults.
+[[nodiscard]] inline ImplChoices impl_choices_of(const arch::CpuFeatures& cpu) {
+  ImplChoices c;
+  c.pa_bits = cpu.pa_bits > 52 ? 52 : cpu.pa_bits;
+  for (const arch::Granule g : {arch::Granule::k4K, arch::Granule::k16K})
+    c.lpa2 = c.lpa2 || cpu.supports_52bit(g, 1) || cpu.supports_52bit(g, 2);
+  return c;
+}
 
 /// Translates `va` for `access` through the stage-1 EL2 tables in `mem`.
 [[nodiscard]] Translation translate_stage1_el2(const PhysMem& mem, const Stage1Regs& regs, u64 va,
