@@ -791,6 +791,42 @@ TYPED_TEST(Ops, FlushTlbInvalidatesTheWholeTableAndWaits) {
   EXPECT_THAT(e.plat->violations(), IsEmpty());
 }
 
+// retire(): one VMID-wide invalidation (as flush_tlb), and from then on the table's changes
+// take effect in memory with no TLB maintenance: nothing can hold or fetch its entries any more.
+// A twin that is not retired issues its TLBIs for the same changes (so the count is the
+// retirement's doing, not the operations').
+TYPED_TEST(Ops, RetireFlushesOnceAndLaterChangesIssueNoTlbi) {
+  auto& e = this->env;
+  e.fill();
+  auto t = e.stage2(40, CpuFeatures::modern(), TableOptions{}, 7);
+  auto twin = e.stage2(40, CpuFeatures::modern(), TableOptions{}, 8);
+  for (auto* x : {&t, &twin}) ASSERT_TRUE(x->map(this->kIpa, 4 * this->kPage, this->kPa, kRW, e.mc));
+  EXPECT_FALSE(t.retired());
+  auto mark = e.plat->log().mark();
+  ASSERT_TRUE(t.retire());
+  const std::vector<sim::Event> flush{sim::Event::barrier(Barrier::dsb_ishst),
+                                      sim::Event::tlbi(Tlbi::vmalls12e1is, 7, 0, kTlbiLevelUnknown),
+                                      sim::Event::barrier(Barrier::dsb_ish)};
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(flush));
+  EXPECT_TRUE(t.retired());
+  auto tlbis = [&](auto& x) {
+    const auto m = e.plat->log().mark();
+    EXPECT_TRUE(x.wrprotect(this->kIpa, this->kPage, e.mc));
+    EXPECT_TRUE(x.unmap(this->kIpa + this->kPage, this->kPage, e.mc));
+    return e.plat->log().since(m).count(sim::EventKind::tlbi);
+  };
+  EXPECT_EQ(tlbis(t), std::size_t{0});
+  EXPECT_GT(tlbis(twin), std::size_t{0});
+  // The changes are in the table all the same.
+  EXPECT_EQ(e.at(t, this->kIpa, sim::Access::write).fault, sim::FaultKind::permission);
+  EXPECT_TRUE(e.at(t, this->kIpa).ok());
+  EXPECT_EQ(e.at(t, this->kIpa + this->kPage).fault, sim::FaultKind::translation);
+  EXPECT_TRUE(e.at(t, this->kIpa + 2 * this->kPage).ok());
+  e.mc.drain(*e.plat);
+  t.destroy();
+  twin.destroy();
+}
+
 TYPED_TEST(Ops, WalkChecksItsRangeAsMapDoes) {
   auto& e = this->env;
   e.fill();

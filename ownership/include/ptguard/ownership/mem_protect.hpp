@@ -709,13 +709,22 @@ class MemProtect {
   }
 
   /// Tears a guest down: it runs no more, and what it borrowed is relinquished. Its own pages
-  /// and what was shared with it stay until reclaim_guest().
+  /// and what was shared with it stay until reclaim_guest() / reclaim_guest_page(). The
+  /// caller promises that no CPU runs the guest from this call on (no vCPU of it loaded, its
+  /// VTTBR_EL2 nowhere): every TLB entry of its VMID is invalidated once here (TLBI
+  /// VMALLS12E1IS, Table::retire), and the reclaims that follow issue no TLBI per page.
   [[nodiscard]] Status teardown_guest(ComponentId id) {
     const Guard host_lock = lock_host();
     const GuestGuard guest_lock = lock_guest(find_guest(id));
     Guest* g = find_guest(id);
     if (g == nullptr) return fail(Error::einval);
     if (!g->alive) return fail(Error::eperm);
+    // From here the guest runs nowhere (the caller's promise: none of its vCPUs is loaded on
+    // any CPU, and none will be). One VMID-wide invalidation retires its table: no TLB holds
+    // or can fetch its translations any more, so every later change to it (the relinquishes
+    // below, the reclaims after) skips its own TLBIs (Table::retire). Cannot fail: a live
+    // guest's table has its root.
+    if (Status st = g->table.retire(); !st) return st;
     g->alive = false;
     // Relinquish what it borrowed, a batch of leaves at a time (a table cannot change while
     // it is walked). Borrowed leaves were mapped whole by host_lend_guest, so unmapping one
@@ -793,15 +802,10 @@ class MemProtect {
     for (const Region& r : machine_.memory)
       bound += host_.max_pages_needed(r.first_page(kPage), r.pages(kPage) * kPage);
     if (Status st = fill(host_mc_, bound > 0xffff'ffffu ? 0xffff'ffffu : static_cast<u32>(bound)); !st) return st;
-    // The guest's table still maps its own pages and what was shared with it, and the TLBs may
-    // still hold those translations under its VMID. Each page's unmap invalidates its own
-    // translation before the page is scrubbed or given back (reclaim_page); one VMID-wide
-    // invalidation first costs one TLBI per guest and keeps the stronger promise that no page
-    // of the guest changes hands while any TLB entry of its VMID (walk caches included)
-    // survives, so the final destroy() needs none: the guest runs no more, nothing refills
-    // them, and every change after this invalidates its own. Cannot fail: the guest's table
-    // has its root until the end of this call.
-    if (Status st = g->table.flush_tlb(); !st) return st;
+    // The guest's table still maps its own pages and what was shared with it, but no TLB holds
+    // any of it: teardown_guest retired the table (one VMID-wide invalidation; the guest runs
+    // no more, so nothing refills them), so neither the page-by-page unmaps below nor the final
+    // destroy() need an invalidation of their own.
     // The valid leaves a batch at a time (a table cannot change while it is walked), from
     // where the last batch ended: poisoned and empty entries are skipped, and what is given
     // back is gone from the table, so each leaf is met once.

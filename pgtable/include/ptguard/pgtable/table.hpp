@@ -155,6 +155,7 @@ class Table {
     fwb_ = o.fwb_;
     walk_cmo_ = o.walk_cmo_;
     tlbi_range_ = o.tlbi_range_;
+    retired_ = o.retired_;
     oa_ = o.oa_;
     vmid_ = o.vmid_;
     ha_ = o.ha_;
@@ -484,6 +485,23 @@ class Table {
     }
     return {};
   }
+
+  /// Declares the table never live again: from this call on, no VTTBR_EL2 / TTBR0_EL2 on any
+  /// PE points to it (a torn-down guest: none of its vCPUs runs, and its VMID is not reused
+  /// while the table exists) — the caller's promise. Invalidates everything the TLB holds for
+  /// it once (flush_tlb()); after that no TLB can hold or fetch an entry of it (a TLB caches
+  /// only what a walk through a live VTTBR/TTBR read; Arm ARM D8.14), so the changes that
+  /// follow (a torn-down guest's pages given back one by one) issue no TLB invalidation, where
+  /// each would otherwise take a TLBI by address, a TLBI VMALLE1IS and two DSBs. Cache
+  /// maintenance is kept. Irreversible; the table is destroy()ed in the end as any other.
+  /// Errors: those of flush_tlb().
+  [[nodiscard]] Status retire() {
+    if (Status st = flush_tlb(); !st) return st;
+    retired_ = true;
+    return {};
+  }
+  /// Whether retire() was called.
+  [[nodiscard]] bool retired() const { return retired_; }
 
   /// Removes every table and frees the root. It does no TLB maintenance: the table must no
   /// longer be live (no VTTBR_EL2 / TTBR0_EL2 points to it on any PE), and if it ever was, call
@@ -1848,6 +1866,10 @@ class Table {
   // the whole VMID went, TLBI VMALLE1IS for the combined stage-1+2 entries and DSB ISH.
   // Stage 1: DSB ISHST; VALE2IS / RVALE2IS / RVAE2IS (or ALLE2IS); DSB ISH; ISB.
   void flush(OpState& s) {
+    if (retired_) {  // retire(): no TLB holds an entry of this table any more
+      s.ntlbi = 0;
+      s.tlbi_all = false;
+    }
     if (s.ntlbi != 0 || s.tlbi_all) {
       if (!s.tlbi_all && pending_ops(s) > kMaxTlbiOps) s.tlbi_all = true;
       plat_->barrier(arch::Barrier::dsb_ishst);
@@ -2029,6 +2051,7 @@ class Table {
   bool fwb_ = false;
   bool walk_cmo_ = false;
   bool tlbi_range_ = false;  // FEAT_TLBIRANGE: pending ranges go out as range TLBIs
+  bool retired_ = false;     // retire(): never live again, its TLB entries gone; no TLBIs
   arch::OaFormat oa_ = arch::kOa48;  // how descriptors hold addresses (48- or 52-bit)
   bool ha_ = false;          // FEAT_HAFDBS in use: the MMU sets AF (write_inplace())
   u16 vmid_ = 0;
