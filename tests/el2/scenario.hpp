@@ -87,6 +87,9 @@ inline constexpr u64 kHostCode = host_page(0);
 inline constexpr u64 kGuestIpa = 0x8000'0000;
 [[nodiscard]] constexpr u64 guest_page(unsigned k) { return kGuestIpa + k * kSlot; }
 inline constexpr u64 kGuestCode = guest_page(0);
+/// Guest slots of the image's and the simulator's MemProtect: the scenario's two guests, and in
+/// the image's SMP phase one guest per CPU (4) and the guest all CPUs share at once.
+inline constexpr unsigned kGuestSlots = 8;
 /// RAM QEMU has but the machine description does not give anyone.
 inline constexpr u64 kOutside = kMemory + kMemorySize;
 
@@ -389,7 +392,7 @@ inline constexpr unsigned kSteps = sizeof(kScenario) / sizeof(kScenario[0]);
 // input space, but every output address fits in 48 bits. Each table is built by the engine
 // directly (no ownership layer: MemProtect's host and guests are 48-bit), the same way on both
 // sides (build_vm52), on a pool of its own in the carve-out.
-inline constexpr u16 kVmid52 = 5;  ///< not the host's 0, the guests' 1 and 2, nor the SMP phase's 8-11
+inline constexpr u16 kVmid52 = 5;  ///< not the host's 0, the guests' 1 and 2, nor the SMP phase's 8-12
 struct Variant52 {
   arch::Granule granule;
   unsigned ia_bits;

@@ -311,12 +311,26 @@ TEST(Qemu, SmpRunsAndInvariantsHold) {
       EXPECT_EQ(other, 0u) << "cpu " << cpu << " had unexpected errors:" << all;
       EXPECT_GT(guests, 0u) << "cpu " << cpu << " never reclaimed a guest of its own:" << all;
       EXPECT_GT(fixmap, 0u) << "cpu " << cpu << " never held the fixmap:" << all;
+      // The guest all CPUs share: its shared-side calls and its exclusive ones on this CPU
+      // (EAGAINs are printed, not required: whether two CPUs' swaps overlap is up to QEMU).
+      const std::string gtag = "smp: guest cpu " + std::to_string(cpu) + " ";
+      unsigned long long shared = 0, eagain = 0, refused = 0, exclusive = 0;
+      bool gfound = false;
+      for (const std::string& l : smp)
+        if (starts_with(l, gtag))
+          gfound = std::sscanf(l.c_str() + gtag.size(), "shared %llu eagain %llu refused %llu exclusive %llu", &shared,
+                               &eagain, &refused, &exclusive) == 4;
+      EXPECT_TRUE(gfound) << "no shared-guest counts from cpu " << cpu << ":" << all;
+      EXPECT_GT(shared, 0u) << "cpu " << cpu << " made no shared-side call on the shared guest:" << all;
+      EXPECT_GT(exclusive, 0u) << "cpu " << cpu << " made no exclusive-side call on the shared guest:" << all;
     }
+    EXPECT_NE(q.out.find("smp: shared guest final check passed\n"), std::string::npos) << all;
     EXPECT_NE(q.out.find("smp: invariants hold\n"), std::string::npos) << all;
     EXPECT_NE(q.out.find("smp: passed in "), std::string::npos) << all;
     EXPECT_EQ(q.status, 0) << "QEMU's exit status (semihosting SYS_EXIT):" << all;
     for (const std::string& l : smp)
-      if (starts_with(l, "smp: passed")) std::printf("el2 %s: %s\n", mode.c_str(), l.c_str());
+      if (starts_with(l, "smp: passed") || starts_with(l, "smp: guest cpu"))
+        std::printf("el2 %s: %s\n", mode.c_str(), l.c_str());
   }
 }
 

@@ -49,7 +49,7 @@ class SimRun {
  public:
   static constexpr Variant kRun = kVariants[V];
   static constexpr arch::Granule G = kRun.granule;
-  using MP = ownership::MemProtect<G, sim::SimPlatform, 4>;
+  using MP = ownership::MemProtect<G, sim::SimPlatform, kGuestSlots>;
   static constexpr u64 kPage = arch::page_size(G);
 
   explicit SimRun(const arch::CpuFeatures& cpu) : cpu_(run_cpu(cpu, kRun)) {
