@@ -319,6 +319,26 @@ TEST(TlbiRangeDs, SplitEdges) {
   EXPECT_EQ(tlbi_range_instructions(Granule::k64K, true, 0x3'0000, 2), 1u);
 }
 
+TEST(TlbiRangeDs, ConfigurationsWithDsUseRangeTlbis) {
+  const CpuFeatures cpu = CpuFeatures::modern_52bit();
+  for (const Granule g : {Granule::k4K, Granule::k16K}) {
+    const auto s2 = make_stage2_config(g, g == Granule::k4K ? 52 : 51, cpu);
+    ASSERT_TRUE(s2);
+    EXPECT_TRUE(s2->oa.ds());
+    EXPECT_TRUE(s2->tlbi_range);
+    const auto s1 = make_stage1_config(g, 48, cpu, WalkOptions{.pa_52bit = true});
+    ASSERT_TRUE(s1);
+    EXPECT_TRUE(s1->oa.ds());
+    EXPECT_TRUE(s1->tlbi_range);
+  }
+  const auto s64 = make_stage2_config(Granule::k64K, 52, cpu);
+  ASSERT_TRUE(s64);
+  EXPECT_FALSE(s64->oa.ds()) << "64K: FEAT_LPA, no DS";
+  CpuFeatures old = cpu;
+  old.tlbi_range = false;
+  EXPECT_FALSE(make_stage2_config(Granule::k4K, 52, old)->tlbi_range);
+}
+
 TEST(CpuFeatures, TlbiRangeFromIsar0) {
   EXPECT_FALSE(CpuFeatures::from_id_regs(0, 0, 0, 0).tlbi_range);
   EXPECT_FALSE(CpuFeatures::from_id_regs(0, 0, 0, 0, u64{0b0001} << 56).tlbi_range);  // outer shareable only
