@@ -192,11 +192,26 @@ void SimPlatform::tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r) 
   else if (r.num > 31) why = "NUM " + std::to_string(r.num) + " (0..31)";
   else if (r.level != arch::kTlbiLevelUnknown && (r.level < 1 || r.level > 3))
     why = "level hint " + std::to_string(r.level) + " (1..3 or kTlbiLevelUnknown)";
+  // What the hardware does with it: Xt as El2Platform builds it, read back with the DS of the
+  // regime the TLBI targets (BaseADDR in 64 KiB units with DS = 1, 4K and 16K; maintenance.hpp).
+  const arch::Granule g = page == 4096 ? arch::Granule::k4K : page == 16384 ? arch::Granule::k16K : arch::Granule::k64K;
+  const int set = op == arch::Tlbi::ripas2e1is ? ds_s2_ : ds_s1_;
+  const bool regime_ds = set < 0 ? r.ds : set == 1;
+  arch::TlbiRange hw = r;
+  if (why.empty()) {
+    if (arch::tlbi_range_ds_applies(g, true) && r.ds != regime_ds) {
+      why = std::string("built for DS = ") + (r.ds ? "1" : "0") + ", the regime has DS = " + (regime_ds ? "1" : "0");
+    } else if (arch::tlbi_range_ds_applies(g, regime_ds) && (r.addr & (arch::kTlbiRangeDsAlign - 1)) != 0) {
+      why = "address not aligned to 64 KiB with DS = 1 (BaseADDR counts 64 KiB units)";
+    }
+    hw = arch::decode_tlbi_range(arch::tlbi_range_operand(g, r), regime_ds).range;
+    if (hw.addr != r.addr) why += (why.empty() ? "" : ": ") + std::string("the hardware's range starts at ") + hex(hw.addr);
+  }
   if (!why.empty()) {
     alloc_.report(ViolationKind::bad_argument, r.addr,
                   std::string(arch::name(op)) + " range at " + hex(r.addr) + ": " + why);
   }
-  log_.record(Event::tlbi_range(op, vmid, r, page));
+  log_.record(Event::tlbi_range(op, vmid, hw, page));
 }
 
 void SimPlatform::cache_op(arch::CacheOp op, u64 pa, u64 size) {

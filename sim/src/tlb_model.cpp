@@ -100,12 +100,13 @@ std::vector<TlbModel::Entry> stale_of(const std::vector<TlbModel::Entry>& entrie
 
 }  // namespace
 
-std::vector<TlbModel::Entry> TlbModel::stale(const PhysMem& mem, const Stage2Regs& regs, u16 vmid) const {
-  return stale_of(entries_, 2, vmid, [&](u64 ia) { return translate_stage2(mem, regs, ia, Access::read); });
+std::vector<TlbModel::Entry> TlbModel::stale(const PhysMem& mem, const Stage2Regs& regs, u16 vmid,
+                                             const ImplChoices& impl) const {
+  return stale_of(entries_, 2, vmid, [&](u64 ia) { return translate_stage2(mem, regs, ia, Access::read, false, impl); });
 }
 
-std::vector<TlbModel::Entry> TlbModel::stale(const PhysMem& mem, const Stage1Regs& regs) const {
-  return stale_of(entries_, 1, 0, [&](u64 va) { return translate_stage1_el2(mem, regs, va, Access::read); });
+std::vector<TlbModel::Entry> TlbModel::stale(const PhysMem& mem, const Stage1Regs& regs, const ImplChoices& impl) const {
+  return stale_of(entries_, 1, 0, [&](u64 va) { return translate_stage1_el2(mem, regs, va, Access::read, impl); });
 }
 
 std::string to_string(const TlbModel::Entry& e) {

@@ -103,7 +103,7 @@ TEST(Vtcr52, FourKAtLevelMinusOne) {
     EXPECT_EQ(TcrSh0::get(v), 0b11u);
     EXPECT_EQ(cfg->pa_bits, 52u);
     EXPECT_EQ(cfg->oa, kOa52Ds);
-    EXPECT_FALSE(cfg->tlbi_range) << "range TLBIs count in 64K units with DS = 1: not encoded";
+    EXPECT_TRUE(cfg->tlbi_range) << "range TLBIs with DS = 1 too (BaseADDR in 64 KiB units: TlbiRange::ds)";
   }
   // Pinned: 4K, 52-bit IPA, 52-bit PA, VS, HA, WBWA inner-shareable walks: T0SZ 12, SL0 0,
   // IRGN0/ORGN0 01, SH0 11, TG0 00, PS 110, VS, HA, RES1 bit 31, DS (32), SL2 (33).

@@ -268,6 +268,36 @@ TEST(Qemu, AgreesWithReferenceMmu) {
     }
   }
   EXPECT_EQ(differ, 0u) << compared << " lines compared";
+  // Range TLBIs on the 52-bit (FEAT_LPA2, DS = 1) tables: the image's `tlbi <run>:` lines count
+  // what its platform issued. With FEAT_TLBIRANGE, each 52-bit run's unmap is a range TLBI,
+  // for a DS = 1 regime with 4K and 16K (64K: FEAT_LPA, no DS), and the 4K granule run, whose
+  // tables are 52-bit on this CPU, issues DS range TLBIs too.
+  const auto tlbi_counts = [&](const std::string& run, unsigned long long& range, unsigned long long& ds) {
+    for (const std::string& l : lines)
+      if (starts_with(l, "tlbi " + run + ": "))
+        return std::sscanf(l.c_str() + 7 + run.size(), "range %llu ds %llu", &range, &ds) == 2;
+    return false;
+  };
+  if (cpu.tlbi_range) {
+    for (unsigned v = 0; v < kNumVariants52; ++v) {
+      if (!supports_run52(kVariants52[v], cpu)) continue;
+      const std::string rn = kVariants52[v].name;
+      unsigned long long range = 0, ds = 0;
+      ASSERT_TRUE(tlbi_counts(rn, range, ds)) << rn << ": no tlbi line";
+      EXPECT_GE(range, 1u) << rn;
+      if (kVariants52[v].granule == Granule::k64K) EXPECT_EQ(ds, 0u) << rn;
+      else EXPECT_EQ(ds, range) << rn;
+      EXPECT_NE(q.out.find("unmapped " + rn + " ipa "), std::string::npos) << rn;
+    }
+    using MP4K = ownership::MemProtect<Granule::k4K, sim::SimPlatform>;
+    if (MP4K::uses_52bit(run_cpu(cpu, kVariants[0]))) {
+      unsigned long long range = 0, ds = 0;
+      ASSERT_TRUE(tlbi_counts(kVariants[0].name, range, ds));
+      EXPECT_GE(ds, 1u) << "the 4K run's DS = 1 tables";
+      std::printf("el2: the 4K run (52-bit tables) issued %llu range TLBIs, %llu with DS = 1\n", range, ds);
+    }
+  }
+  EXPECT_EQ(q.out.find("STILL MAPPED"), std::string::npos) << "a page unmapped by range TLBI still translates";
   EXPECT_EQ(summary.find(" 0 failed"), summary.size() - 9) << "summary: " << summary;
   EXPECT_EQ(q.status, 0) << "QEMU's exit status (semihosting SYS_EXIT): 0 when every check passed";
   std::printf("el2: %u lines compared between QEMU and the reference MMU, %u differ\n", compared, differ);

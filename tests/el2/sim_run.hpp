@@ -61,6 +61,9 @@ class SimRun {
     const ownership::MachineDesc m{memory_, mmio_, ownership::Region{kCarveout, kCarveoutEnd - kCarveout}, kHypVaOffset};
     ok(mp_.init(*plat_, m, meta_, cpu_), "MemProtect::init");
     mp_.finalize();
+    // The machine's DS at each stage, which the platform decodes range TLBIs with (FEAT_LPA2).
+    plat_->set_regime_ds(2, mp_.host_config().oa.ds());
+    plat_->set_regime_ds(1, mp_.hyp_config().oa.ds());
   }
 
   /// Runs every step; returns the lines.
@@ -228,6 +231,7 @@ class SimRun52 {
       return;
     }
     cfg_ = *cfg;
+    plat_->set_regime_ds(2, cfg_.oa.ds());  // VTCR_EL2.DS: how range TLBIs are decoded
     ok(build_vm52<G>(*plat_, kRun, cfg_, table_, mc_), "build_vm52");
   }
   ~SimRun52() {

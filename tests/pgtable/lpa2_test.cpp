@@ -309,7 +309,8 @@ TEST(PgtableLpa2, FourKLeafAndTablesCarryTheTopBitsAndNoSh) {
   EXPECT_EQ(S2Leaf(leaf->entry).output_address(Granule::k4K, 3, kOa52Ds), kPa);
   EXPECT_EQ(t->output_address(*leaf), kPa);
   EXPECT_NE(leaf->entry & leaf_address_mask(Granule::k4K, 3), kPa) << "the 48-bit mask loses OA[51:50]";
-  EXPECT_FALSE(t->tlbi_range()) << "no range TLBIs with DS = 1";
+  EXPECT_TRUE(t->tlbi_range()) << "range TLBIs with DS = 1 too (64 KiB aligned pieces)";
+  EXPECT_TRUE(t->oa_format().ds());
   // The root's entry 15 (IPA[51:48]) points at a table above 2^50: bits [9:8] = 0b11.
   const u64 root_e = plat.phys_to_virt(t->root_pa())[15];
   EXPECT_EQ(root_e & 0b11, 0b11u);

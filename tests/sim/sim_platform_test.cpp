@@ -331,5 +331,40 @@ TEST(SimPlatformRangeTlbi, LoggedWithTheRangeAndMisuseReported) {
   EXPECT_EQ(p.log().size(), 7u);  // logged all the same
 }
 
+// With DS = 1 (FEAT_LPA2) a range operand's BaseADDR counts 64 KiB units: the platform encodes
+// the range as El2Platform does and decodes it with the DS of the regime it targets
+// (set_regime_ds), logging what the hardware would invalidate.
+TEST(SimPlatform, RangeTlbiIsDecodedWithTheRegimesDs) {
+  PhysMem mem;
+  ASSERT_TRUE(mem.add_region(kRam, kRamSize));
+  SimPlatform p{mem, kPool, kPoolSize, k4K};
+  const u64 hi = 0x000a'0000'4001'0000ull;  // above 2^48, 64 KiB aligned
+  // Not set: read with the DS the range was built for.
+  p.tlbi_range(Tlbi::ripas2e1is, 5, arch::TlbiRange{hi, 1, 7, 3, true});
+  EXPECT_EQ(p.log().events().back().addr, hi);
+  EXPECT_THAT(p.violations(), IsEmpty());
+  p.set_regime_ds(2, true);
+  p.tlbi_range(Tlbi::ripas2e1is, 5, arch::TlbiRange{hi, 1, 7, 3, true});
+  EXPECT_EQ(p.log().events().back().addr, hi);
+  EXPECT_EQ(p.log().events().back().size, 512 * k4K);
+  EXPECT_THAT(p.violations(), IsEmpty());
+  // Built without DS for a DS = 1 regime: BaseADDR = IA >> 12 read as IA >> 16 (and above 2^49
+  // the page number does not even fit the 37 bits).
+  p.tlbi_range(Tlbi::ripas2e1is, 5, arch::TlbiRange{0x4001'0000, 1, 7, 3, false});
+  EXPECT_EQ(p.log().events().back().addr, u64{0x4'0010} << 16);
+  EXPECT_EQ(p.violations().size(), 1u);
+  // DS = 1 and a start off a 64 KiB boundary: the hardware's range starts at the boundary below.
+  p.tlbi_range(Tlbi::ripas2e1is, 5, arch::TlbiRange{hi + 0x3000, 0, 0, 3, true});
+  EXPECT_EQ(p.log().events().back().addr, hi);
+  EXPECT_EQ(p.violations().size(), 2u);
+  // Stage 1 has its own DS: unset, then 0.
+  p.tlbi_range(Tlbi::rvale2is, 0, arch::TlbiRange{0x4001'0000, 0, 0, 3, false});
+  EXPECT_EQ(p.log().events().back().addr, 0x4001'0000u);
+  p.set_regime_ds(1, false);
+  p.tlbi_range(Tlbi::rvale2is, 0, arch::TlbiRange{0x4001'0000, 0, 0, 3, true});
+  EXPECT_EQ(p.violations().size(), 3u);
+  for (const Violation& v : p.violations()) EXPECT_EQ(v.kind, ViolationKind::bad_argument);
+}
+
 }  // namespace
 }  // namespace ptguard::sim

@@ -121,6 +121,9 @@ struct OaFormat {
   [[nodiscard]] constexpr unsigned oa_bits() const { return hi_field == 0 ? 48u : 52u; }
   /// Whether bits [9:8] of a leaf are SH[1:0] (false with DS = 1: they are OA[51:50]).
   [[nodiscard]] constexpr bool leaf_has_sh() const { return (hi_field & bit_range(9, 8)) == 0; }
+  /// Whether this is FEAT_LPA2's format, which TCR_EL2.DS / VTCR_EL2.DS = 1 selects (and which
+  /// also makes range TLBIs count their base address in 64 KiB units: maintenance.hpp).
+  [[nodiscard]] constexpr bool ds() const { return !leaf_has_sh(); }
   friend constexpr bool operator==(const OaFormat&, const OaFormat&) = default;
 };
 

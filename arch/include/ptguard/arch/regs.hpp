@@ -351,10 +351,10 @@ struct Stage2Config {
   v = VtcrVs::put(v, vs);
   v = TcrHa::put(v, ha);
   v = TcrDs::put(v, ds);
-  // Range TLBIs are not used with DS = 1: their BaseADDR then counts in 64K units whatever the
-  // granule (TLBI RIPAS2E1IS with FEAT_LPA2), which tlbi_range_operand does not encode; the
-  // engine falls back to by-address TLBIs and the VMID-wide one.
-  return Stage2Config{geo,      v,   pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt), cpu.tlbi_range && !ds,
+  // Range TLBIs with DS = 1 count their BaseADDR in 64 KiB units whatever the granule: the
+  // engine encodes them so (arch::TlbiRange::ds, from cfg.oa) and starts every range piece at a
+  // 64 KiB boundary (maintenance.hpp, "52-bit addresses").
+  return Stage2Config{geo,      v,   pa_bits, vs ? 16u : 8u, cpu.fwb, ha, !walk_needs_cmo(opt), cpu.tlbi_range,
                       oa_format(g, pa52)};
 }
 
@@ -402,9 +402,9 @@ struct Stage1Config {
   t = TcrPs::put(t, pa_range_from_bits(pa_bits));
   t = TcrHa::put(t, ha);
   t = TcrDs::put(t, ds);
-  // No range TLBIs with DS = 1 (as make_stage2_config).
+  // Range TLBIs with DS = 1 as in make_stage2_config.
   return Stage1Config{g, va_bits, stage1_start_level(g, va_bits), t, kMairEl2, pa_bits, ha,
-                      !walk_needs_cmo(opt), cpu.tlbi_range && !ds, oa_format(g, pa52)};
+                      !walk_needs_cmo(opt), cpu.tlbi_range, oa_format(g, pa52)};
 }
 
 // ---------------------------------------------------------------------------------------------

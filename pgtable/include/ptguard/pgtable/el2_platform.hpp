@@ -190,7 +190,8 @@ class El2Platform {
   }
 
   /// One range TLBI: the operand from arch::tlbi_range_operand (BaseADDR, TTL, NUM, SCALE, TG
-  /// of this granule). The TTL of a range form is part of FEAT_TLBIRANGE, not FEAT_TTL: it is
+  /// of this granule; BaseADDR in 64 KiB units when r.ds, which the engine sets for a table
+  /// with TCR_EL2.DS / VTCR_EL2.DS = 1, and then r.addr is 64 KiB aligned). The TTL of a range form is part of FEAT_TLBIRANGE, not FEAT_TTL: it is
   /// given whatever have_ttl says. RIPAS2E1IS acts on the current VMID, switched to `vmid` as
   /// tlbi() does.
   void tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r) {

@@ -1791,7 +1791,24 @@ class Table {
     u64 addr;
     u64 pages;
   };
+  // With DS = 1 (FEAT_LPA2, 4K/16K) a range TLBI starts at a 64 KiB boundary only, and the
+  // pages before the first one go by address (arch::tlbi_range_piece_at); when the boundary
+  // below the run is still in the operation's range, starting the range there is tried too,
+  // and whichever of the two takes fewer instructions is used.
   [[nodiscard]] Span widen(const OpState& s, u64 addr, u64 size) const {
+    const Span sp = widen_pieces(s, addr, size);
+    if (!ds_range()) return sp;
+    const u64 lo = addr & ~(arch::kTlbiRangeDsAlign - 1);
+    if (lo == addr || lo < s.op_lo) return sp;
+    const Span down = widen_pieces(s, lo, size + (addr - lo));
+    return span_ops(down) < span_ops(sp) ? down : sp;
+  }
+  // DS = 1 and range TLBIs: range pieces start 64 KiB aligned.
+  [[nodiscard]] bool ds_range() const { return tlbi_range_ && arch::tlbi_range_ds_applies(G, oa_.ds()); }
+  [[nodiscard]] u64 span_ops(const Span& sp) const {
+    return arch::tlbi_range_instructions(G, oa_.ds(), sp.addr, sp.pages);
+  }
+  [[nodiscard]] Span widen_pieces(const OpState& s, u64 addr, u64 size) const {
     const u64 pages = size / kPageSize;
     if (pages <= 1 || pages > arch::kTlbiRangeMaxPages) return Span{addr, pages};
     const arch::TlbiRangePiece p = arch::tlbi_range_piece(pages);
@@ -1818,7 +1835,7 @@ class Table {
       } else if (level != arch::kTlbiLevelUnknown && s.tlbi_size[i] == arch::level_size(G, level)) {
         n += 1;  // one leaf: by address
       } else {
-        n += arch::tlbi_range_instructions(widen(s, s.tlbi_addr[i], s.tlbi_size[i]).pages);
+        n += span_ops(widen(s, s.tlbi_addr[i], s.tlbi_size[i]));
       }
       if (n > kMaxTlbiOps) break;
     }
@@ -1845,15 +1862,19 @@ class Table {
     const arch::Tlbi range_op = kStage2 ? arch::Tlbi::ripas2e1is
                                 : level == arch::kTlbiLevelUnknown ? arch::Tlbi::rvae2is
                                                                    : arch::Tlbi::rvale2is;
+    // With DS = 1 the range operand counts its base in 64 KiB units (arch::TlbiRange::ds): the
+    // pages before the first 64 KiB boundary go by address, then the range pieces.
     const Span sp = widen(s, addr, s.tlbi_size[i]);
+    const bool ds = oa_.ds();
     u64 a = sp.addr;
     for (u64 left = sp.pages; left > 0;) {
-      const arch::TlbiRangePiece p = arch::tlbi_range_piece(left);
+      const arch::TlbiRangePiece p = arch::tlbi_range_piece_at(G, ds, a, left);
       if (p.range) {
-        plat_->tlbi_range(range_op, vmid, arch::TlbiRange{a, p.scale, p.num, static_cast<i8>(level)});
+        plat_->tlbi_range(range_op, vmid, arch::TlbiRange{a, p.scale, p.num, static_cast<i8>(level), ds});
       } else {
-        // The odd last page: by address, with the level hint of the run (a table's span is
-        // never odd). Stage 1 VAE2IS if the level is unknown.
+        // The odd last page, or (DS = 1) a page before the first 64 KiB boundary: by address,
+        // with the level hint of the run (only a run of last-level pages or a coalesced range
+        // has either). Stage 1 VAE2IS if the level is unknown.
         plat_->tlbi(level == arch::kTlbiLevelUnknown && !kStage2 ? arch::Tlbi::vae2is : kByAddr, vmid, a, level);
       }
       a += p.pages() * kPageSize;

@@ -140,11 +140,26 @@ class SimPlatform {
   /// Logs the invalidation; a level other than 0..3 or kTlbiLevelUnknown is a violation, and
   /// so is a range form (arch::is_range), which only tlbi_range() carries.
   void tlbi(arch::Tlbi op, u16 vmid, u64 addr, int level);
-  /// Logs one range TLBI (Event::tlbi_range over the allocator's page size). Violations
-  /// (bad_argument, logged all the same): an op that is not a range form, an address not
-  /// aligned to the page size, SCALE above 3, NUM above 31, a level other than 1..3 or
-  /// kTlbiLevelUnknown.
+  /// Logs one range TLBI (Event::tlbi_range over the allocator's page size) as the hardware
+  /// would carry it out: the range is encoded into Xt as El2Platform does
+  /// (arch::tlbi_range_operand, with r.ds) and decoded with the DS of the regime it targets
+  /// (arch::decode_tlbi_range: stage 2 for RIPAS2E1IS, stage 1 for RVAE2IS/RVALE2IS; see
+  /// set_regime_ds), and the decoded range is logged, so a TlbiModel applying the log sees a
+  /// wrongly scaled or misaligned range cover other addresses and reports what stays stale.
+  /// Violations (bad_argument, logged all the same): an op that is not a range form, an address
+  /// not aligned to the page size, SCALE above 3, NUM above 31, a level other than 1..3 or
+  /// kTlbiLevelUnknown; with 4K/16K pages, r.ds differing from the regime's DS (when set), and
+  /// with DS = 1 an address not aligned to 64 KiB (BaseADDR counts 64 KiB units).
   void tlbi_range(arch::Tlbi op, u16 vmid, const arch::TlbiRange& r);
+  /// The DS bit (FEAT_LPA2: VTCR_EL2.DS for `stage` 2, every VMID; TCR_EL2.DS for `stage` 1)
+  /// of the simulated machine's regimes, with which tlbi_range() decodes range operands. Until
+  /// it is set for a stage, a range TLBI is decoded with the DS it was built for (r.ds): a test
+  /// that checks the scaling of range TLBIs sets it from its table's configuration
+  /// (cfg.oa.ds(), or arch::TcrDs of the VTCR/TCR value).
+  void set_regime_ds(int stage, bool ds) {
+    const std::lock_guard guard(mu_.m);
+    (stage == 1 ? ds_s1_ : ds_s2_) = ds ? 1 : 0;
+  }
   void barrier(arch::Barrier b) {
     const std::lock_guard guard(mu_.m);
     log_.record(Event::barrier(b));
@@ -256,6 +271,9 @@ class SimPlatform {
   };
   Holder fixmap_holder_;
   bool log_refcounts_ = false;
+  // The regimes' DS (set_regime_ds): -1 not set, else 0 or 1.
+  int ds_s1_ = -1;
+  int ds_s2_ = -1;
 };
 
 static_assert(Platform<SimPlatform>);

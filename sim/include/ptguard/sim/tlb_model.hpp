@@ -66,8 +66,11 @@ class TlbModel {
   /// of its first address now faults or gives another descriptor (ignoring the software bits
   /// 58:55, which the MMU does not use); for a walk-cache entry, the walk no longer reads that
   /// table descriptor at that level. Stage-2 entries of other VMIDs than regs' are not checked.
-  [[nodiscard]] std::vector<Entry> stale(const PhysMem& mem, const Stage2Regs& regs, u16 vmid) const;
-  [[nodiscard]] std::vector<Entry> stale(const PhysMem& mem, const Stage1Regs& regs) const;
+  /// `impl`: the reference MMU's CPU (FEAT_LPA2 and a 52-bit PA for DS = 1 tables).
+  [[nodiscard]] std::vector<Entry> stale(const PhysMem& mem, const Stage2Regs& regs, u16 vmid,
+                                         const ImplChoices& impl = {}) const;
+  [[nodiscard]] std::vector<Entry> stale(const PhysMem& mem, const Stage1Regs& regs,
+                                         const ImplChoices& impl = {}) const;
 
   [[nodiscard]] const std::vector<Entry>& entries() const { return entries_; }
   [[nodiscard]] std::size_t size() const { return entries_.size(); }
