@@ -51,6 +51,10 @@ struct BasicOwnEnv {
     meta.resize(memory_pages(m, kPage));
     const Status st = mp.init(*plat, m, meta, CpuFeatures::modern());
     EXPECT_TRUE(st.has_value()) << (st ? "" : name(st.error()));
+    if (st) {  // the regimes' DS, as the hardware would read range TLBI operands with it
+      plat->set_regime_ds(2, mp.host_config().oa.ds());
+      plat->set_regime_ds(1, mp.hyp_config().oa.ds());
+    }
     if (finalize) mp.finalize();
   }
 

@@ -63,6 +63,10 @@ struct BasicSmallEnv {
     meta.resize(memory_pages(m, kPage));
     const Status st = mp.init(*plat, m, meta, kCpu);
     EXPECT_TRUE(st.has_value()) << errname(st);
+    if (st) {  // the regimes' DS, as the hardware would read range TLBI operands with it
+      plat->set_regime_ds(2, mp.host_config().oa.ds());
+      plat->set_regime_ds(1, mp.hyp_config().oa.ds());
+    }
     if (finalize) mp.finalize();
   }
 

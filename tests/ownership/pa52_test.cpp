@@ -47,6 +47,10 @@ struct Env52 {
     const MachineDesc m{regions, mmio, Region{kCarve, kCarveSize}, kHypOffset};
     meta.resize(memory_pages(m, kPage));
     init_status = mp.init(*plat, m, meta, cpu);
+    if (init_status) {  // the regimes' DS, as the hardware would read range TLBI operands with it
+      plat->set_regime_ds(2, mp.host_config().oa.ds());
+      plat->set_regime_ds(1, mp.hyp_config().oa.ds());
+    }
     if (init_status) mp.finalize();
   }
 
