@@ -379,7 +379,13 @@ class Table {
         return kRunSize;
       }
     }
-    install_page(slot, addr, pa, prot, *attrs, make_leaf(arch::kLastLevel, pa, *attrs));
+    // encode() succeeded, so the remembered encoding is prot's, and enc_cmo_ says whether its
+    // new leaf needs cache maintenance: without, install_page() is publish_page(), inline.
+    if (!enc_cmo_) {
+      publish_page(slot, make_leaf(arch::kLastLevel, pa, *attrs));
+    } else {
+      install_page(slot, addr, pa, prot, *attrs, make_leaf(arch::kLastLevel, pa, *attrs));
+    }
     return kPageSize;
   }
 
@@ -829,8 +835,13 @@ class Table {
   // Regime::encode, remembering the last Prot it encoded: callers map page after page with
   // the same few protections (a fault handler, a hypercall loop), and the encoding depends only
   // on the Prot and FWB, which is fixed for the table.
-  [[nodiscard]] Result<u64> encode(const Prot& prot) const {
+  // The hit is inline (every fast path calls it, nearly always with the last prot); a miss
+  // encodes out of line.
+  [[gnu::always_inline]] [[nodiscard]] Result<u64> encode(const Prot& prot) const {
     if (enc_valid_ && prot == enc_prot_) return enc_attrs_;
+    return encode_miss(prot);
+  }
+  [[gnu::noinline]] [[nodiscard]] Result<u64> encode_miss(const Prot& prot) const {
     const Result<u64> attrs = regime_encode(prot);
     if (attrs) {
       enc_prot_ = prot;
