@@ -758,6 +758,14 @@ TYPED_TEST(Ops, LookupAndDestroy) {
   EXPECT_EQ(t.map(0, this->kPage, this->kPa, kRW, e.mc).error(), Error::einval) << "destroyed";
 }
 
+// What flush_tlb() of a stage-2 table logs, and retire() with it: the table's stores made
+// visible to the walkers (DSB ISHST), every entry of its VMID invalidated (stage 1 and 2), and
+// the invalidation waited for (DSB ISH).
+std::vector<sim::Event> stage2_flush_events(u16 vmid) {
+  return {sim::Event::barrier(Barrier::dsb_ishst), sim::Event::tlbi(Tlbi::vmalls12e1is, vmid, 0, kTlbiLevelUnknown),
+          sim::Event::barrier(Barrier::dsb_ish)};
+}
+
 TYPED_TEST(Ops, FlushTlbInvalidatesTheWholeTableAndWaits) {
   auto& e = this->env;
   e.fill();
@@ -766,10 +774,7 @@ TYPED_TEST(Ops, FlushTlbInvalidatesTheWholeTableAndWaits) {
   ASSERT_TRUE(t2.map(this->kIpa, this->kPage, this->kPa, kRW, e.mc));
   auto mark = e.plat->log().mark();
   ASSERT_TRUE(t2.flush_tlb());
-  const std::vector<sim::Event> s2{sim::Event::barrier(Barrier::dsb_ishst),
-                                   sim::Event::tlbi(Tlbi::vmalls12e1is, 7, 0, kTlbiLevelUnknown),
-                                   sim::Event::barrier(Barrier::dsb_ish)};
-  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(s2));
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(stage2_flush_events(7)));
   // Stage 1 at EL2: every EL2 entry, then an ISB for this PE's own translations.
   auto t1 = e.stage1();
   ASSERT_TRUE(t1.map(this->kIpa, this->kPage, this->kPa, kRW, e.mc));
@@ -804,10 +809,7 @@ TYPED_TEST(Ops, RetireFlushesOnceAndLaterChangesIssueNoTlbi) {
   EXPECT_FALSE(t.retired());
   auto mark = e.plat->log().mark();
   ASSERT_TRUE(t.retire());
-  const std::vector<sim::Event> flush{sim::Event::barrier(Barrier::dsb_ishst),
-                                      sim::Event::tlbi(Tlbi::vmalls12e1is, 7, 0, kTlbiLevelUnknown),
-                                      sim::Event::barrier(Barrier::dsb_ish)};
-  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(flush));
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(stage2_flush_events(7)));
   EXPECT_TRUE(t.retired());
   auto tlbis = [&](auto& x) {
     const auto m = e.plat->log().mark();
