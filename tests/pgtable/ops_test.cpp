@@ -5,6 +5,7 @@
 
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "env.hpp"
@@ -758,6 +759,14 @@ TYPED_TEST(Ops, LookupAndDestroy) {
   EXPECT_EQ(t.map(0, this->kPage, this->kPa, kRW, e.mc).error(), Error::einval) << "destroyed";
 }
 
+// What flush_tlb() of a stage-2 table logs, and retire() with it: the table's stores made
+// visible to the walkers (DSB ISHST), every entry of its VMID invalidated (stage 1 and 2), and
+// the invalidation waited for (DSB ISH).
+std::vector<sim::Event> stage2_flush_events(u16 vmid) {
+  return {sim::Event::barrier(Barrier::dsb_ishst), sim::Event::tlbi(Tlbi::vmalls12e1is, vmid, 0, kTlbiLevelUnknown),
+          sim::Event::barrier(Barrier::dsb_ish)};
+}
+
 TYPED_TEST(Ops, FlushTlbInvalidatesTheWholeTableAndWaits) {
   auto& e = this->env;
   e.fill();
@@ -766,10 +775,7 @@ TYPED_TEST(Ops, FlushTlbInvalidatesTheWholeTableAndWaits) {
   ASSERT_TRUE(t2.map(this->kIpa, this->kPage, this->kPa, kRW, e.mc));
   auto mark = e.plat->log().mark();
   ASSERT_TRUE(t2.flush_tlb());
-  const std::vector<sim::Event> s2{sim::Event::barrier(Barrier::dsb_ishst),
-                                   sim::Event::tlbi(Tlbi::vmalls12e1is, 7, 0, kTlbiLevelUnknown),
-                                   sim::Event::barrier(Barrier::dsb_ish)};
-  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(s2));
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(stage2_flush_events(7)));
   // Stage 1 at EL2: every EL2 entry, then an ISB for this PE's own translations.
   auto t1 = e.stage1();
   ASSERT_TRUE(t1.map(this->kIpa, this->kPage, this->kPa, kRW, e.mc));
@@ -791,23 +797,37 @@ TYPED_TEST(Ops, FlushTlbInvalidatesTheWholeTableAndWaits) {
   EXPECT_THAT(e.plat->violations(), IsEmpty());
 }
 
+// The retire() tests' pair: a table (VMID 7) and its twin (VMID 8), each mapping the same four
+// pages from kIpa to kPa. The test retires the first; the twin, left live, shows what the same
+// later changes cost without retire().
+template <typename F>
+std::pair<typename Env<F::G>::S2, typename Env<F::G>::S2> twin_tables(F& f, const CpuFeatures& cpu) {
+  auto& e = f.env;
+  e.fill();
+  auto t = e.stage2(40, cpu, TableOptions{}, 7);
+  auto twin = e.stage2(40, cpu, TableOptions{}, 8);
+  for (auto* x : {&t, &twin}) EXPECT_TRUE(x->map(F::kIpa, 4 * F::kPage, F::kPa, kRW, e.mc));
+  return {std::move(t), std::move(twin)};
+}
+// Gives the memcache's pages back and frees every page of both tables.
+template <typename E, typename S2>
+void destroy_twins(E& e, S2& t, S2& twin) {
+  e.mc.drain(*e.plat);
+  t.destroy();
+  twin.destroy();
+}
+
 // retire(): one VMID-wide invalidation (as flush_tlb), and from then on the table's changes
 // take effect in memory with no TLB maintenance: nothing can hold or fetch its entries any more.
 // A twin that is not retired issues its TLBIs for the same changes (so the count is the
 // retirement's doing, not the operations').
 TYPED_TEST(Ops, RetireFlushesOnceAndLaterChangesIssueNoTlbi) {
   auto& e = this->env;
-  e.fill();
-  auto t = e.stage2(40, CpuFeatures::modern(), TableOptions{}, 7);
-  auto twin = e.stage2(40, CpuFeatures::modern(), TableOptions{}, 8);
-  for (auto* x : {&t, &twin}) ASSERT_TRUE(x->map(this->kIpa, 4 * this->kPage, this->kPa, kRW, e.mc));
+  auto [t, twin] = twin_tables(*this, CpuFeatures::modern());
   EXPECT_FALSE(t.retired());
   auto mark = e.plat->log().mark();
   ASSERT_TRUE(t.retire());
-  const std::vector<sim::Event> flush{sim::Event::barrier(Barrier::dsb_ishst),
-                                      sim::Event::tlbi(Tlbi::vmalls12e1is, 7, 0, kTlbiLevelUnknown),
-                                      sim::Event::barrier(Barrier::dsb_ish)};
-  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(flush));
+  EXPECT_THAT(e.plat->log().since(mark), ::testing::ElementsAreArray(stage2_flush_events(7)));
   EXPECT_TRUE(t.retired());
   auto tlbis = [&](auto& x) {
     const auto m = e.plat->log().mark();
@@ -822,9 +842,59 @@ TYPED_TEST(Ops, RetireFlushesOnceAndLaterChangesIssueNoTlbi) {
   EXPECT_TRUE(e.at(t, this->kIpa).ok());
   EXPECT_EQ(e.at(t, this->kIpa + this->kPage).fault, sim::FaultKind::translation);
   EXPECT_TRUE(e.at(t, this->kIpa + 2 * this->kPage).ok());
-  e.mc.drain(*e.plat);
-  t.destroy();
-  twin.destroy();
+  destroy_twins(e, t, twin);
+}
+
+// retire() drops TLB maintenance only. Without FWB, the clean and invalidate to the point of
+// coherency that an unmap owes the memory it gives back (and a change the memory it maps) is
+// about the data caches, and a TLB invalidation does nothing to them (TLB maintenance, Arm ARM
+// D8.14; cache maintenance, D7.5): a retired guest's pages can be as dirty in the caches as a
+// live one's. The retired table and a live twin, both without FWB, make the same changes: the
+// same cache maintenance on both, TLBIs only on the twin.
+TYPED_TEST(Ops, RetireKeepsCacheMaintenanceWithoutFwb) {
+  auto& e = this->env;
+  CpuFeatures cpu = CpuFeatures::modern();
+  cpu.fwb = false;
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  const u64 other = pa + 16 * pg;
+  auto [t, twin] = twin_tables(*this, cpu);
+  const auto from_retire = e.plat->log().mark();
+  ASSERT_TRUE(t.retire());
+  // One page unmapped, one replaced by another (break-before-make), then the rest unmapped,
+  // which empties and frees the last-level table.
+  auto changes = [&](auto& x) {
+    const auto m = e.plat->log().mark();
+    EXPECT_TRUE(x.unmap(ipa + pg, pg, e.mc));
+    EXPECT_TRUE(x.map(ipa + 2 * pg, pg, other, kRW, e.mc, MapOptions{true}));
+    EXPECT_TRUE(x.unmap(ipa, 4 * pg, e.mc));
+    return e.plat->log().since(m).filter([](const sim::Event& ev) {
+      return ev.kind == sim::EventKind::cache || ev.kind == sim::EventKind::tlbi;
+    });
+  };
+  const std::vector<sim::Event> retired = changes(t);
+  // From retire() on, the retirement's own flush is the only TLBI.
+  const auto is_tlbi = [](const sim::Event& ev) { return ev.kind == sim::EventKind::tlbi; };
+  EXPECT_THAT(e.plat->log().since(from_retire).filter(is_tlbi),
+              ::testing::ElementsAre(sim::Event::tlbi(Tlbi::vmalls12e1is, 7, 0, kTlbiLevelUnknown)))
+      << sim::EventView(retired).format();
+  const std::vector<sim::Event> live = changes(twin);
+  const auto cache = [](const std::vector<sim::Event>& v) {
+    return sim::EventView(v).filter([](const sim::Event& ev) { return ev.kind == sim::EventKind::cache; });
+  };
+  // Every page unmapped is cleaned, `other` both when it is mapped in and when it goes (so the
+  // comparison with the twin below is not between two empty lists).
+  EXPECT_THAT(cache(retired), ::testing::IsSupersetOf({sim::Event::cache(CacheOp::dc_civac, pa + pg, pg),
+                                                       sim::Event::cache(CacheOp::dc_civac, other, pg),
+                                                       sim::Event::cache(CacheOp::dc_civac, pa, pg),
+                                                       sim::Event::cache(CacheOp::dc_civac, other, pg),
+                                                       sim::Event::cache(CacheOp::dc_civac, pa + 3 * pg, pg)}))
+      << sim::EventView(retired).format();
+  EXPECT_EQ(cache(retired), cache(live)) << "retired:\n" << sim::EventView(retired).format() << "live:\n"
+                                          << sim::EventView(live).format();
+  EXPECT_GT(sim::EventView(live).count(sim::EventKind::tlbi), 0u) << "the same changes on a live table";
+  EXPECT_EQ(e.at(t, ipa).fault, sim::FaultKind::translation);
+  EXPECT_THAT(e.plat->violations(), IsEmpty());
+  destroy_twins(e, t, twin);
 }
 
 TYPED_TEST(Ops, WalkChecksItsRangeAsMapDoes) {
