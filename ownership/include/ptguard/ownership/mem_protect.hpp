@@ -1564,11 +1564,12 @@ class MemProtect {
     const u64 pa = g.table.output_address(*gl) + (ipa - gl->base);
     // The host's side must be what the guest's state says (the invariants promise it; a
     // mismatch is refused rather than acted on).
-    if (!is_memory(pa)) return fail(Error::eperm);
+    PageMeta* const mp = memory_meta(pa);
+    if (mp == nullptr) return fail(Error::eperm);
     const Result<pgtable::PageRef> href = host_.lookup_page(pa);
     if (!href) return fail(href.error());
     const pgtable::Leaf* const hl = &href->leaf;
-    PageMeta& m = meta(pa);
+    PageMeta& m = *mp;
     bool scrub = false, host_changes = true;
     switch (gs) {
       case PageState::owned:  // donated: the host's entry names the guest as owner
@@ -1594,7 +1595,9 @@ class MemProtect {
     // host's (a block annotation of a donated range; the host maps shared pages page by page).
     const u32 need = static_cast<u32>(arch::kLastLevel - gl->level) +
                      (host_changes ? static_cast<u32>(arch::kLastLevel - hl->level) : 0u);
-    if (Status st = fill(host_mc_, need); !st) return st;
+    if (need != 0) {
+      if (Status st = fill(host_mc_, need); !st) return st;
+    }
     // The fixmap is taken before anything changes (no fixmap: nothing to undo), and the page
     // zeroed only once the guest's entry and its TLB entries are gone.
     void* const p = scrub ? plat_->fixmap_map(pa) : nullptr;
@@ -1855,6 +1858,16 @@ class MemProtect {
     return 0;
   }
   [[nodiscard]] PageMeta& meta(u64 pa) { return meta_[meta_index(pa)]; }
+  // is_memory() and meta() in one pass over the regions: the page's entry, or nullptr if `pa`
+  // is in no page of memory.
+  [[nodiscard]] PageMeta* memory_meta(u64 pa) {
+    u64 idx = 0;
+    for (const Region& r : machine_.memory) {
+      if (r.touches_page(pa, kPage)) return &meta_[idx + (pa - r.first_page(kPage)) / kPage];
+      idx += r.pages(kPage);
+    }
+    return nullptr;
+  }
   // The page array from `pa` on; a range that check_memory() accepted lies in one region, so
   // its pages' entries are consecutive.
   [[nodiscard]] PageMeta* meta_run(u64 pa) { return &meta_[meta_index(pa)]; }
