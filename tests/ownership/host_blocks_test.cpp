@@ -343,6 +343,42 @@ TEST(HostBlocks, EveryPathThatGivesBackTheLastPageRebuilds) {
   }
 }
 
+// A dead guest's pages given back one call each (reclaim_guest_page), in address order, in the
+// reverse order, and from both ends inwards: host_rebuild_blocks() leaves early while a page next
+// to the one coming home is still away (host_neighbour_not_default), and must not while the
+// neighbours are default, whether empty (a page given back before) or a valid page the host
+// faulted in: the range, 10 pages inside a 2 MiB the host faulted in whole, is one block again
+// (and the GiB above it) exactly when its last page comes home, and not before.
+TEST(HostBlocks, PagesReclaimedOneCallEachRebuildTheBlockWithTheLastPage) {
+  constexpr u64 kN = 10, kIpa = 0x1000'0000;
+  const u64 base = BlockEnv::kGiB + 3 * k2M + 40 * kPg;
+  const std::vector<std::pair<const char*, std::vector<u64>>> orders = {
+      {"ascending", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}},
+      {"descending", {9, 8, 7, 6, 5, 4, 3, 2, 1, 0}},
+      {"from both ends", {0, 9, 1, 8, 2, 7, 3, 6, 4, 5}},
+  };
+  for (const auto& [what, order] : orders) {
+    SCOPED_TRACE(what);
+    BlockEnv e;
+    e.add_guest(2, 1);
+    ASSERT_TRUE(e.mp.host_handle_fault(BlockEnv::kGiB));
+    const Shape boot = host_shape(e.mp);
+    ASSERT_TRUE(e.mp.host_donate_guest(base, kN, 2, kIpa));
+    ASSERT_TRUE(e.mp.teardown_guest(2));
+    for (std::size_t k = 0; k < order.size(); ++k) {
+      ASSERT_TRUE(e.mp.reclaim_guest_page(2, kIpa + order[k] * kPg));
+      if (k + 1 < order.size()) {
+        EXPECT_EQ(e.level(base + order[k] * kPg), 3) << "page " << k << ": the range is not all home yet";
+      }
+    }
+    EXPECT_EQ(e.level(base), 1) << "the last page home rebuilt the 2 MiB block, then the GiB";
+    EXPECT_EQ(host_shape(e.mp), boot);
+    EXPECT_TRUE(invariants_hold(e.mp));
+    EXPECT_THAT(e.plat->violations(), IsEmpty());
+    ASSERT_TRUE(e.mp.reclaim_guest(2));
+  }
+}
+
 // Only where host_handle_fault would map the block: a 2 MiB block whose GiB is not all memory
 // is rebuilt, the GiB is not; the last MiB of the region, which no 2 MiB block fits, stays in
 // pages. And with the rebuild switched off, nothing is.

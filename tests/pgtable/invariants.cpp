@@ -761,7 +761,13 @@ std::ostream& operator<<(std::ostream& os, const Op& op) {
       os << "map(" << hex(op.addr) << ", " << hex(op.size) << ", pa " << hex(op.pa) << ", " << prot()
          << (op.replace ? ", replace" : "") << ")";
       break;
-    case OpKind::unmap: os << "unmap(" << hex(op.addr) << ", " << hex(op.size) << ")"; break;
+    case OpKind::unmap:
+      if (op.by_ref) {
+        os << "unmap_page(lookup_page(" << hex(op.addr) << "))";
+      } else {
+        os << "unmap(" << hex(op.addr) << ", " << hex(op.size) << ")";
+      }
+      break;
     case OpKind::set_owner:
       os << "set_owner(" << hex(op.addr) << ", " << hex(op.size) << ", owner " << op.owner << ", sw "
          << unsigned{op.sw} << ")";
@@ -884,6 +890,12 @@ Op gen_op(Rng& r, const Space& sp) {
     op.prot.sw = r.chance(1, 8) ? static_cast<u8>(1 + r.below(15)) : 0;
     op.prot.perm = static_cast<pgtable::Perm>(1 + r.below(7));
   }
+  // A third of the unmaps are of one page, half of those through lookup_page() and
+  // unmap_page() (the reclaim's path), which must do what unmap() does.
+  if (op.kind == OpKind::unmap && r.chance(1, 3)) {
+    op.size = sp.page;
+    op.by_ref = r.chance(1, 2);
+  }
   // Occasionally an invalid range.
   switch (r.below(60)) {
     case 0: op.addr += sp.page / 2; break;
@@ -892,6 +904,8 @@ Op gen_op(Rng& r, const Space& sp) {
     case 3: op.pa += sp.page / 2; break;
     default: break;
   }
+  // lookup_page() takes any address in a page; only a well-formed one-page unmap goes that way.
+  if (op.by_ref && (op.size != sp.page || (op.addr & (sp.page - 1)) != 0)) op.by_ref = false;
   return op;
 }
 

@@ -281,6 +281,7 @@ struct Op {
   u32 owner = 0;
   u8 sw = 0;
   bool to_pages = false;
+  bool by_ref = false;  ///< unmap of one page: lookup_page(addr), then unmap_page() of what it found
 };
 std::ostream& operator<<(std::ostream& os, const Op& op);
 std::string to_string(const Op& op);
@@ -412,7 +413,12 @@ class World {
   Status run(const Op& op, pgtable::Memcache& mc) {
     switch (op.kind) {
       case OpKind::map: return t->map(op.addr, op.size, op.pa, op.prot, mc, pgtable::MapOptions{op.replace});
-      case OpKind::unmap: return t->unmap(op.addr, op.size, mc);
+      case OpKind::unmap: {
+        if (!op.by_ref) return t->unmap(op.addr, op.size, mc);
+        const Result<pgtable::PageRef> ref = t->lookup_page(op.addr);
+        if (!ref) return fail(ref.error());
+        return t->unmap_page(*ref, mc);
+      }
       default: break;
     }
     if constexpr (kStage2) {

@@ -897,6 +897,98 @@ TYPED_TEST(Ops, RetireKeepsCacheMaintenanceWithoutFwb) {
   destroy_twins(e, t, twin);
 }
 
+// lookup_page() + unmap_page() do exactly what unmap() of that page does: twin machines (same
+// allocations, so the same table addresses), one unmapping through the general call, the other
+// through the PageRef its lookup kept, must log the same events (writes, barriers, TLBIs, cache
+// maintenance, frees) and leave the same tables: a page and an annotation in a last-level table
+// (cleared in place), an empty entry, a page inside a block (split), the last entry of a table
+// (the table freed), a page past anything mapped; live and retired, with FWB and without.
+TYPED_TEST(Ops, UnmapPageThroughItsLookupIsUnmap) {
+  using E = Env<TestFixture::G>;
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage, l2 = this->kL2;
+  for (const bool fwb : {false, true}) {
+    for (const bool retire : {false, true}) {
+      SCOPED_TRACE(std::string(fwb ? "FWB" : "no FWB") + (retire ? ", retired" : ", live"));
+      CpuFeatures cpu = CpuFeatures::modern();
+      cpu.fwb = fwb;
+      E a, b;
+      a.fill();
+      b.fill();
+      auto ta = a.stage2(40, cpu, TableOptions{}, 7);
+      auto tb = b.stage2(40, cpu, TableOptions{}, 7);
+      for (auto [e, t] : {std::pair{&a, &ta}, std::pair{&b, &tb}}) {
+        ASSERT_TRUE(t->map(ipa, 3 * pg, pa, kRW, e->mc));          // three pages of a table
+        ASSERT_TRUE(t->set_owner(ipa + 5 * pg, pg, 3, 0, e->mc));   // an annotation there
+        ASSERT_TRUE(t->map(ipa + l2, l2, pa + l2, kRW, e->mc));     // a block
+        if (retire) {
+          ASSERT_TRUE(t->retire());
+        }
+      }
+      for (const u64 x : {ipa + pg, ipa + 5 * pg, ipa + 7 * pg, ipa + l2 + 2 * pg, ipa + l2 + 3 * pg, ipa, ipa + 2 * pg,
+                          ipa + 9 * l2}) {
+        SCOPED_TRACE("unmap of page " + std::to_string(x));
+        const auto ma = a.plat->log().mark();
+        const auto mb = b.plat->log().mark();
+        ASSERT_TRUE(ta.unmap(x, pg, a.mc));
+        const Result<PageRef> ref = tb.lookup_page(x + pg / 2);  // any address in the page
+        ASSERT_TRUE(ref.has_value());
+        EXPECT_EQ(ref->addr, x);
+        ASSERT_TRUE(tb.unmap_page(*ref, b.mc));
+        const auto ea = a.plat->log().since(ma), eb = b.plat->log().since(mb);
+        ASSERT_EQ(ea.size(), eb.size());
+        for (std::size_t i = 0; i < ea.size(); ++i) EXPECT_EQ(ea[i], eb[i]) << "event " << i;
+        EXPECT_EQ(a.snapshot(ta), b.snapshot(tb));
+        EXPECT_EQ(b.at(tb, x).fault, sim::FaultKind::translation);
+      }
+      EXPECT_TRUE(b.at(tb, ipa + l2).ok()) << "the rest of the split block stays";
+      EXPECT_THAT(a.plat->violations(), IsEmpty());
+      EXPECT_THAT(b.plat->violations(), IsEmpty());
+      a.mc.drain(*a.plat);
+      b.mc.drain(*b.plat);
+      ta.destroy();
+      tb.destroy();
+    }
+  }
+}
+
+// The one-page unmap of a retired table, cleared in place: the store, and without FWB the
+// page cleaned to the point of coherency (it may hold dirty lines from the guest), nothing
+// else: no TLBI and no barrier (no TLB holds the entry and no walker reads the table). An
+// annotation's removal is the same live or retired: the store and DSB ISHST.
+TYPED_TEST(Ops, RetiredTableUnmapsAPageWithCacheMaintenanceOnly) {
+  auto& e = this->env;
+  e.fill();
+  const u64 ipa = this->kIpa, pa = this->kPa, pg = this->kPage;
+  CpuFeatures cpu = CpuFeatures::modern();
+  cpu.fwb = false;
+  auto t = e.stage2(40, cpu, TableOptions{}, 7);
+  ASSERT_TRUE(t.map(ipa, 4 * pg, pa, kRW, e.mc));
+  ASSERT_TRUE(t.set_owner(ipa + 5 * pg, pg, 3, 0, e.mc));
+  ASSERT_TRUE(t.retire());
+  auto kinds = [](const sim::EventView& ev) {
+    std::vector<sim::EventKind> k;
+    for (const sim::Event& x : ev) k.push_back(x.kind);
+    return k;
+  };
+  auto mark = e.plat->log().mark();
+  const Result<PageRef> ref = t.lookup_page(ipa + pg);
+  ASSERT_TRUE(ref.has_value());
+  ASSERT_NE(ref->ptep, nullptr);
+  ASSERT_TRUE(t.unmap_page(*ref, e.mc));
+  auto ev = e.plat->log().since(mark);
+  ASSERT_THAT(kinds(ev), ::testing::ElementsAre(sim::EventKind::write, sim::EventKind::cache));
+  EXPECT_EQ(ev[1], sim::Event::cache(CacheOp::dc_civac, pa + pg, pg));
+  mark = e.plat->log().mark();
+  ASSERT_TRUE(t.unmap(ipa + 5 * pg, pg, e.mc));
+  ev = e.plat->log().since(mark);
+  ASSERT_THAT(kinds(ev), ::testing::ElementsAre(sim::EventKind::write, sim::EventKind::barrier));
+  EXPECT_EQ(ev[1], sim::Event::barrier(Barrier::dsb_ishst));
+  EXPECT_EQ(e.at(t, ipa + pg).fault, sim::FaultKind::translation);
+  EXPECT_TRUE(e.at(t, ipa).ok());
+  e.mc.drain(*e.plat);
+  t.destroy();
+}
+
 TYPED_TEST(Ops, WalkChecksItsRangeAsMapDoes) {
   auto& e = this->env;
   e.fill();

@@ -1552,19 +1552,24 @@ class MemProtect {
   // after the guest's and the address's these are). Checks everything first (the guest's
   // entry, the host's entry and the page array agree on the state; the memcache; the fixmap),
   // then commits through engine calls that cannot fail once they passed.
+  // The lookups keep where each entry lives (PageRef), and the unmaps below clear those
+  // entries through it (Table::unmap_page) instead of walking both tables again.
   [[nodiscard]] Status reclaim_page(Guest& g, u64 ipa) {
-    const Result<pgtable::Leaf> gl = g.table.lookup(ipa);
-    if (!gl) return fail(gl.error());
+    const Result<pgtable::PageRef> gref = g.table.lookup_page(ipa);
+    if (!gref) return fail(gref.error());
+    const pgtable::Leaf* const gl = &gref->leaf;
     if (is_poisoned(gl->entry)) return fail(Error::ehwpoison);
     if (!arch::DescValid::get(gl->entry)) return fail(Error::enoent);
     const PageState gs = state_of(gl->entry);
     const u64 pa = g.table.output_address(*gl) + (ipa - gl->base);
     // The host's side must be what the guest's state says (the invariants promise it; a
     // mismatch is refused rather than acted on).
-    if (!is_memory(pa)) return fail(Error::eperm);
-    const Result<pgtable::Leaf> hl = host_.lookup(pa);
-    if (!hl) return fail(hl.error());
-    PageMeta& m = meta(pa);
+    PageMeta* const mp = memory_meta(pa);
+    if (mp == nullptr) return fail(Error::eperm);
+    const Result<pgtable::PageRef> href = host_.lookup_page(pa);
+    if (!href) return fail(href.error());
+    const pgtable::Leaf* const hl = &href->leaf;
+    PageMeta& m = *mp;
     bool scrub = false, host_changes = true;
     switch (gs) {
       case PageState::owned:  // donated: the host's entry names the guest as owner
@@ -1590,7 +1595,9 @@ class MemProtect {
     // host's (a block annotation of a donated range; the host maps shared pages page by page).
     const u32 need = static_cast<u32>(arch::kLastLevel - gl->level) +
                      (host_changes ? static_cast<u32>(arch::kLastLevel - hl->level) : 0u);
-    if (Status st = fill(host_mc_, need); !st) return st;
+    if (need != 0) {
+      if (Status st = fill(host_mc_, need); !st) return st;
+    }
     // The fixmap is taken before anything changes (no fixmap: nothing to undo), and the page
     // zeroed only once the guest's entry and its TLB entries are gone.
     void* const p = scrub ? plat_->fixmap_map(pa) : nullptr;
@@ -1598,13 +1605,13 @@ class MemProtect {
     // The guest's entry first: the engine invalidates its TLB entries by IPA and waits for the
     // invalidation (DSB ISH) before it returns, so no CPU reaches the page through the guest's
     // VMID once it is scrubbed or the host's. A table that empties is freed.
-    if (Status st = g.table.unmap(ipa, kPage, host_mc_); !st) {
+    if (Status st = g.table.unmap_page(*gref, host_mc_); !st) {
       if (scrub) plat_->fixmap_unmap();
       return st;
     }
     if (scrub) {
       zero_mapped(p, pa);
-      if (Status st = host_.unmap(pa, kPage, host_mc_); !st) return st;
+      if (Status st = host_.unmap_page(*href, host_mc_); !st) return st;
       m.guest = 0;
       m.guest_ipa = 0;
       host_rebuild_blocks(pa, kPage);
@@ -1654,8 +1661,13 @@ class MemProtect {
   // largest such block is rebuilt at once (a whole GiB unshared: one break-before-make, not 512).
   // It returns nothing and never fails the transition: whatever is not as expected (no table
   // there, a page in another state, an entry it does not recognise) means "leave it".
-  void host_rebuild_blocks(u64 pa, u64 size) {
+  // The cheap exit (host_neighbour_not_default()) inline, in the transition; the rebuild not.
+  [[gnu::always_inline]] void host_rebuild_blocks(u64 pa, u64 size) {
     if (!rebuild_blocks_ || size == 0) return;
+    if (size == kPage && host_neighbour_not_default(pa)) return;
+    host_rebuild_blocks_scan(pa, size);
+  }
+  [[gnu::noinline]] void host_rebuild_blocks_scan(u64 pa, u64 size) {
     constexpr int kLevel = arch::kLastLevel - 1;
     Region region{};
     bool mmio = false;
@@ -1680,6 +1692,28 @@ class MemProtect {
       }
       b += s;
     }
+  }
+
+  // host_rebuild_blocks()' cheap exit for one page: whether an entry next to pa's in its
+  // last-level table (the one the transition has just changed, so the engine's remembered slot
+  // answers without a walk) is surely not default, an annotation or a valid page in a state
+  // other than owned (default_child() would refuse either). Then that table is not all
+  // default, its 2 MiB is not rebuilt, and neither is anything above it (each level is tried
+  // only once the one below became a block), so the rebuild has nothing to do: the answer
+  // table_all_default() would give after the region lookup and its hint's bookkeeping. Pages
+  // coming home one call each in address order (a reclaim, an unshare page by page) meet a
+  // neighbour still away almost every time. False, and the full rebuild decides, otherwise.
+  [[nodiscard]] bool host_neighbour_not_default(u64 pa) const {
+    u64 t = 0;
+    if (!host_.last_level_table(pa, &t)) return false;
+    constexpr unsigned n = arch::entries_per_table(G);
+    const u64* const e = plat_->phys_to_virt(t);
+    const unsigned i = arch::level_index(G, arch::kLastLevel, pa);
+    const auto away = [](u64 v) {
+      v &= ~arch::S2Contiguous::kMask;  // a run's hint says nothing of the state
+      return v != 0 && (!arch::DescValid::get(v) || state_of(v) != PageState::owned);
+    };
+    return (i + 1 < n && away(e[i + 1])) || (i > 0 && away(e[i - 1]));
   }
 
   // The entry at `level` covering [base, +level size) of the host's stage-2, if it is a table
@@ -1824,6 +1858,16 @@ class MemProtect {
     return 0;
   }
   [[nodiscard]] PageMeta& meta(u64 pa) { return meta_[meta_index(pa)]; }
+  // is_memory() and meta() in one pass over the regions: the page's entry, or nullptr if `pa`
+  // is in no page of memory.
+  [[nodiscard]] PageMeta* memory_meta(u64 pa) {
+    u64 idx = 0;
+    for (const Region& r : machine_.memory) {
+      if (r.touches_page(pa, kPage)) return &meta_[idx + (pa - r.first_page(kPage)) / kPage];
+      idx += r.pages(kPage);
+    }
+    return nullptr;
+  }
   // The page array from `pa` on; a range that check_memory() accepted lies in one region, so
   // its pages' entries are consecutive.
   [[nodiscard]] PageMeta* meta_run(u64 pa) { return &meta_[meta_index(pa)]; }

@@ -134,6 +134,17 @@ struct Leaf {
   u64 size;   ///< bytes the entry covers
 };
 
+/// A leaf lookup_page() found for one page, and where it lives when it is a last-level entry:
+/// the handle unmap_page() takes, so removing what a caller has just looked up (and checked)
+/// costs no second walk. It stays meaningful only while the table does not change: the
+/// caller holds its exclusive lock and makes no other change to this table in between.
+struct PageRef {
+  Leaf leaf;      ///< what lookup(addr) returns
+  u64 addr;       ///< the page looked up (rounded down to the granule)
+  u64* ptep;      ///< its last-level entry, or nullptr if no tables lead down to one
+  u64 table_pa;   ///< the last-level table holding *ptep
+};
+
 template <typename Regime, arch::Granule G, Platform P, typename Layout = NoSwLayout>
 class Table {
  public:
@@ -274,6 +285,19 @@ class Table {
     Status st = walk_inner(a, a + kPageSize, v);
     if (!st) return fail(st.error());
     return v.out;
+  }
+
+  /// lookup() for one page, with where its entry lives (PageRef) when tables lead down to the
+  /// last level, for unmap_page(). Errors as lookup(); EINVAL for no table.
+  [[nodiscard]] Result<PageRef> lookup_page(u64 addr) const {
+    if (root_pa_ == kNoRoot) return fail(Error::einval);
+    if (ia_bits_ < 64 && addr >> ia_bits_) return fail(Error::erange);
+    const u64 a = addr & ~(kPageSize - 1);
+    if (const PageSlot slot = last_level_slot(a); slot.ptep != nullptr)
+      return PageRef{Leaf{*slot.ptep, arch::kLastLevel, a, kPageSize}, a, slot.ptep, slot.table_pa};
+    const Result<Leaf> l = lookup(a);
+    if (!l) return fail(l.error());
+    return PageRef{*l, a, nullptr, 0};
   }
 
   /// Whether tables lead down to a last-level table for `addr`; if so `*table_pa` is its
@@ -462,6 +486,16 @@ class Table {
     }
     Content c{Content::Kind::invalid, 0, addr, 0, Prot{}, false, false, TlbPolicy::invalidate};
     return apply(c, addr, size, &mc);
+  }
+  /// unmap(ref.addr, one page, mc) for the page lookup_page() has just found (the table
+  /// unchanged since: PageRef), with the same effects, barriers, TLB and cache maintenance and
+  /// errors. Where the page's last-level entry is known and still holds what was found, and
+  /// the call needs no split and frees no table, the entry is cleared there, without a walk;
+  /// otherwise (a block to split, a table that empties, a contiguous run) the general path.
+  [[nodiscard]] Status unmap_page(const PageRef& ref, Memcache& mc) {
+    if (ref.ptep != nullptr && *ref.ptep == ref.leaf.entry && unmap_page_in_place(PageSlot{ref.ptep, ref.table_pa}, ref.addr))
+      return {};
+    return unmap(ref.addr, kPageSize, mc);
   }
   /// unmap() without a memcache: fails with ENOMEM (nothing changed) if a split is needed.
   [[nodiscard]] Status unmap(u64 addr, u64 size) {
@@ -2015,13 +2049,24 @@ class Table {
     if (plat_->page_count(slot.table_pa) <= 2) return false;  // the table would empty: freed
     write(slot.ptep, 0);
     (void)plat_->put_page(slot.table_pa);
-    OpState s;
-    if (page) {
-      queue_tlbi(s, addr, arch::kLastLevel, false);
-      if (kStage2 && !fwb_ && opt_.cache_maintenance && Regime::decode(old, fwb_).type == arch::MemType::normal_wb) {
-        flush(s);
-        plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(old, arch::kLastLevel), kPageSize);
+    const bool clean = kStage2 && page && !fwb_ && opt_.cache_maintenance &&
+                       Regime::decode(old, fwb_).type == arch::MemType::normal_wb;
+    // Nothing to invalidate (an annotation, or any entry of a retired table: no TLB holds one)
+    // needs no OpState: what finish() would do then, without it. A retired table is not live,
+    // so no walker reads the store and it needs no barrier either; an annotation's does.
+    if (!page || retired_) {
+      if (clean) plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(old, arch::kLastLevel), kPageSize);
+      if (!page) {
+        plat_->barrier(arch::Barrier::dsb_ishst);
+        if constexpr (!kStage2) plat_->barrier(arch::Barrier::isb);
       }
+      return true;
+    }
+    OpState s;
+    queue_tlbi(s, addr, arch::kLastLevel, false);
+    if (clean) {
+      flush(s);
+      plat_->cache_op(arch::CacheOp::dc_civac, leaf_oa(old, arch::kLastLevel), kPageSize);
     }
     finish(s, true);
     return true;
@@ -2036,11 +2081,15 @@ class Table {
   // The last-level entry for `addr` if tables lead all the way down to it, else nullptr. The
   // last table found is remembered (fault handlers map neighbouring pages one at a time);
   // every operation that can free a table forgets it.
-  [[nodiscard]] PageSlot last_level_slot(u64 addr) const {
+  // The remembered table's case is inline (a compare and an index: most callers hit it, and the
+  // call cost as much as the rest); the walk is not.
+  [[gnu::always_inline]] [[nodiscard]] PageSlot last_level_slot(u64 addr) const {
     constexpr unsigned kSpan = arch::level_shift(G, arch::kLastLevel - 1);
-    if ((addr >> kSpan) == cached_span_) {
-      return PageSlot{plat_->phys_to_virt(cached_table_) + arch::level_index(G, arch::kLastLevel, addr), cached_table_};
-    }
+    if ((addr >> kSpan) == cached_span_) return PageSlot{cached_ptes_ + arch::level_index(G, arch::kLastLevel, addr), cached_table_};
+    return last_level_slot_walk(addr);
+  }
+  [[gnu::noinline]] [[nodiscard]] PageSlot last_level_slot_walk(u64 addr) const {
+    constexpr unsigned kSpan = arch::level_shift(G, arch::kLastLevel - 1);
     int level = start_level_;
     const unsigned shift = arch::level_shift(G, level);
     u64 table_pa = root_pa_ + ((addr >> shift) >> arch::bits_per_level(G)) * kPageSize;
