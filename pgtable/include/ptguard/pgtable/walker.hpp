@@ -64,9 +64,13 @@ template <arch::Granule G, typename ToVirt, typename V>
   } else if constexpr ((V::visits() & kVisitLeaf) != 0) {
     // The last level holds no tables: one leaf visit per entry, nothing to classify or re-read.
     if (level == arch::kLastLevel) {
+      // Counted by index, the address derived from it: a visitor that never reads the address
+      // then costs the loop nothing for it (walk_1g_pages: one load, the visit, the count).
       constexpr u64 kPage = arch::page_size(G);
-      for (u64* ptep = table + idx; addr < end; ++ptep, addr += kPage) {
-        VisitCtx ctx{ptep, *ptep, addr, addr + kPage, addr, table_pa, arch::kLastLevel, true};
+      const u64 n = (end - addr) >> shift;
+      for (u64 i = 0; i < n; ++i) {
+        const u64 a = addr + i * kPage;
+        VisitCtx ctx{table + idx + i, table[idx + i], a, a + kPage, a, table_pa, arch::kLastLevel, true};
         Status st = v.leaf(ctx);
         if (!st) return st;
       }
