@@ -59,7 +59,7 @@ Census census(const S2& t) {
 
 // The timed visitor of walk_1g_pages: counts valid leaves.
 struct CountValidLeaves {
-  static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+  static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitReadOnly; }
   u64 n = 0;
   Status leaf(pgtable::VisitCtx& x) {
     n += arch::DescValid::get(x.old);

@@ -134,6 +134,40 @@ void stage2_property(bool contiguous = false, bool pa52 = false) {
     }
   }
   if (contiguous) RC_CLASSIFY(hinted, "contiguous runs formed");
+  // kVisitReadOnly: a read-only visitor sees every leaf the per-leaf walk sees, in the same
+  // order, with the same entry, pointer and range, over a range that may start and end
+  // anywhere inside a last-level table (so whole chunks, tails, and tables shorter than a chunk).
+  {
+    struct Seen {
+      u64* ptep;
+      u64 old, addr, end, base, table_pa;
+      int level;
+      bool operator==(const Seen&) const = default;
+    };
+    struct PerLeaf {
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+      std::vector<Seen> seen;
+      Status leaf(pgtable::VisitCtx& x) {
+        seen.push_back(Seen{x.ptep, x.old, x.addr, x.end, x.base, x.table_pa, x.level});
+        return {};
+      }
+    };
+    struct Chunked : PerLeaf {
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitReadOnly; }
+    };
+    // Inside the window the operations changed (sp), where the pages and tables are.
+    const u64 page = arch::page_size(G), pages = sp.big * sp.nbig / page;
+    const u64 first = *rc::gen::inRange<u64>(0, pages);
+    const u64 count = *rc::gen::inRange<u64>(1, std::min<u64>(pages - first, 3 * 2048) + 1);
+    PerLeaf a;
+    Chunked b;
+    const u64 from = sp.base + first * page, to = from + count * page;
+    RC_ASSERT(w.t->walk(from, to, a).has_value());
+    RC_ASSERT(w.t->walk(from, to, b).has_value());
+    RC_CLASSIFY(b.seen.size() >= 8, "a whole chunk walked");
+    RC_ASSERT(a.seen.size() == b.seen.size());
+    RC_ASSERT(a.seen == b.seen);
+  }
   teardown(w, mc);
 }
 

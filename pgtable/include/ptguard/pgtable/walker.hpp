@@ -33,6 +33,16 @@ inline constexpr unsigned kVisitTablePost = 1u << 2;
 /// pages)), instead of leaf() for each. There are no tables at the last level, so nothing is
 /// lost; a visitor uses this to keep its per-page loop tight (the map of a GiB of pages).
 inline constexpr unsigned kVisitLeafRun = 1u << 3;
+/// The visitor writes no entry of the table while it is walked (not through ctx.ptep, not any
+/// other way): a census, a check pass. The walker may then read a last-level table's entries
+/// a chunk at a time into locals ahead of their leaf() visits, and the visits see exactly what
+/// they would see one at a time. Why it pays: a visitor that keeps a u64 of its own (a count)
+/// may, for the compiler, alias the u64 entries, so without it each visit's store must land
+/// before the next entry is read and the loop is never vectorised (walk_1g_pages: 0.58 ns a
+/// leaf with a u64 count, 0.17 with a u32 one, which cannot alias; README, "Performance").
+/// A visitor that writes must not set it: a write to a neighbour (a contiguous run broken whole)
+/// would not be seen by the neighbour's visit.
+inline constexpr unsigned kVisitReadOnly = 1u << 4;
 
 /// What a visitor sees of one entry.
 struct VisitCtx {
@@ -68,7 +78,23 @@ template <arch::Granule G, typename ToVirt, typename V>
       // then costs the loop nothing for it (walk_1g_pages: one load, the visit, the count).
       constexpr u64 kPage = arch::page_size(G);
       const u64 n = (end - addr) >> shift;
-      for (u64 i = 0; i < n; ++i) {
+      u64 i = 0;
+      if constexpr ((V::visits() & kVisitReadOnly) != 0) {
+        // A cache line of entries at a time, read before any of their visits (the visitor
+        // writes none, so each still sees its entry as it is).
+        constexpr u64 kChunk = 64 / sizeof(u64);
+        for (; i + kChunk <= n; i += kChunk) {
+          u64 chunk[kChunk];
+          for (u64 j = 0; j < kChunk; ++j) chunk[j] = table[idx + i + j];
+          for (u64 j = 0; j < kChunk; ++j) {
+            const u64 a = addr + (i + j) * kPage;
+            VisitCtx ctx{table + idx + i + j, chunk[j], a, a + kPage, a, table_pa, arch::kLastLevel, true};
+            Status st = v.leaf(ctx);
+            if (!st) return st;
+          }
+        }
+      }
+      for (; i < n; ++i) {
         const u64 a = addr + i * kPage;
         VisitCtx ctx{table + idx + i, table[idx + i], a, a + kPage, a, table_pa, arch::kLastLevel, true};
         Status st = v.leaf(ctx);
