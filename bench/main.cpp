@@ -89,6 +89,7 @@ constexpr RowSpec kRows[] = {
     {"limit_1g_pages", "page", 0, 0},
     {"limit_1g_scrub_pages", "page", 0, 0},
     {"limit_lock_unlock", "call", 0, 0},
+    {"limit_lock_both_unlock", "call", 0, 0},
     {"limit_parallel_atomics_1t", "page", 0, 0},
     {"limit_parallel_atomics_2t", "page", 0, 0},
     {"arch_build_1g_page_descriptors", "page", 0, 0},
@@ -268,9 +269,20 @@ int print_lock_cost(const Shared& s) {
   constexpr double kBudget = 0.10;
   int over = 0;
   bool header = false;
-  const auto floor_it = s.rows.find("limit_lock_unlock");
-  const double floor = floor_it != s.rows.end() && floor_it->second.error.empty() ? floor_it->second.median() : NAN;
-  for (auto [name, locks] : {std::pair{"share_hyp_1g_page_calls", 2}, std::pair{"host_fault_1g", 1}}) {
+  const auto median_of = [&](const char* row) {
+    const auto it = s.rows.find(row);
+    return it != s.rows.end() && it->second.error.empty() ? it->second.median() : NAN;
+  };
+  // share_hyp takes the host's and the hypervisor's locks in one acquisition (HostHypLocks):
+  // its floor is the fused pair's; host_fault takes the host's alone.
+  struct Locked {
+    const char* name;
+    const char* locks;
+    const char* floor_row;
+  };
+  for (const Locked& l : {Locked{"share_hyp_1g_page_calls", "host+hyp in one acquisition", "limit_lock_both_unlock"},
+                          Locked{"host_fault_1g", "host", "limit_lock_unlock"}}) {
+    const char* const name = l.name;
     const auto a = s.rows.find(name);
     const auto b = s.rows.find(std::string(name) + "_nolock");
     if (a == s.rows.end() || b == s.rows.end() || !a->second.error.empty() || !b->second.error.empty()) continue;
@@ -279,9 +291,9 @@ int print_lock_cost(const Shared& s) {
     const double cost = a->second.median() / b->second.median() - 1;
     const bool met = cost <= kBudget;
     over += met ? 0 : 1;
-    std::printf("  %-26s %8.2f ns vs %8.2f ns: %+5.1f%%: %s (%d lock(s) a call; the uncontended lock/unlock "
-                "pair alone, limit_lock_unlock: %.2f ns)\n",
-                name, a->second.median(), b->second.median(), cost * 100, met ? "met" : "NO", locks, floor);
+    std::printf("  %-26s %8.2f ns vs %8.2f ns: %+5.1f%%: %s (locks: %s; uncontended alone, %s: %.2f ns)\n", name,
+                a->second.median(), b->second.median(), cost * 100, met ? "met" : "NO", l.locks, l.floor_row,
+                median_of(l.floor_row));
   }
   return over;
 }

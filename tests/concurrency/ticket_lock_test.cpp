@@ -1,5 +1,7 @@
 // TicketLock (pgtable/ticket_lock.hpp) under real threads: mutual exclusion, the ordering that
 // makes one holder's writes visible to the next, try_lock, and first-come-first-served order.
+// TicketLockPair: each of its locks excludes on its own and lock_both() excludes both, with
+// threads taking first, second and both at once; its counters wrap each on its own.
 // tests/concurrency/ runs a third time under ThreadSanitizer (make test-tsan), which also
 // reports any access to the guarded data that the lock's acquire/release does not order.
 #include <gtest/gtest.h>
@@ -97,6 +99,114 @@ TEST(TicketLock, WaitersAreServedInTicketOrder) {
   lock.unlock();
   for (auto& t : ts) t.join();
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2}));
+}
+
+// ---- TicketLockPair -------------------------------------------------------------------------
+
+using TestPair = BasicTicketLockPair<YieldRelax>;
+
+// Four threads, each taking `first` alone, `second` alone and both in turn (so every pair of
+// kinds meets), writing plain data under what they hold: `g1` under first, `g2` under second.
+// A lock that did not exclude loses increments or tears a/b; lock_both() holding only one of
+// the two does (and ThreadSanitizer reports the race). A deadlock between the kinds hangs.
+TEST(TicketLockPair, FirstSecondAndBothEachExcludeAmongFourThreads) {
+  TestPair pair;
+  Guarded g1, g2;
+  std::atomic<u64> torn{0};
+  constexpr int kThreads = 4, kIters = 3'000;
+  const auto bump = [&](Guarded& g) {
+    if (g.a != g.b) torn.fetch_add(1, std::memory_order_relaxed);
+    g.a = g.a + 1;
+    g.b = g.a;
+  };
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < kIters; ++i) {
+        switch ((i + t) % 3) {
+          case 0:
+            pair.lock_first();
+            bump(g1);
+            pair.unlock_first();
+            break;
+          case 1:
+            pair.lock_second();
+            bump(g2);
+            pair.unlock_second();
+            break;
+          default:
+            pair.lock_both();
+            bump(g1);
+            bump(g2);
+            pair.unlock_both();
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  // Each thread bumps g1 in cases 0 and 2, g2 in cases 1 and 2: 2 of every 3 iterations.
+  u64 want1 = 0, want2 = 0;
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kIters; ++i) {
+      const int k = (i + t) % 3;
+      want1 += k != 1;
+      want2 += k != 0;
+    }
+  EXPECT_EQ(g1.a, want1);
+  EXPECT_EQ(g2.a, want2);
+  EXPECT_EQ(torn.load(), 0u);
+  EXPECT_FALSE(pair.first_locked());
+  EXPECT_FALSE(pair.second_locked());
+}
+
+// While one lock is held, the other is free to take, alone; lock_both() waits for the held one.
+TEST(TicketLockPair, HoldingOneLeavesTheOtherFreeAndBothWaitsForIt) {
+  TestPair pair;
+  pair.lock_first();
+  EXPECT_TRUE(pair.first_locked());
+  EXPECT_FALSE(pair.second_locked());
+  std::thread([&] {
+    pair.lock_second();  // must not wait for first
+    pair.unlock_second();
+  }).join();
+  std::atomic<bool> got{false};
+  std::thread both([&] {
+    pair.lock_both();
+    got = true;
+    pair.unlock_both();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(got.load());  // still waiting for first
+  pair.unlock_first();
+  both.join();
+  EXPECT_TRUE(got.load());
+  EXPECT_FALSE(pair.first_locked());
+  EXPECT_FALSE(pair.second_locked());
+}
+
+// The counters wrap at 2^32. second's (the word's low half) carries into first's: the caller
+// whose add carried owns the extra ticket of first and must pass it on (lock_second) or let it
+// go with its own (lock_both, at unlock), else first would look held, and wait, forever.
+TEST(TicketLockPair, EachCounterWrapsOnItsOwn) {
+  TestPair pair(0xffff'ffffu);
+  pair.lock_second();  // second's counter 0xffffffff -> 0
+  EXPECT_FALSE(pair.first_locked());
+  EXPECT_TRUE(pair.second_locked());
+  pair.unlock_second();
+  EXPECT_FALSE(pair.second_locked());
+  TestPair both(0xffff'ffffu);
+  both.lock_both();  // both counters wrap at once
+  EXPECT_TRUE(both.first_locked());
+  EXPECT_TRUE(both.second_locked());
+  both.unlock_both();
+  EXPECT_FALSE(both.first_locked());
+  EXPECT_FALSE(both.second_locked());
+  both.lock_first();  // and each is taken again after its wrap
+  both.lock_second();
+  both.unlock_second();
+  both.unlock_first();
+  EXPECT_FALSE(both.first_locked());
+  EXPECT_FALSE(both.second_locked());
 }
 
 }  // namespace

@@ -13,7 +13,9 @@
 // take at most one guest lock; only check_invariants takes several (every slot's, by slot).
 //
 // The platform chooses (both optional; pgtable/platform.hpp lists them with the rest):
-//   Lock                  the lock type (lock()/unlock()); pgtable::TicketLock if it names none.
+//   Lock                  the host's and the hypervisor's lock type (lock()/unlock());
+//                         pgtable::TicketLock if it names none. A ticket lock's two are
+//                         fused into one pgtable::TicketLockPair (HostHypLocks, below).
 //   GuestLock             a guest slot's lock type: a reader-writer lock (lock()/unlock() and
 //                         lock_shared()/unlock_shared()); if it names none,
 //                         pgtable::BasicPerCpuRwLock, a reader slot per P::cpu_id(). The
@@ -107,6 +109,54 @@ struct GuestLockOf<P> {
 template <typename P>
 using PlatformGuestLock = typename detail::GuestLockOf<P>::type;
 
+/// The host's and the hypervisor's locks (ranks host and hyp), kept together because most
+/// transitions between the two take both. The rule that makes fusing them safe: a caller that
+/// needs both takes both with lock_both(), never the host's and then the hypervisor's on its
+/// own (lock_host() then lock_hyp() in one caller is not allowed; MemProtect's guards make
+/// each transition take exactly one of host, hyp or both).
+///
+/// For any lock type, two locks, lock_both() taking them in the order. For the ticket lock
+/// (pgtable::BasicTicketLock, the default and the EL2 platform's), one
+/// pgtable::BasicTicketLockPair: lock_both() takes both tickets with one atomic instead of
+/// two (docs/concurrency.md, "Cost"); the rule above is what its deadlock freedom needs.
+template <typename L>
+class HostHypLocks {
+ public:
+  void lock_host() { host_.lock(); }
+  void unlock_host() { host_.unlock(); }
+  void lock_hyp() { hyp_.lock(); }
+  void unlock_hyp() { hyp_.unlock(); }
+  void lock_both() {
+    host_.lock();
+    hyp_.lock();
+  }
+  void unlock_both() {
+    hyp_.unlock();
+    host_.unlock();
+  }
+
+ private:
+  L host_{};
+  L hyp_{};
+};
+
+template <class Relax>
+class HostHypLocks<pgtable::BasicTicketLock<Relax>> {
+ public:
+  void lock_host() { pair_.lock_first(); }
+  void unlock_host() { pair_.unlock_first(); }
+  void lock_hyp() { pair_.lock_second(); }
+  void unlock_hyp() { pair_.unlock_second(); }
+  void lock_both() { pair_.lock_both(); }
+  void unlock_both() { pair_.unlock_both(); }
+
+ private:
+  pgtable::BasicTicketLockPair<Relax> pair_{};
+};
+
+/// Which of HostHypLocks' locks a HostHypGuard holds.
+enum class HostHyp : unsigned { host = 1, hyp = 2, both = 3 };
+
 /// Whether the platform has the lock-order checker's hooks.
 template <typename P>
 concept LockOrderHooks = requires(P& p, unsigned rank) {
@@ -141,6 +191,44 @@ class RankedGuard {
   P& plat_;
   L* lock_;
   unsigned rank_;
+};
+
+/// Holds the host's lock, the hypervisor's, or both (HostHypLocks) for a scope, telling the
+/// platform's checker (if it has one) of each rank before taking them, host first, and after
+/// releasing them, hypervisor first.
+template <typename P, typename L = PlatformLock<P>>
+class HostHypGuard {
+ public:
+  HostHypGuard(P& plat, HostHypLocks<L>& locks, HostHyp which) : plat_(plat), locks_(locks), which_(which) {
+    if constexpr (LockOrderHooks<P>) {
+      if (has(HostHyp::host)) plat_.lock_order_acquire(static_cast<unsigned>(LockRank::host));
+      if (has(HostHyp::hyp)) plat_.lock_order_acquire(static_cast<unsigned>(LockRank::hyp));
+    }
+    switch (which_) {
+      case HostHyp::host: locks_.lock_host(); break;
+      case HostHyp::hyp: locks_.lock_hyp(); break;
+      case HostHyp::both: locks_.lock_both(); break;
+    }
+  }
+  ~HostHypGuard() {
+    switch (which_) {
+      case HostHyp::host: locks_.unlock_host(); break;
+      case HostHyp::hyp: locks_.unlock_hyp(); break;
+      case HostHyp::both: locks_.unlock_both(); break;
+    }
+    if constexpr (LockOrderHooks<P>) {
+      if (has(HostHyp::hyp)) plat_.lock_order_release(static_cast<unsigned>(LockRank::hyp));
+      if (has(HostHyp::host)) plat_.lock_order_release(static_cast<unsigned>(LockRank::host));
+    }
+  }
+  HostHypGuard(const HostHypGuard&) = delete;
+  HostHypGuard& operator=(const HostHypGuard&) = delete;
+
+ private:
+  [[nodiscard]] bool has(HostHyp h) const { return (static_cast<unsigned>(which_) & static_cast<unsigned>(h)) != 0; }
+  P& plat_;
+  HostHypLocks<L>& locks_;
+  HostHyp which_;
 };
 
 /// RankedGuard's shared twin: holds the shared side of a guest lock for a scope, telling the

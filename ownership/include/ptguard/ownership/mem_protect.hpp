@@ -255,8 +255,7 @@ class MemProtect {
   /// hypervisor shared-borrowed), as Linux marks the host's sections the hypervisor reads.
   [[nodiscard]] Status setup_share_hyp(u64 pa, u64 n) {
     if (finalized_) return fail(Error::eperm);
-    const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
+    const Guard locks = lock_host_hyp();
     return host_share_hyp_locked(pa, n);
   }
 
@@ -340,16 +339,14 @@ class MemProtect {
   /// EPERM: not memory, or a page not owned by the host (or already shared); EINVAL: range
   /// mixes memory and MMIO, or n == 0; ENOMEM.
   [[nodiscard]] Status host_share_hyp(u64 pa, u64 n) {
-    const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
+    const Guard locks = lock_host_hyp();
     return host_share_hyp_locked(pa, n);
   }
 
   /// The reverse of host_share_hyp. EBUSY if the hypervisor has pinned a page; EPERM if a page
   /// is not shared between exactly the host and the hypervisor.
   [[nodiscard]] Status host_unshare_hyp(u64 pa, u64 n) {
-    const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
+    const Guard locks = lock_host_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::none_held); !st) return st;
@@ -366,8 +363,7 @@ class MemProtect {
   /// The hypervisor pins pages the host shares with it (they cannot be unshared while pinned).
   /// EPERM unless shared host->hypervisor; EBUSY at the pin limit.
   [[nodiscard]] Status hyp_pin_shared(u64 pa, u64 n) {
-    const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
+    const Guard locks = lock_host_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::below_limit); !st) return st;
@@ -377,8 +373,7 @@ class MemProtect {
   }
   /// EPERM unless shared and pinned.
   [[nodiscard]] Status hyp_unpin_shared(u64 pa, u64 n) {
-    const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
+    const Guard locks = lock_host_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_hyp_shared(pa, size, Pins::held); !st) return st;
@@ -389,8 +384,7 @@ class MemProtect {
 
   /// Host owned -> none (annotated with the hypervisor's id); hypervisor none -> owned.
   [[nodiscard]] Status host_donate_hyp(u64 pa, u64 n) {
-    const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
+    const Guard locks = lock_host_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host(pa, size, HostNeed::owned); !st) return st;
@@ -404,8 +398,7 @@ class MemProtect {
   /// EBUSY if a page holds a table or waits in a memcache to become one; EINVAL if the range
   /// cuts an EL2 block mapped at set-up (a stage-1 block is never split).
   [[nodiscard]] Status hyp_donate_host(u64 pa, u64 n) {
-    const Guard host_lock = lock_host();
-    const Guard hyp_lock = lock_hyp();
+    const Guard locks = lock_host_hyp();
     u64 size = 0;
     if (Status st = check_memory(pa, n, &size); !st) return st;
     if (Status st = check_host_annotation(pa, size, annotation_owned_by(kHypId)); !st) return st;
@@ -1189,9 +1182,12 @@ class MemProtect {
   // ---- region and state helpers (also used by the guest transitions) -----------------------
  protected:
   // ---- locks (docs/concurrency.md: which transition takes which, in the order of locking.hpp)
-  using Guard = RankedGuard<P>;
-  [[nodiscard]] Guard lock_host() const { return Guard(*plat_, &host_lock_, static_cast<unsigned>(LockRank::host)); }
-  [[nodiscard]] Guard lock_hyp() const { return Guard(*plat_, &hyp_lock_, static_cast<unsigned>(LockRank::hyp)); }
+  // The host's lock, the hypervisor's, or both in one acquisition: a transition that needs
+  // both takes lock_host_hyp(), never lock_host() and then lock_hyp() (HostHypLocks' rule).
+  using Guard = HostHypGuard<P>;
+  [[nodiscard]] Guard lock_host() const { return Guard(*plat_, host_hyp_locks_, HostHyp::host); }
+  [[nodiscard]] Guard lock_hyp() const { return Guard(*plat_, host_hyp_locks_, HostHyp::hyp); }
+  [[nodiscard]] Guard lock_host_hyp() const { return Guard(*plat_, host_hyp_locks_, HostHyp::both); }
   using GuestGuard = RankedGuard<P, GuestLock>;
   using SharedGuestGuard = SharedRankedGuard<P, GuestLock>;
   // The lock of guest slot `g` (none for nullptr: the transition then fails on the missing
@@ -1210,14 +1206,20 @@ class MemProtect {
   class AllLocks {
    public:
     explicit AllLocks(const MemProtect& mp) : mp_(mp) {
-      take(&mp_.host_lock_, static_cast<unsigned>(LockRank::host));
-      take(&mp_.hyp_lock_, static_cast<unsigned>(LockRank::hyp));
+      if constexpr (LockOrderHooks<P>) {
+        mp_.plat_->lock_order_acquire(static_cast<unsigned>(LockRank::host));
+        mp_.plat_->lock_order_acquire(static_cast<unsigned>(LockRank::hyp));
+      }
+      mp_.host_hyp_locks_.lock_both();
       for (unsigned i = 0; i < kMaxGuests; ++i) take(&mp_.guests_[i].lock, guest_lock_rank(i));
     }
     ~AllLocks() {
       for (unsigned i = kMaxGuests; i-- > 0;) drop(&mp_.guests_[i].lock, guest_lock_rank(i));
-      drop(&mp_.hyp_lock_, static_cast<unsigned>(LockRank::hyp));
-      drop(&mp_.host_lock_, static_cast<unsigned>(LockRank::host));
+      mp_.host_hyp_locks_.unlock_both();
+      if constexpr (LockOrderHooks<P>) {
+        mp_.plat_->lock_order_release(static_cast<unsigned>(LockRank::hyp));
+        mp_.plat_->lock_order_release(static_cast<unsigned>(LockRank::host));
+      }
     }
     AllLocks(const AllLocks&) = delete;
     AllLocks& operator=(const AllLocks&) = delete;
@@ -1971,8 +1973,9 @@ class MemProtect {
   u64 pinned_pages_ = 0;
   // The host's stage 2 (host_, host_mc_, the page array meta_, pinned_pages_) and the
   // hypervisor's stage 1 (hyp_, hyp_mc_, the fixmap); each guest's is in its slot.
-  mutable Lock host_lock_{};
-  mutable Lock hyp_lock_{};  // pages whose hyp_pins is not 0 (check_hyp_shared's shortcut)
+  // Their locks: host_hyp_locks_' host lock and hypervisor lock (pinned_pages_, the pages
+  // whose hyp_pins is not 0, check_hyp_shared's shortcut, under both).
+  mutable HostHypLocks<Lock> host_hyp_locks_{};
 };
 
 }  // namespace ptguard::ownership

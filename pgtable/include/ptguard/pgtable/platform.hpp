@@ -37,8 +37,9 @@
 //
 // Optional, for the ownership layer's locks (ownership/locking.hpp; not part of the concept,
 // each has a default):
-//   Lock        the lock type of the host's, the hypervisor's and each guest's lock: lock()
-//               and unlock(), exclusive, acquire/release. Default: TicketLock.
+//   Lock        the lock type of the host's and the hypervisor's lock: lock() and unlock(),
+//               exclusive, acquire/release. Default: TicketLock; a TicketLock (BasicTicketLock)
+//               makes the two one TicketLockPair, both taken with one atomic (locking.hpp).
 //   lock_order_acquire(rank), lock_order_release(rank)
 //               the lock-order checker's hooks, called before a lock is taken and after it is
 //               released, with its rank (host 0, hypervisor 1, guest slot i 2 + i). Default:
