@@ -1304,11 +1304,7 @@ class MemProtect {
   }
 
   // Whether `pa` is in a page of memory (a page a region only partly covers counts).
-  [[nodiscard]] bool is_memory(u64 pa) const {
-    for (const Region& r : machine_.memory)
-      if (r.touches_page(pa, kPage)) return true;
-    return false;
-  }
+  [[nodiscard]] bool is_memory(u64 pa) const { return find_meta_index(pa) != kNotMemory; }
   [[nodiscard]] bool is_host_mmio(u64 pa) const {
     for (const MmioRegion& m : machine_.mmio)
       if (!m.hyp && m.region().contains(pa)) return true;
@@ -1849,24 +1845,29 @@ class MemProtect {
     plat_->fixmap_unmap();
   }
 
-  [[nodiscard]] u64 meta_index(u64 pa) const {
+  // The one lookup of a page in the page array: its index, the regions' pages counted in order
+  // (a page a region only partly covers counts), or kNotMemory if `pa` is in no page of
+  // memory. No array has that many entries, so the sentinel is never an index.
+  static constexpr u64 kNotMemory = ~u64{0};
+  [[nodiscard]] u64 find_meta_index(u64 pa) const {
     u64 idx = 0;
     for (const Region& r : machine_.memory) {
       if (r.touches_page(pa, kPage)) return idx + (pa - r.first_page(kPage)) / kPage;
       idx += r.pages(kPage);
     }
-    return 0;
+    return kNotMemory;
+  }
+  // For a page the caller knows is memory; entry 0 otherwise (an index the array always has).
+  [[nodiscard]] u64 meta_index(u64 pa) const {
+    const u64 i = find_meta_index(pa);
+    return i == kNotMemory ? 0 : i;
   }
   [[nodiscard]] PageMeta& meta(u64 pa) { return meta_[meta_index(pa)]; }
   // is_memory() and meta() in one pass over the regions: the page's entry, or nullptr if `pa`
   // is in no page of memory.
   [[nodiscard]] PageMeta* memory_meta(u64 pa) {
-    u64 idx = 0;
-    for (const Region& r : machine_.memory) {
-      if (r.touches_page(pa, kPage)) return &meta_[idx + (pa - r.first_page(kPage)) / kPage];
-      idx += r.pages(kPage);
-    }
-    return nullptr;
+    const u64 i = find_meta_index(pa);
+    return i == kNotMemory ? nullptr : &meta_[i];
   }
   // The page array from `pa` on; a range that check_memory() accepted lies in one region, so
   // its pages' entries are consecutive.
