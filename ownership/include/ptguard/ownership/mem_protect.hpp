@@ -1692,24 +1692,20 @@ class MemProtect {
 
   // host_rebuild_blocks()' cheap exit for one page: whether an entry next to pa's in its
   // last-level table (the one the transition has just changed, so the engine's remembered slot
-  // answers without a walk) is surely not default, an annotation or a valid page in a state
-  // other than owned (default_child() would refuse either). Then that table is not all
-  // default, its 2 MiB is not rebuilt, and neither is anything above it (each level is tried
-  // only once the one below became a block), so the rebuild has nothing to do: the answer
-  // table_all_default() would give after the region lookup and its hint's bookkeeping. Pages
-  // coming home one call each in address order (a reclaim, an unshare page by page) meet a
-  // neighbour still away almost every time. False, and the full rebuild decides, otherwise.
+  // answers without a walk) is surely_not_default(), the first test of default_child(). Then
+  // that table is not all default, its 2 MiB is not rebuilt, and neither is anything above it
+  // (each level is tried only once the one below became a block), so the rebuild has nothing to
+  // do: the answer table_all_default() would give after the region lookup and its hint's
+  // bookkeeping. Pages coming home one call each in address order (a reclaim, an unshare page
+  // by page) meet a neighbour still away almost every time. False, and the full rebuild
+  // decides, otherwise.
   [[nodiscard]] bool host_neighbour_not_default(u64 pa) const {
     u64 t = 0;
     if (!host_.last_level_table(pa, &t)) return false;
     constexpr unsigned n = arch::entries_per_table(G);
     const u64* const e = plat_->phys_to_virt(t);
     const unsigned i = arch::level_index(G, arch::kLastLevel, pa);
-    const auto away = [](u64 v) {
-      v &= ~arch::S2Contiguous::kMask;  // a run's hint says nothing of the state
-      return v != 0 && (!arch::DescValid::get(v) || state_of(v) != PageState::owned);
-    };
-    return (i + 1 < n && away(e[i + 1])) || (i > 0 && away(e[i - 1]));
+    return (i + 1 < n && surely_not_default(e[i + 1])) || (i > 0 && surely_not_default(e[i - 1]));
   }
 
   // The entry at `level` covering [base, +level size) of the host's stage-2, if it is a table
@@ -1774,8 +1770,20 @@ class MemProtect {
     return host_.walk(base, base + arch::level_size(G, level), v).has_value() && v.all_default;
   }
 
+  // The part of default_child()'s rule that needs neither the level nor the address, a few bit
+  // tests: entry `e` is an annotation (not 0, not valid), or valid in a state other than owned
+  // (so not kHostMem, whose state is owned). True only where default_child() is false, at any
+  // level; false says nothing (a table, another address or other attributes are the full
+  // check's). One predicate, so host_neighbour_not_default(), which uses it alone on the hot
+  // path, can never call a default entry "not default" and skip a rebuild that is due.
+  [[nodiscard]] static constexpr bool surely_not_default(u64 e) {
+    e &= ~arch::S2Contiguous::kMask;  // a contiguous run's hint says nothing of the state
+    return e != 0 && (!arch::DescValid::get(e) || state_of(e) != PageState::owned);
+  }
+
   // Whether entry `e` of a table of `level` covering `addr` is default (host_children_default).
   [[nodiscard]] bool default_child(u64 e, int level, u64 addr) const {
+    if (surely_not_default(e)) return false;
     e &= ~arch::S2Contiguous::kMask;  // a contiguous run's hint says nothing of the state
     if (e == 0) return true;
     const arch::DescKind k = arch::classify(e, G, level);
