@@ -352,7 +352,9 @@ void host_call(PerCpu* c, u64* x, bool smc) {
 /// Counts the valid leaves of a table by level (a read-only walker visitor, walker.hpp).
 struct LeafCounter {
   u64 n[4] = {};
-  static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+  // Writes no entry: the walker may read ahead (its u64 counts would otherwise order a store
+  // before every entry load, walker.hpp).
+  static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitReadOnly; }
   Status leaf(pgtable::VisitCtx& ctx) {
     if (arch::DescValid::get(ctx.old) && ctx.level >= 0 && ctx.level <= 3) ++n[ctx.level];
     return {};

@@ -207,7 +207,10 @@ State decode_entry(const Geometry& geo, u64 desc, int level, std::vector<std::st
 template <typename T>
 Model model_of_table(const T& t, const Geometry& geo, std::vector<std::string>* errors) {
   struct V {
-    static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+    // Decodes, writes no entry: the table every step is compared with the model through is read
+    // by the walker's read-ahead path (which the model test's kVisitReadOnly property checks
+    // against the per-leaf one).
+    static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitReadOnly; }
     const Geometry* geo;
     std::vector<std::string>* errors;
     std::vector<Run> runs;
@@ -435,7 +438,8 @@ class World {
 
   [[nodiscard]] std::vector<std::pair<u64, u64>> valid_leaves() const {
     struct V {
-      static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+      // Writes no entry.
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitReadOnly; }
       std::vector<std::pair<u64, u64>> out;
       Status leaf(pgtable::VisitCtx& x) {
         if (arch::DescValid::get(x.old)) out.emplace_back(x.base, arch::level_size(G, x.level));

@@ -1306,11 +1306,7 @@ class MemProtect {
   }
 
   // Whether `pa` is in a page of memory (a page a region only partly covers counts).
-  [[nodiscard]] bool is_memory(u64 pa) const {
-    for (const Region& r : machine_.memory)
-      if (r.touches_page(pa, kPage)) return true;
-    return false;
-  }
+  [[nodiscard]] bool is_memory(u64 pa) const { return find_meta_index(pa) != kNotMemory; }
   [[nodiscard]] bool is_host_mmio(u64 pa) const {
     for (const MmioRegion& m : machine_.mmio)
       if (!m.hyp && m.region().contains(pa)) return true;
@@ -1698,24 +1694,20 @@ class MemProtect {
 
   // host_rebuild_blocks()' cheap exit for one page: whether an entry next to pa's in its
   // last-level table (the one the transition has just changed, so the engine's remembered slot
-  // answers without a walk) is surely not default, an annotation or a valid page in a state
-  // other than owned (default_child() would refuse either). Then that table is not all
-  // default, its 2 MiB is not rebuilt, and neither is anything above it (each level is tried
-  // only once the one below became a block), so the rebuild has nothing to do: the answer
-  // table_all_default() would give after the region lookup and its hint's bookkeeping. Pages
-  // coming home one call each in address order (a reclaim, an unshare page by page) meet a
-  // neighbour still away almost every time. False, and the full rebuild decides, otherwise.
+  // answers without a walk) is surely_not_default(), the first test of default_child(). Then
+  // that table is not all default, its 2 MiB is not rebuilt, and neither is anything above it
+  // (each level is tried only once the one below became a block), so the rebuild has nothing to
+  // do: the answer table_all_default() would give after the region lookup and its hint's
+  // bookkeeping. Pages coming home one call each in address order (a reclaim, an unshare page
+  // by page) meet a neighbour still away almost every time. False, and the full rebuild
+  // decides, otherwise.
   [[nodiscard]] bool host_neighbour_not_default(u64 pa) const {
     u64 t = 0;
     if (!host_.last_level_table(pa, &t)) return false;
     constexpr unsigned n = arch::entries_per_table(G);
     const u64* const e = plat_->phys_to_virt(t);
     const unsigned i = arch::level_index(G, arch::kLastLevel, pa);
-    const auto away = [](u64 v) {
-      v &= ~arch::S2Contiguous::kMask;  // a run's hint says nothing of the state
-      return v != 0 && (!arch::DescValid::get(v) || state_of(v) != PageState::owned);
-    };
-    return (i + 1 < n && away(e[i + 1])) || (i > 0 && away(e[i - 1]));
+    return (i + 1 < n && surely_not_default(e[i + 1])) || (i > 0 && surely_not_default(e[i - 1]));
   }
 
   // The entry at `level` covering [base, +level size) of the host's stage-2, if it is a table
@@ -1780,8 +1772,20 @@ class MemProtect {
     return host_.walk(base, base + arch::level_size(G, level), v).has_value() && v.all_default;
   }
 
+  // The part of default_child()'s rule that needs neither the level nor the address, a few bit
+  // tests: entry `e` is an annotation (not 0, not valid), or valid in a state other than owned
+  // (so not kHostMem, whose state is owned). True only where default_child() is false, at any
+  // level; false says nothing (a table, another address or other attributes are the full
+  // check's). One predicate, so host_neighbour_not_default(), which uses it alone on the hot
+  // path, can never call a default entry "not default" and skip a rebuild that is due.
+  [[nodiscard]] static constexpr bool surely_not_default(u64 e) {
+    e &= ~arch::S2Contiguous::kMask;  // a contiguous run's hint says nothing of the state
+    return e != 0 && (!arch::DescValid::get(e) || state_of(e) != PageState::owned);
+  }
+
   // Whether entry `e` of a table of `level` covering `addr` is default (host_children_default).
   [[nodiscard]] bool default_child(u64 e, int level, u64 addr) const {
+    if (surely_not_default(e)) return false;
     e &= ~arch::S2Contiguous::kMask;  // a contiguous run's hint says nothing of the state
     if (e == 0) return true;
     const arch::DescKind k = arch::classify(e, G, level);
@@ -1851,24 +1855,29 @@ class MemProtect {
     plat_->fixmap_unmap();
   }
 
-  [[nodiscard]] u64 meta_index(u64 pa) const {
+  // The one lookup of a page in the page array: its index, the regions' pages counted in order
+  // (a page a region only partly covers counts), or kNotMemory if `pa` is in no page of
+  // memory. No array has that many entries, so the sentinel is never an index.
+  static constexpr u64 kNotMemory = ~u64{0};
+  [[nodiscard]] u64 find_meta_index(u64 pa) const {
     u64 idx = 0;
     for (const Region& r : machine_.memory) {
       if (r.touches_page(pa, kPage)) return idx + (pa - r.first_page(kPage)) / kPage;
       idx += r.pages(kPage);
     }
-    return 0;
+    return kNotMemory;
+  }
+  // For a page the caller knows is memory; entry 0 otherwise (an index the array always has).
+  [[nodiscard]] u64 meta_index(u64 pa) const {
+    const u64 i = find_meta_index(pa);
+    return i == kNotMemory ? 0 : i;
   }
   [[nodiscard]] PageMeta& meta(u64 pa) { return meta_[meta_index(pa)]; }
   // is_memory() and meta() in one pass over the regions: the page's entry, or nullptr if `pa`
   // is in no page of memory.
   [[nodiscard]] PageMeta* memory_meta(u64 pa) {
-    u64 idx = 0;
-    for (const Region& r : machine_.memory) {
-      if (r.touches_page(pa, kPage)) return &meta_[idx + (pa - r.first_page(kPage)) / kPage];
-      idx += r.pages(kPage);
-    }
-    return nullptr;
+    const u64 i = find_meta_index(pa);
+    return i == kNotMemory ? nullptr : &meta_[i];
   }
   // The page array from `pa` on; a range that check_memory() accepted lies in one region, so
   // its pages' entries are consecutive.

@@ -121,7 +121,8 @@ enum class Walk : u8 {
 };
 
 /// A check of the leaf a fault operation found, before it changes anything (Status of the
-/// entry: an error stops the operation with it). The default accepts every leaf.
+/// entry: an error stops the operation with it). The default accepts every leaf. It is given
+/// the entry's value only and must write no entry: its walk is kVisitReadOnly (walker.hpp).
 struct AcceptLeaf {
   [[nodiscard]] constexpr Status operator()(u64 /*entry*/) const { return {}; }
 };
@@ -747,7 +748,8 @@ class Table {
     } else {
       if constexpr (!__is_same(Check, AcceptLeaf)) {
         struct C {
-          static constexpr unsigned visits() { return kVisitLeaf; }
+          // The check sees each entry's value, never its pointer: it writes no entry.
+          static constexpr unsigned visits() { return kVisitLeaf | kVisitReadOnly; }
           Check* check;
           Status leaf(VisitCtx& x) { return (*check)(x.old); }
         } cv{&check};

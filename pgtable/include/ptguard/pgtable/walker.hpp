@@ -56,6 +56,17 @@ struct VisitCtx {
   bool descend;  ///< cleared by a visitor: do not walk into the table at this entry
 };
 
+namespace detail {
+// One leaf() visit of the last-level entry at `ptep`, read as `e`, mapping the page at `a`: the
+// per-page tail of walk_table()'s last-level loop and its read-ahead chunks build the same
+// context, so the two cannot drift. Always inline: it is the body of the hottest loop.
+template <arch::Granule G, typename V>
+[[gnu::always_inline]] inline Status visit_last_level(V& v, u64* ptep, u64 e, u64 a, u64 table_pa) {
+  VisitCtx ctx{ptep, e, a, a + arch::page_size(G), a, table_pa, arch::kLastLevel, true};
+  return v.leaf(ctx);
+}
+}  // namespace detail
+
 /// Walks [addr, end) of the table at `table_pa` (a level-`level` table, or the whole root when
 /// `root_entries` is given: a concatenated root is one array of entries). `to_virt` turns a
 /// table's physical address into a pointer to its entries. Preconditions (checked by the
@@ -87,17 +98,13 @@ template <arch::Granule G, typename ToVirt, typename V>
           u64 chunk[kChunk];
           for (u64 j = 0; j < kChunk; ++j) chunk[j] = table[idx + i + j];
           for (u64 j = 0; j < kChunk; ++j) {
-            const u64 a = addr + (i + j) * kPage;
-            VisitCtx ctx{table + idx + i + j, chunk[j], a, a + kPage, a, table_pa, arch::kLastLevel, true};
-            Status st = v.leaf(ctx);
+            Status st = detail::visit_last_level<G>(v, table + idx + i + j, chunk[j], addr + (i + j) * kPage, table_pa);
             if (!st) return st;
           }
         }
       }
       for (; i < n; ++i) {
-        const u64 a = addr + i * kPage;
-        VisitCtx ctx{table + idx + i, table[idx + i], a, a + kPage, a, table_pa, arch::kLastLevel, true};
-        Status st = v.leaf(ctx);
+        Status st = detail::visit_last_level<G>(v, table + idx + i, table[idx + i], addr + i * kPage, table_pa);
         if (!st) return st;
       }
       return {};

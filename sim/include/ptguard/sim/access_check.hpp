@@ -103,7 +103,8 @@ template <typename MP>
     const Stage2Regs regs{hc.vtcr, arch::make_vttbr(hc, g->table.root_pa(), g->table.vmid()), hc.fwb};
     std::optional<std::string> problem;
     struct V {
-      static constexpr unsigned visits() { return pgtable::kVisitLeaf; }
+      // Reads the entries and, through the reference MMU, the const PhysMem: writes no entry.
+      static constexpr unsigned visits() { return pgtable::kVisitLeaf | pgtable::kVisitReadOnly; }
       const PhysMem* mem;
       const Stage2Regs* regs;
       const ImplChoices* impl;
