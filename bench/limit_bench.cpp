@@ -85,6 +85,25 @@ void limit_1g_scrub_pages(benchmark::State& state) {
 }
 
 
+// 262,144 uncontended acquisitions of `lock` (acquire(), release()), each around one store.
+template <typename L, typename Acquire, typename Release>
+void lock_floor(benchmark::State& state, L& lock, Acquire acquire, Release release) {
+  u64 word = 0;
+  Timing t;
+  for (auto _ : state) {
+    (void)timed(state, t, nullptr, [&]() -> Status {
+      for (u64 i = 0; i < kPagesPerGiB; ++i) {
+        acquire(lock);
+        word = i;
+        benchmark::DoNotOptimize(word);
+        release(lock);
+      }
+      return {};
+    });
+  }
+  report(state, t, Unit::call, static_cast<double>(kPagesPerGiB), 0);
+}
+
 // The floor of what a lock costs the ownership layer on one CPU: 262,144 uncontended
 // lock()/unlock() pairs of the default lock (pgtable::TicketLock, the one MemProtect takes when
 // the platform names none), each around one store as a transition's commit would be. On
@@ -94,43 +113,17 @@ void limit_1g_scrub_pages(benchmark::State& state) {
 // number of locks it takes (main.cpp, print_lock_cost).
 void limit_lock_unlock(benchmark::State& state) {
   pgtable::TicketLock lock;
-  u64 word = 0;
-  Timing t;
-  for (auto _ : state) {
-    (void)timed(state, t, nullptr, [&]() -> Status {
-      for (u64 i = 0; i < kPagesPerGiB; ++i) {
-        lock.lock();
-        word = i;
-        benchmark::DoNotOptimize(word);
-        lock.unlock();
-      }
-      return {};
-    });
-  }
-  report(state, t, Unit::call, static_cast<double>(kPagesPerGiB), 0);
+  lock_floor(state, lock, [](auto& l) { l.lock(); }, [](auto& l) { l.unlock(); });
 }
 
 // The same for a transition that takes the host's and the hypervisor's locks: 262,144
 // lock_both()/unlock_both() pairs of pgtable::TicketLockPair (ownership/locking.hpp,
 // HostHypLocks: what MemProtect takes for both when the platform's lock is the ticket lock),
-// one compare-and-swap for the two tickets, two acquire loads, two release stores. Against
-// twice limit_lock_unlock: what fusing the two tickets saves.
+// one atomic add for the two tickets, two acquire loads, two release stores. Against twice
+// limit_lock_unlock: what fusing the two tickets saves.
 void limit_lock_both_unlock(benchmark::State& state) {
   pgtable::TicketLockPair pair;
-  u64 word = 0;
-  Timing t;
-  for (auto _ : state) {
-    (void)timed(state, t, nullptr, [&]() -> Status {
-      for (u64 i = 0; i < kPagesPerGiB; ++i) {
-        pair.lock_both();
-        word = i;
-        benchmark::DoNotOptimize(word);
-        pair.unlock_both();
-      }
-      return {};
-    });
-  }
-  report(state, t, Unit::call, static_cast<double>(kPagesPerGiB), 0);
+  lock_floor(state, pair, [](auto& l) { l.lock_both(); }, [](auto& l) { l.unlock_both(); });
 }
 
 // What this machine gives two CPUs that each do the synchronisation a shared-side guest fault

@@ -1205,21 +1205,13 @@ class MemProtect {
   // check_invariants; released in the reverse order.
   class AllLocks {
    public:
-    explicit AllLocks(const MemProtect& mp) : mp_(mp) {
-      if constexpr (LockOrderHooks<P>) {
-        mp_.plat_->lock_order_acquire(static_cast<unsigned>(LockRank::host));
-        mp_.plat_->lock_order_acquire(static_cast<unsigned>(LockRank::hyp));
-      }
-      mp_.host_hyp_locks_.lock_both();
+    // host_hyp_ is taken before the body takes the guests' and released after the destructor's
+    // body has dropped them: the global order both ways.
+    explicit AllLocks(const MemProtect& mp) : mp_(mp), host_hyp_(mp.lock_host_hyp()) {
       for (unsigned i = 0; i < kMaxGuests; ++i) take(&mp_.guests_[i].lock, guest_lock_rank(i));
     }
     ~AllLocks() {
       for (unsigned i = kMaxGuests; i-- > 0;) drop(&mp_.guests_[i].lock, guest_lock_rank(i));
-      mp_.host_hyp_locks_.unlock_both();
-      if constexpr (LockOrderHooks<P>) {
-        mp_.plat_->lock_order_release(static_cast<unsigned>(LockRank::hyp));
-        mp_.plat_->lock_order_release(static_cast<unsigned>(LockRank::host));
-      }
     }
     AllLocks(const AllLocks&) = delete;
     AllLocks& operator=(const AllLocks&) = delete;
@@ -1236,6 +1228,7 @@ class MemProtect {
       if constexpr (LockOrderHooks<P>) mp_.plat_->lock_order_release(rank);
     }
     const MemProtect& mp_;
+    const Guard host_hyp_;
   };
 
   // host_share_hyp's work, under the host's and the hypervisor's locks (setup_share_hyp too).
